@@ -46,6 +46,7 @@ ffibuilder.set_source(
     #define _GNU_SOURCE
     #include <sched.h>
     #include <sys/mount.h>
+    #include <sys/prctl.h>
     #include "sys.h"
     """,
     sources=[os.path.relpath(os.path.join(CSRC, f), HERE) for f in _sources],

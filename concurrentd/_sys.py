@@ -65,6 +65,11 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(lib.cd_pivot_root(_c(new_root), _c(put_old)), "pivot_root", new_root)
 
 
+def set_parent_death_signal(sig: int) -> None:
+    """The kernel sends ``sig`` to the caller when the thread that forked it exits."""
+    _check(lib.prctl(lib.PR_SET_PDEATHSIG, ffi.cast("unsigned long", sig)), "prctl(PR_SET_PDEATHSIG)")
+
+
 def pidfd_open(pid: int) -> int:
     """An fd that becomes readable when process ``pid`` exits (close it when done)."""
     return _check(lib.cd_pidfd_open(pid, 0), f"pidfd_open({pid})")

@@ -28,6 +28,10 @@ int mount(const char *source, const char *target, const char *fstype,
           unsigned long flags, const void *data);
 int umount2(const char *target, int flags);
 
+/* process attributes: sys/prctl.h */
+#define PR_SET_PDEATHSIG ...
+int prctl(int option, ...);
+
 /* csrc/sys.c */
 int cd_pivot_root(const char *new_root, const char *put_old);
 int cd_pidfd_open(int pid, unsigned int flags);
