@@ -1,0 +1,133 @@
+"""Reading /proc/<pid>/mountinfo and /proc/<pid>/cgroup: pure parsers, plus two thin readers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of mountinfo (proc(5)); only the fields the testbed needs."""
+
+    mount_point: str
+    root: str          # the path inside the file system that is mounted there
+    fstype: str
+    source: str
+    super_options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """A cgroup hierarchy as this process sees it."""
+
+    mount_point: str   # e.g. /sys/fs/cgroup/memory
+    version: int       # 1 or 2
+    options: tuple[str, ...]  # controllers (v1) or () (v2), name=… included, rw/ro excluded
+    own_path: str      # this process's cgroup in it, relative to the hierarchy's root
+
+    @property
+    def own_dir(self) -> str:
+        return os.path.join(self.mount_point, self.own_path.lstrip("/"))
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 1 and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        if not line:
+            continue
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        fstype, source, options = right.split(" ", 2)
+        mounts.append(Mount(
+            mount_point=_unescape(fields[4]),
+            root=_unescape(fields[3]),
+            fstype=fstype,
+            source=_unescape(source),
+            super_options=tuple(options.split(",")),
+        ))
+    return mounts
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """Maps a hierarchy key to this process's path in it.
+
+    Keys: each v1 controller ("memory", "cpu", …), "name=systemd" for named hierarchies, and ""
+    for the v2 unified hierarchy.
+    """
+    paths: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            paths[""] = path
+        for c in controllers.split(","):
+            if c:
+                paths[c] = path
+    return paths
+
+
+def cgroup_hierarchies(mounts: list[Mount], proc_cgroup: dict[str, str],
+                       controllers: set[str]) -> list[Hierarchy]:
+    """The cgroup hierarchies mounted here, each once, with this process's path in it.
+
+    ``controllers`` are the kernel's cgroup controllers (first column of /proc/cgroups): a v1
+    hierarchy is known by the controllers, or the name=, among its super options.
+    """
+    seen: set[tuple[str, ...]] = set()
+    result = []
+    for m in mounts:
+        if m.fstype == "cgroup2":
+            key: tuple[str, ...] = ()
+            path = proc_cgroup.get("")
+            version = 2
+        elif m.fstype == "cgroup":
+            key = tuple(o for o in m.super_options if o in controllers or o.startswith("name="))
+            version = 1
+            path = next((proc_cgroup[k] for k in key if k in proc_cgroup), None)
+        else:
+            continue
+        if path is None or (version, key) in seen:
+            continue
+        seen.add((version, key))
+        result.append(Hierarchy(m.mount_point, version, key, path))
+    return result
+
+
+def mount_containing(mounts: list[Mount], path: str) -> Mount:
+    """The mount that ``path`` (absolute, symlinks resolved) lives on: the longest, latest match."""
+    best = None
+    for m in mounts:
+        mp = m.mount_point
+        if path == mp or path.startswith(mp.rstrip("/") + "/"):
+            if best is None or len(mp) >= len(best.mount_point):
+                best = m
+    assert best is not None, "/ is always mounted"
+    return best
+
+
+def read_mountinfo(pid: str | int = "self") -> list[Mount]:
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8") as f:
+        return parse_mountinfo(f.read())
+
+
+def read_hierarchies(pid: str | int = "self") -> list[Hierarchy]:
+    with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+        own = parse_proc_cgroup(f.read())
+    with open("/proc/cgroups", encoding="utf-8") as f:
+        controllers = {line.split()[0] for line in f if line.strip() and not line.startswith("#")}
+    return cgroup_hierarchies(read_mountinfo(pid), own, controllers)

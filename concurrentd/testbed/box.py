@@ -1,0 +1,274 @@
+"""A throwaway systemd, booted as PID 1 of its own namespaces over a copy-on-write view of /.
+
+Processes, from the host's view::
+
+    caller (Box)                        host pid namespace, caller's cgroups
+      └─ keeper (waits, then exits)     box's sub-cgroups; unshare()d the box's namespaces
+           └─ systemd (box PID 1)       new pid/mnt/uts/ipc/cgroup namespaces, pivot_root'ed
+      └─ enterer ─ CMD                  Box.run(): setns into the box, chroot, fork, exec
+
+Teardown kills the box's PID 1; the kernel then kills every process of its pid namespace, and the
+keeper's exit tells the caller that all of them are gone. The box's mounts live only in its mount
+namespace and vanish with it; the sub-cgroups are removed last.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from .. import _sys
+from ._boot import BootSpec, boot
+from ._cgroups import SubCgroups
+from ._mountinfo import mount_containing, read_hierarchies, read_mountinfo
+
+STATE_ROOT = "/run/concurrentd-testbed"
+
+# setns order: the cgroup namespace before the mount namespace (joining mnt changes what paths
+# mean, but namespace fds are opened beforehand, so the order among the rest is free); pid applies
+# to children only, hence the second fork in run().
+_NAMESPACES = (("cgroup", _sys.CLONE_NEWCGROUP), ("ipc", _sys.CLONE_NEWIPC), ("uts", _sys.CLONE_NEWUTS),
+               ("net", _sys.CLONE_NEWNET), ("pid", _sys.CLONE_NEWPID), ("mnt", _sys.CLONE_NEWNS))
+
+
+class TestbedError(RuntimeError):
+    """The box could not be booted or entered; the message says which step failed and why."""
+
+
+def systemd_is_pid1() -> bool:
+    """True where PID 1 is systemd (sd_booted()'s test, plus PID 1's own name)."""
+    try:
+        with open("/proc/1/comm") as f:
+            comm = f.read().strip()
+    except OSError:
+        return False
+    return comm == "systemd" and os.path.isdir("/run/systemd/system")
+
+
+def default_binds(extra: Sequence[str] = ()) -> list[str]:
+    """Host paths the box shows read-write: the working directory, the given paths, and every
+    non-root mount under which Python, its sys.path or those paths live (the overlay shows only
+    the root file system)."""
+    mounts = read_mountinfo()
+    wanted = [os.getcwd(), *extra]
+    needed = [sys.prefix, sys.base_prefix, sys.executable, *filter(None, sys.path)]
+    binds: list[str] = []
+    for p in [os.path.realpath(p) for p in wanted]:
+        binds.append(p)
+    for p in [os.path.realpath(p) for p in needed + wanted]:
+        mp = mount_containing(mounts, p).mount_point
+        if mp != "/" and not mp.startswith(("/proc", "/sys", "/dev", "/run", "/tmp")):
+            binds.append(mp)
+    # a bind of a parent hides none of its children's binds only if made first: sort by depth
+    unique = sorted(set(b for b in binds if os.path.isdir(b) and b != "/"), key=lambda b: b.count("/"))
+    return [b for b in unique if not any(b != o and b.startswith(o.rstrip("/") + "/") for o in unique)]
+
+
+class Box:
+    """A running throwaway systemd. Use as a context manager; stop() is idempotent.
+
+    Args:
+        binds: extra host directories to show read-write at the same path in the box (the
+            working directory, and the mounts holding Python, are always there).
+        boot_timeout: seconds to wait for systemd to report the system running.
+    """
+
+    def __init__(self, binds: Sequence[str] = (), boot_timeout: float = 20.0):
+        if os.geteuid() != 0:
+            raise PermissionError("the testbed must run as root: it mounts file systems and "
+                                  "creates namespaces and cgroups (try: sudo python -m "
+                                  "concurrentd.testbed -- …)")
+        if not os.path.exists("/lib/systemd/systemd"):
+            raise TestbedError("the testbed needs systemd installed (/lib/systemd/systemd is "
+                               "missing): apt-get install systemd dbus")
+        self.name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.binds = default_binds(binds)
+        self.boot_timeout = boot_timeout
+        self.pid1: int | None = None       # the box's PID 1 (systemd), as the host sees it
+        self._keeper: int | None = None
+        self._enterers: set[int] = set()   # run()'s children not yet reaped
+        self._state_dir = os.path.join(STATE_ROOT, self.name)
+        self._cgroups = SubCgroups(read_hierarchies(), f"concurrentd-testbed-{self.name}")
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def __enter__(self) -> "Box":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            self._start()
+            self._wait_running()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        os.makedirs(self._state_dir, mode=0o700)
+        self._cgroups.create()
+        spec = BootSpec(self._state_dir, read_hierarchies(), self.binds)
+        r, w = os.pipe()   # both O_CLOEXEC: EOF on `r` once systemd has exec'd (or the box died)
+        keeper = os.fork()
+        if keeper == 0:
+            os.close(r)
+            self._keeper_main(spec, w)
+        os.close(w)
+        self._keeper = keeper
+        with os.fdopen(r, "rb") as pipe:
+            report = pipe.read()
+        if not report.startswith(b"pid "):
+            raise TestbedError(f"booting the box failed: {report.decode(errors='replace') or 'the keeper died'}")
+        head, _, error = report.partition(b"\n")
+        self.pid1 = int(head.split()[1])
+        if error:
+            raise TestbedError(f"booting the box failed: {error.decode(errors='replace')}")
+
+    def _keeper_main(self, spec: BootSpec, w: int) -> None:
+        """The keeper: joins the sub-cgroups, makes the namespaces, forks PID 1, waits for it."""
+        status = 1
+        try:
+            # if the caller dies without tearing down, the keeper dies, and with it (below) systemd
+            _sys.set_parent_death_signal(signal.SIGKILL)
+            self._cgroups.join()
+            _sys.unshare(_sys.CLONE_NEWPID | _sys.CLONE_NEWNS | _sys.CLONE_NEWUTS |
+                         _sys.CLONE_NEWIPC | _sys.CLONE_NEWCGROUP)
+            pid1 = os.fork()
+            if pid1 == 0:
+                try:
+                    _sys.set_parent_death_signal(signal.SIGKILL)
+                    boot(spec)
+                except BaseException as e:   # noqa: BLE001 - reported to the caller, then exit
+                    os.write(w, f"{type(e).__name__}: {e}".encode())
+                finally:
+                    os._exit(1)
+            os.write(w, f"pid {pid1}\n".encode())
+            os.close(w)
+            _, st = os.waitpid(pid1, 0)
+            status = os.waitstatus_to_exitcode(st) & 0xFF
+        except BaseException as e:   # noqa: BLE001
+            try:
+                os.write(w, f"keeper: {type(e).__name__}: {e}".encode())
+            except OSError:
+                pass
+        finally:
+            os._exit(status)
+
+    def _wait_running(self) -> None:
+        deadline = time.monotonic() + self.boot_timeout
+        bus = f"/proc/{self.pid1}/root/run/systemd/private"
+        while not os.path.exists(bus):
+            if time.monotonic() > deadline or not self._alive():
+                raise TestbedError("the box's systemd did not come up (no /run/systemd/private in "
+                                   f"{self.boot_timeout:.0f} s)")
+            time.sleep(0.01)
+        left = max(1.0, deadline - time.monotonic())
+        out = self.check_output(["timeout", str(int(left) + 1), "systemctl", "is-system-running",
+                                 "--wait"], allow_fail=True).strip()
+        if out != "running":
+            failed = self.check_output(["systemctl", "list-units", "--failed", "--plain",
+                                        "--no-legend"], allow_fail=True)
+            raise TestbedError(f"the box's systemd is {out or 'not answering'}, not running; "
+                               f"failed units: {failed.strip() or 'none'}")
+
+    def _alive(self) -> bool:
+        return self.pid1 is not None and os.path.exists(f"/proc/{self.pid1}")
+
+    def stop(self) -> None:
+        """Kills the box and removes all it left: processes, mounts, cgroups, state directory."""
+        if self.pid1 is not None:
+            try:
+                os.kill(self.pid1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self._keeper is not None:
+            if self.pid1 is None:
+                os.kill(self._keeper, signal.SIGKILL)
+            os.waitpid(self._keeper, 0)   # the keeper exits once PID 1 and its namespace are gone
+            self._keeper = None
+        for pid in list(self._enterers):   # their commands died with the box's pid namespace
+            os.waitpid(pid, 0)
+            self._enterers.discard(pid)
+        self.pid1 = None
+        left = self._cgroups.remove()
+        if os.path.isdir(self._state_dir):
+            os.rmdir(self._state_dir)
+            try:
+                os.rmdir(STATE_ROOT)
+            except OSError:
+                pass
+        if left:
+            raise TestbedError("could not remove the box's cgroups: " + "; ".join(left))
+
+    # -- running commands inside -----------------------------------------------------------------
+    def run(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
+            stdout: int | None = None) -> int:
+        """Runs argv in the box (all its namespaces, its root, as root); returns its exit status
+        (128+N for a signal N, 127 when the command does not exist)."""
+        if not self._alive():
+            raise TestbedError("the box is not running")
+        env = dict(os.environ if env is None else env)
+        env["CONCURRENTD_TESTBED_BOX"] = self.name
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if stdout is not None:
+                    os.dup2(stdout, 1)
+                self._enter_and_exec(list(argv), env)
+            finally:
+                os._exit(126)
+        self._enterers.add(pid)
+        _, st = os.waitpid(pid, 0)   # interrupted by a signal that raises: stop() reaps it
+        self._enterers.discard(pid)
+        code = os.waitstatus_to_exitcode(st)
+        return 128 - code if code < 0 else code
+
+    def check_output(self, argv: Sequence[str], allow_fail: bool = False) -> str:
+        r, w = os.pipe()
+        try:
+            code = self.run(argv, stdout=w)
+        finally:
+            os.close(w)
+        with os.fdopen(r) as f:
+            out = f.read()
+        if code != 0 and not allow_fail:
+            raise TestbedError(f"{' '.join(argv)} exited with {code} in the box")
+        return out
+
+    def _enter_and_exec(self, argv: list[str], env: dict[str, str]) -> None:
+        """In a fresh child: join the box, fork once more (pid namespaces apply to children),
+        exec. Never returns."""
+        cwd = os.getcwd()
+        fds = [(os.open(f"/proc/{self.pid1}/ns/{ns}", os.O_RDONLY), flag) for ns, flag in _NAMESPACES]
+        root = os.open(f"/proc/{self.pid1}/root", os.O_RDONLY | os.O_DIRECTORY)
+        for fd, flag in fds:
+            _sys.setns(fd, flag)
+            os.close(fd)
+        os.fchdir(root)
+        os.chroot(".")
+        os.close(root)
+        try:
+            os.chdir(cwd)
+        except OSError:
+            os.chdir("/")
+        child = os.fork()
+        if child == 0:
+            try:
+                os.execvpe(argv[0], argv, env)
+            except FileNotFoundError:
+                print(f"concurrentd.testbed: {argv[0]}: command not found", file=sys.stderr)
+                os._exit(127)
+            except OSError as e:
+                print(f"concurrentd.testbed: {argv[0]}: {e.strerror}", file=sys.stderr)
+                os._exit(126)
+        _, st = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(st)
+        os._exit(128 - code if code < 0 else code)

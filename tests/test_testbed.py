@@ -1,0 +1,214 @@
+"""The testbed: a real systemd comes up in it, and nothing of a box outlives it.
+
+Tests marked `host` boot boxes of their own on the host; the others run inside the session's box
+(see conftest.py) and check what that systemd can do.
+"""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from concurrentd import testbed
+from concurrentd.testbed import Box
+from concurrentd.testbed._mountinfo import read_hierarchies
+
+PY = sys.executable
+
+
+def _systemctl_show(unit, prop):
+    return subprocess.run(["systemctl", "show", "-p", prop, "--value", unit], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+# -- inside a box (or on a systemd host) ----------------------------------------------------------
+
+def test_systemd_is_running_and_the_bus_answers():
+    from jeepney import DBusAddress, new_method_call
+    from jeepney.io.blocking import open_dbus_connection
+
+    assert testbed.systemd_is_pid1()
+    out = subprocess.run(["systemctl", "is-system-running"], capture_output=True, text=True)
+    assert out.stdout.strip() == "running", out
+    conn = open_dbus_connection(bus="SYSTEM")
+    try:
+        bus = DBusAddress("/org/freedesktop/DBus", bus_name="org.freedesktop.DBus",
+                          interface="org.freedesktop.DBus")
+        reply = conn.send_and_get_reply(new_method_call(bus, "GetNameOwner", "s",
+                                                        ("org.freedesktop.systemd1",)))
+        assert reply.body[0].startswith(":")
+    finally:
+        conn.close()
+
+
+def _unit_cgroup_dir(unit, hierarchy):
+    cg = _systemctl_show(unit, "ControlGroup")
+    for h in read_hierarchies():
+        if (h.version == 1 and hierarchy in h.options) or (h.version == 2 and not any(
+                x.version == 1 and hierarchy in x.options for x in read_hierarchies())):
+            return h.version, os.path.join(h.mount_point, cg.lstrip("/"))
+    pytest.fail(f"no {hierarchy} hierarchy")
+
+
+def test_cpu_quota_reaches_the_cgroup():
+    unit = f"testbed-cpu-{os.getpid()}.service"
+    subprocess.run(["systemd-run", "--unit", unit, "-p", "CPUQuota=20%", "sleep", "60"],
+                   check=True, capture_output=True)
+    try:
+        version, d = _unit_cgroup_dir(unit, "cpu")
+        if version == 1:
+            with open(os.path.join(d, "cpu.cfs_quota_us")) as q, open(os.path.join(d, "cpu.cfs_period_us")) as p:
+                quota, period = int(q.read()), int(p.read())
+        else:
+            with open(os.path.join(d, "cpu.max")) as f:
+                quota, period = map(int, f.read().split())
+        assert quota / period == pytest.approx(0.2)
+    finally:
+        subprocess.run(["systemctl", "stop", unit], check=True)
+
+
+def _oom_kills(version, cgroup_dir):
+    name = "memory.oom_control" if version == 1 else "memory.events"
+    with open(os.path.join(cgroup_dir, name)) as f:
+        fields = dict(line.split() for line in f)
+    return int(fields["oom_kill"])
+
+
+def test_memory_max_oom_kills():
+    # The unit outlives the hog (sh waits), so its cgroup's own OOM counter can be read: on
+    # cgroup v1 systemd 252 reports such a unit as killed by a signal, not as oom-kill.
+    unit = f"testbed-oom-{os.getpid()}.service"
+    hog = "x = b'a' * (200 << 20); print('survived')"
+    subprocess.run(["systemd-run", "--unit", unit, "-p", "MemoryMax=50M", "sh", "-c",
+                    f'{PY} -c "{hog}"; sleep 60'], check=True, capture_output=True)
+    try:
+        version, d = _unit_cgroup_dir(unit, "memory")
+        deadline = time.monotonic() + 30
+        while _oom_kills(version, d) == 0:
+            assert time.monotonic() < deadline, "the hog was not OOM-killed"
+            time.sleep(0.05)
+        limit = "memory.limit_in_bytes" if version == 1 else "memory.max"
+        with open(os.path.join(d, limit)) as f:
+            assert int(f.read()) == 50 << 20
+    finally:
+        subprocess.run(["systemctl", "stop", unit], check=True)
+
+
+# -- on the host: boxes of our own -----------------------------------------------------------------
+
+def _cgroup_dirs():
+    return {root for h in read_hierarchies() for root, _, _ in os.walk(h.own_dir)}
+
+
+def _ours(paths, name):
+    return {p for p in paths if name in p}
+
+
+@pytest.mark.host
+def test_box_boots_runs_and_leaves_nothing(tmp_path):
+    keep = tmp_path / "host-file"
+    keep.write_text("mine")
+    tmp_before = set(os.listdir("/tmp"))
+    mounts_before = open("/proc/self/mountinfo").read()
+    with Box() as box:
+        assert box.check_output(["systemctl", "is-system-running"]).strip() == "running"
+        # the box's /tmp is its own, and writes to / stay in the box
+        assert box.run(["sh", "-c", "touch /tmp/box-marker /etc/box-marker"]) == 0
+        name, pid1 = box.name, box.pid1
+        assert _ours(_cgroup_dirs(), name), "the box runs in sub-cgroups of its own"
+    assert not os.path.exists("/tmp/box-marker") and not os.path.exists("/etc/box-marker")
+    assert tmp_before <= set(os.listdir("/tmp")), "the box removed files from the host's /tmp"
+    assert keep.read_text() == "mine"
+    assert open("/proc/self/mountinfo").read() == mounts_before
+    assert not _ours(_cgroup_dirs(), name)
+    assert not os.path.exists(f"/proc/{pid1}")
+    assert not glob.glob(f"/run/concurrentd-testbed/{name}")
+
+
+@pytest.mark.host
+def test_box_checkout_is_read_write(tmp_path):
+    with Box(binds=[str(tmp_path)]) as box:
+        assert box.run(["sh", "-c", f"echo hi > {tmp_path}/out"]) == 0
+    assert (tmp_path / "out").read_text() == "hi\n"
+
+
+@pytest.mark.host
+def test_two_boxes_at_once():
+    with Box() as a, Box() as b:
+        assert a.name != b.name and a.pid1 != b.pid1
+        for box in (a, b):
+            assert box.run(["systemd-run", "--unit", "same-name", "sleep", "30"]) == 0
+        assert a.check_output(["systemctl", "is-active", "same-name"]).strip() == "active"
+        ns = {box.check_output(["readlink", "/proc/1/ns/pid"]) for box in (a, b)}
+        assert len(ns) == 2
+
+
+@pytest.mark.host
+def test_exception_in_the_with_block_tears_down():
+    with pytest.raises(ZeroDivisionError):
+        with Box() as box:
+            name, pid1 = box.name, box.pid1
+            1 / 0
+    assert not os.path.exists(f"/proc/{pid1}")
+    assert not _ours(_cgroup_dirs(), name)
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM),
+                                         (signal.SIGINT, 130)])
+def test_cli_tears_down_on_signal(tmp_path, sig, status):
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([PY, "-m", "concurrentd.testbed", "--bind", str(tmp_path), "--",
+                             "sh", "-c", f"echo $$ > {ready}; exec sleep 1000"])
+    deadline = time.monotonic() + 30
+    while not ready.exists() or not ready.read_text().strip():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    boxes = glob.glob(f"/run/concurrentd-testbed/{proc.pid}-*")
+    assert len(boxes) == 1
+    name = os.path.basename(boxes[0])
+    members = {int(p) for d in _ours(_cgroup_dirs(), name)
+               for p in open(os.path.join(d, "cgroup.procs")).read().split()}
+    assert members, "the box's processes are in its sub-cgroups"
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == status
+    assert not [p for p in members if os.path.exists(f"/proc/{p}")]
+    assert not _ours(_cgroup_dirs(), name)
+    assert not os.path.exists(boxes[0])
+
+
+@pytest.mark.host
+def test_cli_exit_status_and_missing_command():
+    run = lambda *cmd: subprocess.run([PY, "-m", "concurrentd.testbed", "--", *cmd],   # noqa: E731
+                                      capture_output=True, text=True)
+    assert run("sh", "-c", "exit 7").returncode == 7
+    missing = run("no-such-command-here")
+    assert missing.returncode == 127
+    assert "no-such-command-here: command not found" in missing.stderr
+
+
+@pytest.mark.host
+def test_cli_refuses_without_root():
+    from concurrentd.testbed.__main__ import main
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sys.stderr = open(w, "w", closefd=False)
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            code = main(["--", "true"])
+            sys.stderr.flush()
+        finally:
+            os._exit(locals().get("code", 99))
+    os.close(w)
+    err = os.read(r, 4096).decode()
+    os.close(r)
+    _, st = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(st) == 2
+    assert err.count("\n") == 1 and "must run as root" in err
