@@ -16,8 +16,8 @@ CSRC = os.path.join(HERE, "csrc")
 
 def _check_toolchain():
     """Fail early, with the fix, where the extension cannot be compiled."""
-    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(cc) is None and shutil.which("cc") is None:
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
         raise SystemExit(
             f"concurrentd: no C compiler found ({cc!r} is not on PATH). The C core must be "
             "compiled: install one (Debian/Ubuntu: apt-get install gcc) and try again."
