@@ -1,4 +1,30 @@
 # The C core is built by cffi from build_ffi.py; everything else is in pyproject.toml.
-from setuptools import setup
+# build_ext also compiles csrc/anchor.c, the units' main process, into a static executable
+# concurrentd/_anchor (static: it must run inside any RootDirectory= with only itself bound in).
+import os
+import subprocess
 
-setup(cffi_modules=["build_ffi.py:ffibuilder"])
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class build_ext_with_anchor(build_ext):
+    def run(self):
+        super().run()
+        inplace = self.inplace or getattr(self, "editable_mode", False)
+        out_dir = os.path.join(HERE if inplace else self.build_lib, "concurrentd")
+        os.makedirs(out_dir, exist_ok=True)
+        cmd = ["cc", "-static", "-Os", "-s", "-Wall", "-Wextra", "-o",
+               os.path.join(out_dir, "_anchor"), os.path.join(HERE, "csrc", "anchor.c")]
+        try:
+            subprocess.run(cmd, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise SystemExit(
+                f"concurrentd: could not build the static anchor ({' '.join(cmd)}): {e}. A static "
+                "libc is needed (Debian/Ubuntu: apt-get install libc6-dev)."
+            ) from e
+
+
+setup(cffi_modules=["build_ffi.py:ffibuilder"], cmdclass={"build_ext": build_ext_with_anchor})

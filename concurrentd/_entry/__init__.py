@@ -1,0 +1,42 @@
+"""Entering a unit: copy the confinement of a unit's main process (the anchor) onto a forked worker.
+
+    plan = EntryPlan.from_pid(main_pid)   # parent, once per unit
+    pid = os.fork()
+    if pid == 0:
+        enter(plan)                       # child: one C call, then user code runs confined
+
+See plan.py (what is copied), enter.py (the call) and csrc/enter.c (the order, and why).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .enter import ENTER_FAILED_EXIT_STATUS, EnterError, enter, fork_and_enter
+from .plan import AnchorGone, EntryPlan
+from .seccomp import SeccompFilter, get_filters
+
+__all__ = [
+    "ENTER_FAILED_EXIT_STATUS", "AnchorGone", "EnterError", "EntryPlan", "SeccompFilter",
+    "anchor_argv", "anchor_path", "enter", "fork_and_enter", "get_filters",
+]
+
+#: Placeholder the anchor overwrites with its securebits (see csrc/anchor.c).
+STATE_PLACEHOLDER = "-" * 16
+
+
+def anchor_path() -> str:
+    """The static anchor executable built with the package (concurrentd/_anchor)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_anchor")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"concurrentd's anchor executable is missing ({path}): rebuild the package "
+            "(pip install -e .), which compiles csrc/anchor.c statically")
+    return path
+
+
+def anchor_argv(owner_pid: int | None = None, *, path: str | None = None) -> list[str]:
+    """The command line of a unit's main process that lives as long as ``owner_pid`` (default:
+    the caller) and reports its securebits to EntryPlan.from_pid."""
+    return [path or anchor_path(), "--owner-pid", str(owner_pid or os.getpid()),
+            "--state", STATE_PLACEHOLDER]

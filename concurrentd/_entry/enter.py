@@ -1,0 +1,164 @@
+"""Enter a unit from a freshly forked worker: the typed face of cd_enter() (csrc/enter.c).
+
+    parent                                   child (after os.fork)
+    ------                                   ---------------------
+    plan = EntryPlan.from_pid(main_pid)      enter(plan)
+    pid = os.fork()  ─────────────────────▶    os.environ := the anchor's   (Python, no syscalls
+                                               cd_enter(plan)                 that switch anything)
+                                                 cgroups → rlimits… → setns → root → creds
+                                                 → no_new_privs → close fds → seccomp
+                                               user code runs confined, or EnterError
+
+fork_and_enter() does the fork and reports a failed entry to the parent as EnterError, like
+subprocess does for a failed exec: the child writes (step, arg, errno) to a pipe and exits with
+ENTER_FAILED_EXIT_STATUS; nothing is pickled or allocated on that path.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from .._core import ffi, lib
+from .plan import EntryPlan, environ_str
+
+#: Exit status of a worker whose entry failed. Outside the shell's 126-165 and systemd's 200-243.
+ENTER_FAILED_EXIT_STATUS = 197
+
+_STEP_NAMES = {getattr(lib, n): n[len("CD_STEP_"):].lower()
+               for n in dir(lib) if n.startswith("CD_STEP_")}
+_VERIFY_NAMES = {getattr(lib, n): n[len("CD_VERIFY_"):].lower()
+                 for n in dir(lib) if n.startswith("CD_VERIFY_")}
+_NS_NAMES = {lib.CLONE_NEWIPC: "ipc", lib.CLONE_NEWUTS: "uts", lib.CLONE_NEWNET: "net",
+             lib.CLONE_NEWCGROUP: "cgroup", lib.CLONE_NEWPID: "pid", lib.CLONE_NEWTIME: "time",
+             lib.CLONE_NEWNS: "mnt", lib.CLONE_NEWUSER: "user"}
+_ROOT_NAMES = ("fchdir(root)", "chroot", "fchdir(cwd)")
+_RECORD = struct.Struct("=iii")
+
+# Buffers the worker's /proc/self/environ points into (PR_SET_MM_ENV_*): never to be freed.
+_KEEPALIVE: list = []
+
+
+class EnterError(Exception):
+    """Entering a unit failed; no user code ran in the worker.
+
+    Attributes:
+        step: the step that failed, e.g. "setns(net)", "cgroup(/sys/fs/cgroup/memory/.../cgroup.procs)".
+        errno: the errno the kernel returned, or 0 when a value read back differed from the plan.
+    """
+
+    def __init__(self, step: str, errno: int, detail: str | None = None):
+        self.step, self.errno = step, errno
+        self.detail = detail or (os.strerror(errno) if errno else
+                                 "the kernel reports another value than the plan's")
+        super().__init__(f"{step}: {self.detail}")
+
+    def __reduce__(self):
+        return (EnterError, (self.step, self.errno, self.detail))
+
+
+def step_name(plan: EntryPlan, step: int, arg: int) -> str:
+    name = _STEP_NAMES.get(step, f"step{step}")
+    if step == lib.CD_STEP_SETNS:
+        return f"setns({_NS_NAMES.get(arg, arg)})"
+    if step == lib.CD_STEP_CGROUP and 0 <= arg < len(plan.cgroup_procs):
+        return f"cgroup({plan.cgroup_procs[arg]})"
+    if step == lib.CD_STEP_ROOT:
+        return _ROOT_NAMES[arg] if 0 <= arg < 3 else name
+    if step == lib.CD_STEP_VERIFY:
+        return f"verify({_VERIFY_NAMES.get(arg, arg)})"
+    if step in (lib.CD_STEP_RLIMIT, lib.CD_STEP_BOUNDING, lib.CD_STEP_AMBIENT, lib.CD_STEP_SECCOMP):
+        return f"{name}({arg})"
+    return name
+
+
+def _error(plan: EntryPlan, step: int, arg: int, err: int) -> EnterError:
+    name = step_name(plan, step, arg)
+    if step == lib.CD_STEP_ANCHOR and err == 3:  # ESRCH
+        e = EnterError(name, err, f"the unit's main process (anchor pid {plan.anchor_pid}) has "
+                                  "exited: the unit is gone, start a new one")
+    else:
+        e = EnterError(name, err)
+    e._raw = (step, arg, err)
+    return e
+
+
+def enter(plan: EntryPlan, *, timing: bool = False) -> dict[str, int] | None:
+    """Make the calling process a process of the plan's unit. Call it in the child, right after
+    os.fork(), before anything else.
+
+    Args:
+        plan: built in the parent by EntryPlan.from_pid (not closed).
+        timing: also return the nanoseconds each step took.
+
+    Returns:
+        None, or with ``timing`` a dict step name -> ns.
+
+    Raises:
+        RuntimeError: called in the process that built the plan (it would confine the parent).
+        EnterError: a step failed; the process is half-confined and must exit
+            (os._exit(ENTER_FAILED_EXIT_STATUS)).
+    """
+    if plan.owner_pid == os.getpid():
+        raise RuntimeError("enter(plan) must be called in a worker forked after the plan was "
+                           "built, not in the process that built it: it would confine that one")
+    if plan.closed:
+        raise ValueError("the plan is closed: build a new one with EntryPlan.from_pid()")
+    # The anchor's environment for Python and libc (setenv), before the C call that also points
+    # /proc/self/environ at it.
+    os.environ.clear()
+    os.environ.update(environ_str(plan.environ))
+    c = plan._c
+    c.timing = int(timing)
+    r = ffi.new("struct cd_enter_result *")
+    _KEEPALIVE.append(plan._keep)
+    rc = lib.cd_enter(c, r)
+    plan._forget()  # the fds are closed in C, success or not
+    if rc != 0:
+        raise _error(plan, r.step, r.arg, r.err)
+    if timing:
+        return {_STEP_NAMES.get(i, str(i)): r.step_ns[i] for i in range(lib.CD_NSTEPS)
+                if r.step_ns[i]}
+    return None
+
+
+def fork_and_enter(plan: EntryPlan) -> int:
+    """Fork a worker that enters the plan's unit; like os.fork(): 0 in the worker, its pid in
+    the parent.
+
+    Raises:
+        EnterError: in the parent, when the worker's entry failed (the worker has exited with
+            ENTER_FAILED_EXIT_STATUS and was reaped).
+    """
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            enter(plan)
+        except EnterError as e:
+            step, arg, err = getattr(e, "_raw", (-1, 0, e.errno))
+            _write_record(w, step, arg, err)
+            os._exit(ENTER_FAILED_EXIT_STATUS)
+        except BaseException:
+            _write_record(w, -1, 0, 0)
+            os._exit(ENTER_FAILED_EXIT_STATUS)
+        os.close(w)
+        return 0
+    os.close(w)
+    with open(r, "rb", closefd=True) as f:
+        data = f.read(_RECORD.size)
+    if data:
+        os.waitpid(pid, 0)
+        step, arg, err = _RECORD.unpack(data)
+        if step < 0:
+            raise EnterError("enter", err, "the worker failed before or around entry")
+        raise _error(plan, step, arg, err)
+    return pid
+
+
+def _write_record(fd: int, step: int, arg: int, err: int) -> None:
+    try:
+        os.write(fd, _RECORD.pack(step, arg, err))
+    except OSError:
+        pass

@@ -1,0 +1,443 @@
+"""The entry plan: everything about a unit's main process (the anchor) a worker must copy.
+
+Built once per unit in the parent, from /proc/<anchor>; every worker forked afterwards enters the
+unit with one C call (enter.py, csrc/enter.c). The parsing functions at the top are pure (text in,
+values out) and tested without any process; EntryPlan.from_pid does the I/O.
+
+Every fd is opened here, before any worker switches anything: after joining a mount namespace or
+chrooting, the parent's paths are gone (runc nsexec, util-linux nsenter do the same).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from .._core import ffi, lib
+from .seccomp import SeccompFilter, get_filters
+
+# ---------------------------------------------------------------------------------------------
+# Pure parsing
+
+
+@dataclass(frozen=True)
+class CgroupMount:
+    """A cgroup file system mounted in the reader's view (one line of /proc/self/mountinfo)."""
+
+    mountpoint: str
+    root: str                      # the hierarchy's directory shown at mountpoint
+    version: int                   # 1 or 2
+    controllers: frozenset[str]    # v1: cpu, memory, name=systemd...; v2: empty
+
+
+def _unescape(s: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    if "\\" not in s:
+        return s
+    return s.encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
+
+
+def parse_mountinfo(text: str) -> list[CgroupMount]:
+    """The cgroup and cgroup2 mounts of a /proc/<pid>/mountinfo, in order."""
+    out = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        f, r = left.split(), right.split()
+        fstype, superopts = r[0], (r[2] if len(r) > 2 else "")
+        if fstype == "cgroup2":
+            out.append(CgroupMount(_unescape(f[4]), _unescape(f[3]), 2, frozenset()))
+        elif fstype == "cgroup":
+            ctrls = frozenset(o for o in superopts.split(",")
+                              if o not in ("rw", "ro") and (o.startswith("name=") or "=" not in o))
+            out.append(CgroupMount(_unescape(f[4]), _unescape(f[3]), 1, ctrls))
+    return out
+
+
+def parse_proc_cgroup(text: str) -> list[tuple[int, frozenset[str], str]]:
+    """(hierarchy id, controllers, path) for each line of /proc/<pid>/cgroup."""
+    out = []
+    for line in text.splitlines():
+        if not line:
+            continue
+        hid, ctrls, path = line.split(":", 2)
+        out.append((int(hid), frozenset(c for c in ctrls.split(",") if c), path))
+    return out
+
+
+def cgroup_dirs(proc_cgroup: str, mountinfo: str) -> dict[tuple[int, frozenset[str]], str]:
+    """For each hierarchy of a process, the directory of its cgroup in the reader's view.
+
+    Works for v1 (one hierarchy per controller set), hybrid (v1 plus cgroup2 at .../unified) and
+    pure v2 ("0::/path"). A hierarchy the reader has not mounted, or whose mounted root does not
+    contain the cgroup, is left out.
+    """
+    mounts = parse_mountinfo(mountinfo)
+    out = {}
+    for hid, ctrls, path in parse_proc_cgroup(proc_cgroup):
+        for m in mounts:
+            fits = m.version == 2 if hid == 0 else (m.version == 1 and ctrls and ctrls <= m.controllers)
+            if not fits:
+                continue
+            root = m.root.rstrip("/")
+            if path != root and not path.startswith(root + "/") and root:
+                continue
+            rel = path[len(root):].lstrip("/")
+            out[(hid, ctrls)] = os.path.join(m.mountpoint, rel) if rel else m.mountpoint
+            break
+    return out
+
+
+def parse_status(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition(":")
+        if sep:
+            out[k] = v.strip()
+    return out
+
+
+def parse_id_map(text: str) -> list[tuple[int, int, int]]:
+    """(inside, outside, count) triples of a uid_map/gid_map."""
+    return [tuple(int(x) for x in line.split()) for line in text.splitlines() if line.strip()]
+
+
+def map_id(outside: int, id_map: Iterable[tuple[int, int, int]]) -> int:
+    """The id inside a user namespace of an id of the reader's; ValueError if unmapped."""
+    for inside, out_start, count in id_map:
+        if out_start <= outside < out_start + count:
+            return inside + outside - out_start
+    raise ValueError(f"id {outside} is not mapped in the unit's user namespace")
+
+
+def parse_environ(data: bytes) -> dict[bytes, bytes]:
+    out = {}
+    for item in data.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep:
+            out[k] = v
+    return out
+
+
+def parse_state(cmdline: bytes) -> int | None:
+    """The securebits the anchor wrote over its --state placeholder, or None if not (yet)."""
+    args = cmdline.split(b"\0")
+    for i, a in enumerate(args[:-1]):
+        if a == b"--state" and args[i + 1].startswith(b"sb="):
+            return int(args[i + 1][3:], 16)
+    return None
+
+
+def affinity_mask(cpus: Iterable[int], size: int = 128) -> bytes:
+    """A cpu_set_t of ``size`` bytes with the given CPUs set."""
+    mask = bytearray(size)
+    for c in cpus:
+        mask[c // 8] |= 1 << (c % 8)
+    return bytes(mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+#: Namespaces to copy: (name in /proc/<pid>/ns, CLONE_NEW* flag). The join ORDER is csrc/enter.c's.
+NAMESPACES = (
+    ("ipc", lib.CLONE_NEWIPC), ("uts", lib.CLONE_NEWUTS), ("net", lib.CLONE_NEWNET),
+    ("cgroup", lib.CLONE_NEWCGROUP), ("pid", lib.CLONE_NEWPID), ("time", lib.CLONE_NEWTIME),
+    ("mnt", lib.CLONE_NEWNS), ("user", lib.CLONE_NEWUSER),
+)
+
+RLIMITS = tuple(sorted(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")))
+_U64 = (1 << 64) - 1
+_STATE_WAIT = 2.0  # seconds to wait for a freshly exec'd anchor to report its securebits
+
+
+class AnchorGone(ProcessLookupError):
+    """The anchor exited before or while its plan was read."""
+
+
+@dataclass
+class EntryPlan:
+    """What a worker copies from the anchor. Build with :meth:`from_pid`; close when done."""
+
+    anchor_pid: int
+    namespaces: dict[str, int]             # name -> O_CLOEXEC fd, only those that differ
+    root_fd: int
+    cwd_fd: int
+    cgroup_procs: tuple[str, ...]          # cgroup.procs files to write, one per hierarchy
+    uid: tuple[int, int, int]
+    gid: tuple[int, int, int]
+    groups: tuple[int, ...]
+    caps: dict[str, int]                   # bounding, permitted, effective, inheritable, ambient
+    securebits: int
+    securebits_known: bool                 # False: the anchor did not report them, 0 assumed
+    no_new_privs: bool
+    rlimits: dict[int, tuple[int, int]]
+    umask: int
+    nice: int
+    oom_score_adj: int
+    affinity: frozenset[int]
+    ioprio: int
+    personality: int
+    timer_slack: int
+    dumpable: bool
+    filters: tuple[SeccompFilter, ...]     # install order, oldest first
+    environ: dict[bytes, bytes]
+    environ_block: bytes
+    owner_pid: int = field(default_factory=os.getpid)
+    _cgroup_fds: list[int] = field(default_factory=list, repr=False)
+    _pidfd: int = -1
+    _closed: bool = False
+    _c: object = field(default=None, repr=False)
+    _keep: list = field(default_factory=list, repr=False)
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_pid(cls, anchor_pid: int, *, anchor_exe: str | None = None,
+                 keyring: bool = True) -> "EntryPlan":
+        """Read the anchor ``anchor_pid`` (a unit's main process) into a plan.
+
+        Args:
+            anchor_pid: the unit's MainPID, in the caller's pid namespace.
+            anchor_exe: the executable the anchor must be running (default: concurrentd's
+                anchor, see anchor_path()). Checked first: before systemd exec's it, the process
+                is systemd's fork, not yet confined.
+            keyring: give each worker a fresh session keyring, as systemd's KeyringMode=private
+                (the default for system services) does for the anchor.
+
+        Raises:
+            AnchorGone: the process does not exist or exited meanwhile.
+            ValueError: the process does not run ``anchor_exe`` (not exec'd yet, or not an anchor).
+            OSError: a /proc file or ptrace could not be read (not root?).
+        """
+        from . import anchor_path
+
+        pid = anchor_pid
+        exe = anchor_exe or anchor_path()
+        fds: list[int] = []
+        try:
+            try:
+                pidfd = lib.cd_pidfd_open(pid, 0)
+                if pidfd < 0:
+                    raise OSError(ffi.errno, os.strerror(ffi.errno))
+            except OSError as e:
+                raise AnchorGone(e.errno, f"anchor pid {pid}: {e.strerror}: the unit's main "
+                                          "process is gone (unit stopped or failed?)") from None
+            os.set_inheritable(pidfd, False)
+            fds.append(pidfd)
+            _check_exe(pid, exe)
+
+            def popen(path: str, flags: int = os.O_RDONLY) -> int:
+                fd = os.open(path, flags | os.O_CLOEXEC)
+                fds.append(fd)
+                return fd
+
+            P = f"/proc/{pid}"
+            namespaces = {}
+            for name, _flag in NAMESPACES:
+                theirs, ours = os.stat(f"{P}/ns/{name}"), os.stat(f"/proc/self/ns/{name}")
+                if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+                    namespaces[name] = popen(f"{P}/ns/{name}")
+            root_fd = popen(f"{P}/root", os.O_PATH | os.O_DIRECTORY)
+            cwd_fd = popen(f"{P}/cwd", os.O_PATH | os.O_DIRECTORY)
+
+            theirs_cg = cgroup_dirs(_read(f"{P}/cgroup"), _read("/proc/self/mountinfo"))
+            ours_cg = cgroup_dirs(_read("/proc/self/cgroup"), _read("/proc/self/mountinfo"))
+            procs = tuple(os.path.join(d, "cgroup.procs") for k, d in sorted(
+                theirs_cg.items(), key=lambda kv: kv[0][0]) if ours_cg.get(k) != d)
+            cgroup_fds = [popen(p, os.O_WRONLY) for p in procs]
+
+            st = parse_status(_read(f"{P}/status"))
+            uid = tuple(int(x) for x in st["Uid"].split()[:3])
+            gid = tuple(int(x) for x in st["Gid"].split()[:3])
+            groups = tuple(int(x) for x in st["Groups"].split())
+            if "user" in namespaces:  # ids as the worker will see them, inside the unit's userns
+                um, gm = parse_id_map(_read(f"{P}/uid_map")), parse_id_map(_read(f"{P}/gid_map"))
+                uid = tuple(map_id(u, um) for u in uid)
+                gid = tuple(map_id(g, gm) for g in gid)
+                groups = tuple(map_id(g, gm) for g in groups)
+            caps = {k: int(st[f"Cap{s}"], 16) for k, s in (
+                ("bounding", "Bnd"), ("permitted", "Prm"), ("effective", "Eff"),
+                ("inheritable", "Inh"), ("ambient", "Amb"))}
+            securebits = _securebits(P)
+            filters = get_filters(pid) if st.get("Seccomp") == "2" else ()
+            environ_block = _read_bytes(f"{P}/environ")
+            ioprio = lib.cd_ioprio_get(pid)
+            if ioprio < 0:
+                raise OSError(ffi.errno, f"ioprio_get({pid}): {os.strerror(ffi.errno)}")
+            if ioprio >> 13 == 0:  # IOPRIO_CLASS_NONE: the only valid level to set is 0
+                ioprio = 0
+            plan = cls(
+                anchor_pid=pid,
+                namespaces=namespaces,
+                root_fd=root_fd,
+                cwd_fd=cwd_fd,
+                cgroup_procs=procs,
+                uid=uid,
+                gid=gid,
+                groups=groups,
+                caps=caps,
+                securebits=securebits if securebits is not None else 0,
+                securebits_known=securebits is not None,
+                no_new_privs=st.get("NoNewPrivs") == "1",
+                rlimits={r: resource.prlimit(pid, r) for r in RLIMITS},
+                umask=int(st["Umask"], 8),
+                nice=os.getpriority(os.PRIO_PROCESS, pid),
+                oom_score_adj=int(_read(f"{P}/oom_score_adj")),
+                affinity=frozenset(os.sched_getaffinity(pid)),
+                ioprio=ioprio,
+                personality=int(_read(f"{P}/personality"), 16),
+                timer_slack=int(_read(f"{P}/timerslack_ns")),
+                # /proc/<pid> belongs to the process's euid only while it is dumpable
+                dumpable=uid[1] == 0 or os.stat(P).st_uid != 0,
+                filters=filters,
+                environ=parse_environ(environ_block),
+                environ_block=environ_block,
+                _cgroup_fds=cgroup_fds,
+                _pidfd=pidfd,
+            )
+            # Still alive: then every value above is the anchor's, not a reused pid's.
+            if _readable(pidfd):
+                raise AnchorGone(3, f"anchor pid {pid} exited while its plan was read")
+            plan._build_c(keyring)
+            return plan
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+
+    def _build_c(self, keyring: bool) -> None:
+        c = ffi.new("struct cd_plan *")
+        keep = self._keep
+        c.anchor_pidfd = self._pidfd
+        c.n_cgroups = len(self._cgroup_fds)
+        for i, fd in enumerate(self._cgroup_fds):
+            c.cgroup_fds[i] = fd
+        c.n_ns = len(self.namespaces)
+        flags = dict(NAMESPACES)
+        for i, (name, fd) in enumerate(self.namespaces.items()):
+            c.ns[i].fd = fd
+            c.ns[i].nstype = flags[name]
+        c.root_fd, c.cwd_fd = self.root_fd, self.cwd_fd
+        env = ffi.new("char[]", self.environ_block or b"\0")
+        keep.append(env)
+        c.env_block, c.env_len = env, len(self.environ_block)
+        c.n_rlimits = len(self.rlimits)
+        for i, (r, (cur, mx)) in enumerate(sorted(self.rlimits.items())):
+            c.rlimits[i].resource = r
+            c.rlimits[i].cur = cur & _U64  # RLIM_INFINITY is -1 in Python
+            c.rlimits[i].max = mx & _U64
+        c.umask, c.nice, c.oom_score_adj = self.umask, self.nice, self.oom_score_adj
+        mask = affinity_mask(self.affinity)
+        aff = ffi.new("char[]", mask)
+        keep.append(aff)
+        c.affinity, c.affinity_size = aff, len(mask)
+        c.ioprio, c.personality, c.timer_slack = self.ioprio, self.personality, self.timer_slack
+        c.last_cap = int(_read("/proc/sys/kernel/cap_last_cap"))
+        c.cap_bounding = self.caps["bounding"]
+        c.cap_permitted = self.caps["permitted"]
+        c.cap_effective = self.caps["effective"]
+        c.cap_inheritable = self.caps["inheritable"]
+        c.cap_ambient = self.caps["ambient"]
+        c.securebits, c.no_new_privs = self.securebits, int(self.no_new_privs)
+        c.dumpable, c.new_session_keyring = int(self.dumpable), int(keyring)
+        c.uid, c.gid = list(self.uid), list(self.gid)
+        groups = ffi.new("unsigned int[]", list(self.groups) or [0])
+        keep.append(groups)
+        c.n_groups, c.groups = len(self.groups), groups
+        if len(self.filters) > lib.CD_MAX_FILTERS:
+            raise ValueError(f"the anchor has {len(self.filters)} seccomp filters, "
+                             f"more than the {lib.CD_MAX_FILTERS} concurrentd can copy")
+        c.n_filters = len(self.filters)
+        for i, f in enumerate(self.filters):
+            prog = ffi.new("char[]", f.program)
+            keep.append(prog)
+            c.filters[i].flags, c.filters[i].len, c.filters[i].insns = f.flags, f.length, prog
+        self._c = c
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fds(self) -> list[int]:
+        """Every fd the plan holds (closed by close(), or by entering in a worker)."""
+        if self._closed:
+            return []
+        return [self._pidfd, self.root_fd, self.cwd_fd, *self.namespaces.values(), *self._cgroup_fds]
+
+    def close(self) -> None:
+        """Close the plan's fds. Idempotent."""
+        for fd in self.fds():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._closed = True
+
+    def _forget(self) -> None:
+        """In a worker after entry: the C core closed the fds, whose numbers may be reused."""
+        self._closed = True
+
+    def __enter__(self) -> "EntryPlan":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._closed and self.owner_pid == os.getpid():
+            self.close()
+
+
+def _read(path: str) -> str:
+    return _read_bytes(path).decode()
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _readable(fd: int) -> bool:
+    import select
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _check_exe(pid: int, exe: str) -> None:
+    """The anchor must already run ``exe``: before its exec, a unit's main process is systemd's
+    fork, not yet confined (FACTS: with Type=simple, 39 % of first workers ran as root)."""
+    try:
+        theirs = os.stat(f"/proc/{pid}/exe")
+    except FileNotFoundError:
+        raise AnchorGone(3, f"anchor pid {pid} is gone") from None
+    ours = os.stat(exe)
+    if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+        return
+    # A copy (RootDirectory= with the anchor copied in): compare contents.
+    if theirs.st_size == ours.st_size:
+        with open(f"/proc/{pid}/exe", "rb") as a, open(exe, "rb") as b:
+            if a.read() == b.read():
+                return
+    raise ValueError(
+        f"pid {pid} runs {os.readlink(f'/proc/{pid}/exe')!r}, not the anchor {exe!r}: the unit has "
+        "not exec'd its main process yet (start it with Type=exec) or this is not its MainPID")
+
+
+def _securebits(proc: str) -> int | None:
+    deadline = time.monotonic() + _STATE_WAIT
+    while True:
+        cmdline = _read_bytes(f"{proc}/cmdline")
+        sb = parse_state(cmdline)
+        if sb is not None or b"--state" not in cmdline.split(b"\0") or time.monotonic() > deadline:
+            return sb
+        time.sleep(0.001)
+
+
+def environ_str(environ: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {os.fsdecode(k): os.fsdecode(v) for k, v in environ.items()}

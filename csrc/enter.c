@@ -1,0 +1,504 @@
+/* cd_enter(): the switch of a forked worker into a unit's confinement. See enter.h.
+ *
+ * Everything the switch needs was opened and read by the parent (plan.py): after joining a mount
+ * namespace or chrooting, paths of the parent's view are gone, so every fd exists before the first
+ * switch. This file only performs system calls, checks each one, and names the failing step.
+ *
+ * Order, and why (each block below repeats its own reason):
+ *   1. anchor alive?      the plan's ns fds keep namespaces alive after the unit died: refuse then.
+ *   2. cgroups            first, so everything after (page tables, keyrings) is charged to the
+ *                         unit, and while we are still root of the initial user namespace (the
+ *                         cgroup.procs files belong to it).
+ *   3. environ, rlimits, umask, nice, oom_score_adj, affinity, ioprio, personality, timer slack:
+ *                         raising a hard rlimit, lowering nice or oom_score_adj and replacing
+ *                         /proc/self/environ check capable(), i.e. a capability in the INITIAL user
+ *                         namespace, which is lost once we join a unit's user namespace
+ *                         (PrivateUsers=). So they come before setns.
+ *   4. setns              non-user namespaces first (we hold CAP_SYS_ADMIN over all of them while in
+ *                         the initial user ns), the user namespace last (see ns_order below).
+ *   5. root, cwd          fchdir(root fd) + chroot(".") + fchdir(cwd fd): the anchor's exact dirs,
+ *                         by fd, never by a path that may not exist in the new mount namespace.
+ *   6. credentials        bounding set (needs CAP_SETPCAP, so while still root), securebits with
+ *                         KEEP_CAPS, setgroups -> setresgid -> setresuid (groups before gid before
+ *                         uid: each needs the privilege the next one drops), re-raise effective,
+ *                         exact securebits, a fresh session keyring (KeyringMode=private), the
+ *                         anchor's capsets, ambient set (cleared by the uid change, so after it),
+ *                         dumpable (reset by the uid change, so after it); then read back.
+ *   7. no_new_privs       after everything that needed privilege.
+ *   8. close plan fds     the worker's user code must never hold a handle on the parent's view.
+ *   9. seccomp            last: the anchor's filters may forbid any of the calls above.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/keyctl.h>
+#include <linux/ptrace.h>
+#include <linux/seccomp.h>
+#include <linux/securebits.h>
+
+#include "enter.h"
+
+#ifndef PR_SET_MM
+#define PR_SET_MM 35
+#endif
+#ifndef IOPRIO_WHO_PROCESS
+#define IOPRIO_WHO_PROCESS 1
+#endif
+
+#define SECBIT_ALL_LOCKS (SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED | \
+                          SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED)
+
+/* Join order. Non-user namespaces first: while we are in the initial user namespace we hold
+ * CAP_SYS_ADMIN over every namespace on the machine, whoever owns it; after joining a unit's user
+ * namespace (PrivateUsers=) we would hold it only over namespaces that user namespace owns, and a
+ * unit may share one of ours. setns(mnt) resets root and cwd, harmless since both are set by fd
+ * later. pid and time only take effect for the worker's children (pid_for_children). The user
+ * namespace last: it grants full capabilities inside it, which the chroot and the credential
+ * steps below then use. This is util-linux nsenter's two-pass order, made explicit. */
+static const int ns_order[] = {
+    CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET, CLONE_NEWCGROUP,
+    CLONE_NEWPID, CLONE_NEWTIME, CLONE_NEWNS, CLONE_NEWUSER,
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);  /* vDSO: no system call */
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void close_plan_fds(const struct cd_plan *p)
+{
+    for (int i = 0; i < p->n_cgroups; i++)
+        if (p->cgroup_fds[i] >= 0)
+            close(p->cgroup_fds[i]);
+    for (int i = 0; i < p->n_ns; i++)
+        if (p->ns[i].fd >= 0)
+            close(p->ns[i].fd);
+    if (p->root_fd >= 0)
+        close(p->root_fd);
+    if (p->cwd_fd >= 0)
+        close(p->cwd_fd);
+    if (p->anchor_pidfd >= 0)
+        close(p->anchor_pidfd);
+}
+
+static int capget_self(struct __user_cap_data_struct d[2])
+{
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    return (int)syscall(SYS_capget, &h, d);
+}
+
+static int capset_self(uint64_t eff, uint64_t perm, uint64_t inh)
+{
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2] = {
+        {(uint32_t)eff, (uint32_t)perm, (uint32_t)inh},
+        {(uint32_t)(eff >> 32), (uint32_t)(perm >> 32), (uint32_t)(inh >> 32)},
+    };
+    return (int)syscall(SYS_capset, &h, d);
+}
+
+/* The decimal text of v, for writing to /proc files without stdio. */
+static size_t fmt_int(char *buf, int v)
+{
+    char tmp[16];
+    size_t n = 0, k = 0;
+    unsigned int u = v < 0 ? (unsigned int)(-(long)v) : (unsigned int)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        buf[k++] = '-';
+    while (n)
+        buf[k++] = tmp[--n];
+    return k;
+}
+
+int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
+{
+    int oom_fd = -1, step = 0, arg = 0;
+    uint64_t t = 0;
+    memset(r, 0, sizeof *r);
+
+/* Time the step just finished (when asked), then name the next one. */
+#define STEP(s)                                                  \
+    do {                                                         \
+        if (p->timing) {                                         \
+            uint64_t t2 = now_ns();                              \
+            if (t)                                               \
+                r->step_ns[step] += t2 - t;                      \
+            t = t2;                                              \
+        }                                                        \
+        step = (s);                                              \
+        arg = 0;                                                 \
+    } while (0)
+#define FAIL(a)         \
+    do {                \
+        arg = (a);      \
+        goto fail;      \
+    } while (0)
+
+    /* 1. The plan's fds keep the unit's namespaces alive after its anchor died; entering them
+     *    then would put the worker in a zombie sandbox no longer limited by a live unit. */
+    STEP(CD_STEP_ANCHOR);
+    if (p->anchor_pidfd >= 0) {
+        struct pollfd pfd = {p->anchor_pidfd, POLLIN, 0};
+        int n = poll(&pfd, 1, 0);
+        if (n < 0)
+            FAIL(0);
+        if (n > 0) {  /* a pidfd becomes readable when its process exits */
+            errno = ESRCH;
+            FAIL(0);
+        }
+    }
+
+    /* /proc/self still is our /proc: after chroot or setns(mnt) it may be absent (RootDirectory=
+     * without MountAPIVFS=). Opened here, written in step 3. */
+    STEP(CD_STEP_OOM_OPEN);
+    oom_fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (oom_fd < 0)
+        FAIL(0);
+
+    /* 2. Cgroups first: the memory, pids and cpu limits of the unit apply from here on, and the
+     *    cgroup.procs files belong to root of the initial user namespace, which we still are.
+     *    "0" means the writing process itself, valid in v1 and v2. */
+    STEP(CD_STEP_CGROUP);
+    for (int i = 0; i < p->n_cgroups; i++)
+        if (write(p->cgroup_fds[i], "0", 1) != 1)
+            FAIL(i);
+
+    /* 3. The anchor's environment as /proc/self/environ (what ps, and the kernel on core dumps,
+     *    report). Python's os.environ and libc's environ were replaced before this call.
+     *    PR_SET_MM needs CAP_SYS_RESOURCE in the initial user namespace. The kernel requires
+     *    start <= end at each step; the new block is on the heap, below the stack where the old one
+     *    lives, so the start moves first; the other order is the fallback. */
+    STEP(CD_STEP_ENVIRON);
+    if (p->env_len) {
+        unsigned long s = (unsigned long)p->env_block, e = s + p->env_len;
+        if (prctl(PR_SET_MM, PR_SET_MM_ENV_START, s, 0, 0) == 0) {
+            if (prctl(PR_SET_MM, PR_SET_MM_ENV_END, e, 0, 0) != 0)
+                FAIL(1);
+        } else if (prctl(PR_SET_MM, PR_SET_MM_ENV_END, e, 0, 0) != 0 ||
+                   prctl(PR_SET_MM, PR_SET_MM_ENV_START, s, 0, 0) != 0) {
+            FAIL(0);
+        }
+    }
+
+    /* Resource limits: raising a hard limit above ours needs CAP_SYS_RESOURCE (initial ns). */
+    STEP(CD_STEP_RLIMIT);
+    for (int i = 0; i < p->n_rlimits; i++) {
+        struct rlimit rl = {(rlim_t)p->rlimits[i].cur, (rlim_t)p->rlimits[i].max};
+        if (setrlimit(p->rlimits[i].resource, &rl) != 0)
+            FAIL(p->rlimits[i].resource);
+    }
+
+    STEP(CD_STEP_UMASK);
+    umask(p->umask);  /* cannot fail */
+
+    /* Lowering nice (Nice=-5) needs CAP_SYS_NICE. getpriority() cannot tell -1 from an error,
+     * so success is checked by reading back in the verify step. */
+    STEP(CD_STEP_NICE);
+    if (setpriority(PRIO_PROCESS, 0, p->nice) != 0)
+        FAIL(0);
+
+    /* Lowering oom_score_adj needs CAP_SYS_RESOURCE. */
+    STEP(CD_STEP_OOM);
+    {
+        char buf[16];
+        size_t n = fmt_int(buf, p->oom_score_adj);
+        if (write(oom_fd, buf, n) != (ssize_t)n)
+            FAIL(0);
+        close(oom_fd);
+        oom_fd = -1;
+    }
+
+    STEP(CD_STEP_AFFINITY);
+    if (p->affinity_size && sched_setaffinity(0, p->affinity_size, (const cpu_set_t *)p->affinity) != 0)
+        FAIL(0);
+
+    /* The realtime I/O class needs CAP_SYS_ADMIN or CAP_SYS_NICE. */
+    STEP(CD_STEP_IOPRIO);
+    if (p->ioprio >= 0 && syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, p->ioprio) != 0)
+        FAIL(0);
+
+    STEP(CD_STEP_PERSONALITY);
+    if (personality(p->personality) == -1)
+        FAIL(0);
+
+    STEP(CD_STEP_TIMERSLACK);
+    if (p->timer_slack && prctl(PR_SET_TIMERSLACK, p->timer_slack, 0, 0, 0) != 0)
+        FAIL(0);
+
+    /* 4. Namespaces, in ns_order (see its comment). */
+    STEP(CD_STEP_SETNS);
+    for (size_t k = 0; k < sizeof ns_order / sizeof ns_order[0]; k++)
+        for (int i = 0; i < p->n_ns; i++)
+            if (p->ns[i].nstype == ns_order[k] && setns(p->ns[i].fd, p->ns[i].nstype) != 0)
+                FAIL(p->ns[i].nstype);
+
+    /* 5. The anchor's root (RootDirectory=, or the mount namespace's /) and working directory,
+     *    both by fd: chroot(".") after fchdir is the only way to chroot to a directory that has no
+     *    path in our view. The cwd fd comes last so that it, not the new root, is the cwd. */
+    STEP(CD_STEP_ROOT);
+    if (p->root_fd >= 0) {
+        if (fchdir(p->root_fd) != 0)
+            FAIL(0);
+        if (chroot(".") != 0)
+            FAIL(1);
+    }
+    if (p->cwd_fd >= 0 && fchdir(p->cwd_fd) != 0)
+        FAIL(2);
+
+    /* 6. Credentials. The bounding set first: dropping needs CAP_SETPCAP, which we still hold. */
+    STEP(CD_STEP_BOUNDING);
+    for (int c = 0; c <= p->last_cap; c++)
+        if (!(p->cap_bounding & (1ull << c)) && prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 &&
+            prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0)
+            FAIL(c);
+
+    /* KEEP_CAPS so that setresuid(0 -> nobody) keeps the permitted set: we still need
+     * CAP_SETPCAP to set the exact securebits and to shape the capability sets afterwards. The
+     * lock bits wait until then, or they would freeze KEEP_CAPS. */
+    STEP(CD_STEP_SECUREBITS);
+    if (prctl(PR_SET_SECUREBITS, (p->securebits & ~SECBIT_ALL_LOCKS) | SECBIT_KEEP_CAPS, 0, 0, 0) != 0)
+        FAIL(0);
+
+    /* Groups before gid before uid: each needs CAP_SETGID/CAP_SETUID, which setresuid drops from
+     * the effective set. A unit user namespace may deny setgroups (/proc/<pid>/setgroups "deny");
+     * then the groups must already be right, which the verify step checks. */
+    STEP(CD_STEP_SETGROUPS);
+    if (setgroups((size_t)p->n_groups, (const gid_t *)p->groups) != 0 && errno != EPERM)
+        FAIL(0);
+    STEP(CD_STEP_SETRESGID);
+    if (setresgid(p->gid[0], p->gid[1], p->gid[2]) != 0)
+        FAIL(0);
+    STEP(CD_STEP_SETRESUID);
+    if (setresuid(p->uid[0], p->uid[1], p->uid[2]) != 0)
+        FAIL(0);
+
+    /* The uid change cleared the effective set; raise it from the kept permitted set again. */
+    STEP(CD_STEP_CAPSET);
+    {
+        struct __user_cap_data_struct d[2];
+        if (capget_self(d) != 0)
+            FAIL(0);
+        uint64_t perm = d[0].permitted | ((uint64_t)d[1].permitted << 32);
+        uint64_t inh = d[0].inheritable | ((uint64_t)d[1].inheritable << 32);
+        if (capset_self(perm, perm, inh) != 0)
+            FAIL(0);
+    }
+
+    /* The anchor's exact securebits, locks included (needs CAP_SETPCAP, effective again). */
+    STEP(CD_STEP_SECUREBITS);
+    if ((unsigned int)prctl(PR_GET_SECUREBITS, 0, 0, 0, 0) != p->securebits &&
+        prctl(PR_SET_SECUREBITS, p->securebits, 0, 0, 0) != 0)
+        FAIL(1);
+
+    /* systemd gives each system service a fresh session keyring (KeyringMode=private): the worker
+     * must not keep a handle on the parent's keys. After the uid change so the worker owns it. */
+    STEP(CD_STEP_KEYRING);
+    if (p->new_session_keyring && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, (char *)0) < 0)
+        FAIL(0);
+
+    /* The anchor's sets. Only lowering from here: capset never needs a capability for that. */
+    STEP(CD_STEP_CAPSET);
+    if (capset_self(p->cap_effective, p->cap_permitted, p->cap_inheritable) != 0)
+        FAIL(1);
+
+    /* Ambient capabilities (AmbientCapabilities=): the uid change cleared them; each raise needs
+     * the capability in both permitted and inheritable, set just above. */
+    STEP(CD_STEP_AMBIENT);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+        FAIL(-1);
+    for (int c = 0; c <= p->last_cap; c++)
+        if ((p->cap_ambient & (1ull << c)) &&
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) != 0)
+            FAIL(c);
+
+    /* The uid change made us non-dumpable: /proc/self would belong to root and the worker could
+     * not read its own environ or fds. The anchor, freshly exec'd, is dumpable. */
+    STEP(CD_STEP_DUMPABLE);
+    if (prctl(PR_SET_DUMPABLE, p->dumpable, 0, 0, 0) != 0)
+        FAIL(0);
+
+    /* Read back what the kernel may have silently adjusted or what cannot report an error. */
+    STEP(CD_STEP_VERIFY);
+    {
+        uid_t ru, eu, su;
+        gid_t rg, eg, sg;
+        if (getresuid(&ru, &eu, &su) != 0)
+            FAIL(CD_VERIFY_UID);
+        if (ru != p->uid[0] || eu != p->uid[1] || su != p->uid[2]) {
+            errno = 0;
+            FAIL(CD_VERIFY_UID);
+        }
+        if (getresgid(&rg, &eg, &sg) != 0)
+            FAIL(CD_VERIFY_GID);
+        if (rg != p->gid[0] || eg != p->gid[1] || sg != p->gid[2]) {
+            errno = 0;
+            FAIL(CD_VERIFY_GID);
+        }
+        gid_t g[256];
+        int ng = getgroups(256, g);
+        if (ng < 0)
+            FAIL(CD_VERIFY_GROUPS);
+        int same = ng == p->n_groups;
+        for (int i = 0; same && i < ng; i++) {
+            int found = 0;
+            for (int j = 0; j < p->n_groups; j++)
+                found |= g[i] == p->groups[j];
+            same = found;
+        }
+        if (!same) {
+            errno = 0;
+            FAIL(CD_VERIFY_GROUPS);
+        }
+        struct __user_cap_data_struct d[2];
+        if (capget_self(d) != 0)
+            FAIL(CD_VERIFY_CAPS);
+        if ((d[0].effective | ((uint64_t)d[1].effective << 32)) != p->cap_effective ||
+            (d[0].permitted | ((uint64_t)d[1].permitted << 32)) != p->cap_permitted ||
+            (d[0].inheritable | ((uint64_t)d[1].inheritable << 32)) != p->cap_inheritable) {
+            errno = 0;
+            FAIL(CD_VERIFY_CAPS);
+        }
+        if ((unsigned int)prctl(PR_GET_SECUREBITS, 0, 0, 0, 0) != p->securebits) {
+            errno = 0;
+            FAIL(CD_VERIFY_SECUREBITS);
+        }
+        errno = 0;
+        int nice = getpriority(PRIO_PROCESS, 0);
+        if (errno || nice != p->nice) {
+            FAIL(CD_VERIFY_NICE);
+        }
+        if ((unsigned long)personality(0xffffffff) != p->personality) {
+            errno = 0;
+            FAIL(CD_VERIFY_PERSONALITY);
+        }
+        if (p->timer_slack && (unsigned long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != p->timer_slack) {
+            errno = 0;
+            FAIL(CD_VERIFY_TIMERSLACK);
+        }
+    }
+
+    /* 7. After every step that needed privilege; before seccomp, which may require it when the
+     *    worker holds no CAP_SYS_ADMIN (as systemd does). */
+    STEP(CD_STEP_NO_NEW_PRIVS);
+    if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        FAIL(0);
+
+    /* 8. The plan's fds are O_CLOEXEC but a worker does not exec: close them, so user code never
+     *    holds the parent's root, namespaces or cgroup files. */
+    STEP(CD_STEP_CLOSE);
+    close_plan_fds(p);
+
+    /* 9. Seccomp last: a filter may forbid setns, capset, prctl... Installed oldest first, so the
+     *    stack ends up as the anchor's; each with the flags (e.g. LOG) it was loaded with. */
+    STEP(CD_STEP_SECCOMP);
+    for (int i = 0; i < p->n_filters; i++) {
+        struct sock_fprog prog = {p->filters[i].len, (struct sock_filter *)p->filters[i].insns};
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, p->filters[i].flags, &prog) != 0)
+            FAIL(i);
+    }
+    STEP(CD_NSTEPS);  /* closes the timing of the last step */
+    return 0;
+
+fail:
+    r->err = errno;
+    r->step = step;
+    r->arg = arg;
+    if (oom_fd >= 0)
+        close(oom_fd);
+    if (step < CD_STEP_CLOSE)
+        close_plan_fds(p);
+    errno = r->err;
+    return -1;
+#undef STEP
+#undef FAIL
+}
+
+int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
+                           unsigned int *flags, int max_filters, int *failed)
+{
+    int status, n = 0, err = 0;
+    size_t used = 0;
+
+    /* SEIZE does not stop the process and sends it no signal; INTERRUPT stops it in a ptrace
+     * stop that DETACH resumes, transparently restarting whatever it was blocked in. */
+    if (ptrace(PTRACE_SEIZE, pid, 0, 0) != 0) {
+        *failed = 0;
+        return -1;
+    }
+    if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) != 0) {
+        err = errno;
+        *failed = 1;
+        goto out;
+    }
+    if (waitpid(pid, &status, __WALL) != pid) {
+        err = errno;
+        *failed = 2;
+        goto out;
+    }
+    for (;;) {
+        long len = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, (void *)(long)n, 0);
+        if (len < 0) {
+            /* ENOENT after the last filter; EINVAL if the process has no filter at all */
+            if ((errno == ENOENT && n > 0) || (errno == EINVAL && n == 0))
+                break;
+            err = errno;
+            *failed = 3;
+            goto out;
+        }
+        if (n >= max_filters || used + (size_t)len > cap) {
+            err = E2BIG;
+            *failed = 5;
+            goto out;
+        }
+        if (ptrace(PTRACE_SECCOMP_GET_FILTER, pid, (void *)(long)n,
+                   (char *)buf + used * sizeof(struct sock_filter)) != len) {
+            err = errno;
+            *failed = 3;
+            goto out;
+        }
+        struct seccomp_metadata md = {(uint64_t)n, 0};
+        if (ptrace(PTRACE_SECCOMP_GET_METADATA, pid, (void *)sizeof md, &md) < 0) {
+            err = errno;
+            *failed = 4;
+            goto out;
+        }
+        lens[n] = (unsigned int)len;
+        flags[n] = (unsigned int)md.flags;
+        used += (size_t)len;
+        n++;
+    }
+out:
+    ptrace(PTRACE_DETACH, pid, 0, 0);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return n;
+}
+
+int cd_ioprio_get(int pid)
+{
+    return (int)syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, pid);
+}
