@@ -1,0 +1,287 @@
+"""Transient service units: start one, read it back, stop, kill, reset.
+
+Start flow (as systemd-run and bus-wait-for-jobs.c do it): Subscribe() and watch JobRemoved
+*before* StartTransientUnit, so the job's end cannot be missed; then wait for that job's
+JobRemoved and turn any result other than ``done`` into :class:`UnitStartError` with systemd's
+reason. Type=exec makes the start job end only after the main process has exec'd with all its
+sandboxing applied, so nothing ever joins a unit that is still being set up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import shutil
+import signal as _signal
+import sys
+
+from jeepney.low_level import HeaderFields, Message
+
+from . import messages
+from .bus import Address, Connection, connect_first, default_addresses, parse_address
+from .errors import SystemdError, UnitStartError
+from .properties import convert_properties
+
+NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+_counter = itertools.count(1)
+
+
+def unique_unit_name() -> str:
+    """``concurrentd-<pid>-<n>-<random>.service``: unique per process, per call, per boot."""
+    return f"concurrentd-{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}.service"
+
+
+def _is_properties_changed(msg: Message) -> bool:
+    fields = msg.header.fields
+    return (fields.get(HeaderFields.member) == "PropertiesChanged"
+            and fields.get(HeaderFields.interface) == messages.PROPERTIES_IFACE)
+
+
+def _is_job_removed(msg: Message) -> bool:
+    fields = msg.header.fields
+    return (fields.get(HeaderFields.member) == "JobRemoved"
+            and fields.get(HeaderFields.interface) == messages.MANAGER_IFACE)
+
+
+class Systemd:
+    """A connection to one systemd manager.
+
+    Use :meth:`connect`; close with :meth:`close` or a ``with`` block.
+    """
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.manager = messages.Manager(conn.destination)
+        self._subscribed = False
+        self._watched: set[str] = set()  # object paths of units being started
+        conn.keep_signal = self._keep_signal
+
+    def _keep_signal(self, msg: Message) -> bool:
+        if _is_job_removed(msg):
+            return True
+        return (_is_properties_changed(msg)
+                and msg.header.fields.get(HeaderFields.path) in self._watched)
+
+    @classmethod
+    def connect(cls, address: "str | Address | None" = None, *, timeout: float = 5.0) -> "Systemd":
+        """Connect to systemd.
+
+        Args:
+            address: a D-Bus address (``unix:path=…``), a socket path or an :class:`Address`;
+                default: the system bus (``$DBUS_SYSTEM_BUS_ADDRESS`` honoured), else systemd's
+                private socket ``/run/systemd/private``.
+            timeout: seconds allowed for connecting and authenticating.
+
+        Raises:
+            SystemdUnreachable: nothing answered at any candidate address.
+            PermissionError: (a :class:`SystemdPermissionError`) not allowed, e.g. not root.
+        """
+        addresses = default_addresses() if address is None else [parse_address(address)]
+        return cls(connect_first(addresses, timeout))
+
+    def __enter__(self) -> "Systemd":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (twice is harmless)."""
+        self.conn.close()
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def _subscribe(self) -> None:
+        """Make systemd send JobRemoved to us (Subscribe), and on a bus route it to us (AddMatch)."""
+        if self._subscribed:
+            return
+        if not self.conn.address.p2p:
+            self.conn.call(messages.add_match(messages.job_removed_rule()), step="AddMatch(JobRemoved)")
+            self.conn.call(messages.add_match(messages.service_changes_rule()),
+                           step="AddMatch(PropertiesChanged)")
+        self.conn.call(self.manager.subscribe(), step="Subscribe")
+        self._subscribed = True
+
+    def wait_job(self, job_path: str, *, timeout: float | None = None) -> str:
+        """Wait for job ``job_path``'s JobRemoved and return its result (``done``, ``failed`` …)."""
+        msg = self.conn.wait_signal(lambda m: _is_job_removed(m) and m.body[1] == job_path,
+                                    timeout=timeout)
+        return msg.body[3]
+
+    # -- units ----------------------------------------------------------------------------------
+
+    def start_service(self, argv: list[str], properties: dict | None = None, *, name: str | None = None,
+                      description: str | None = None, timeout: float | None = None) -> "Unit":
+        """Start ``argv`` as a transient service and wait until its start job has finished.
+
+        Type=exec is used unless ``properties`` gives Type; CollectMode=inactive-or-failed unless
+        given. Properties use systemd-run's ``-p`` syntax or Python values (see
+        :func:`convert_properties`).
+
+        Raises:
+            ValueError: bad argv or property (nothing was sent to systemd).
+            UnitStartError: the start job did not end in ``done``; carries systemd's reason.
+            SystemdError: systemd refused the request (UnitExists, InvalidArgs …).
+        """
+        argv = [os.fspath(a) for a in argv]
+        if not argv:
+            raise ValueError("argv must name a program to run (got an empty list)")
+        properties = dict(properties or {})
+        for reserved in ("ExecStart",):
+            if reserved in properties:
+                raise ValueError(f"{reserved} cannot be given as a property: it is built from argv")
+        converted = convert_properties(properties)
+        given = {k for k, _ in converted}
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if not path or not os.path.isabs(path):
+            raise ValueError(f"argv[0] {argv[0]!r} is not an absolute path and was not found in PATH")
+        name = name or unique_unit_name()
+        if not name.endswith(".service"):
+            name += ".service"
+        if description is None:
+            description = properties.get("Description") or (
+                f"concurrentd: {os.path.basename(argv[0])} for pid {os.getpid()} "
+                f"({os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'python'})")
+        props = [("Description", ("s", str(description)))]
+        if "Type" not in given:
+            props.append(("Type", ("s", "exec")))
+        if "CollectMode" not in given:
+            props.append(("CollectMode", ("s", "inactive-or-failed")))
+        props.append(("ExecStart", ("a(sasb)", [(path, argv, False)])))
+        props.extend(p for p in converted if p[0] != "Description")
+
+        self._subscribe()
+        unit_path = messages.unit_object_path(name)
+        self._watched.add(unit_path)
+        try:
+            (job,) = self.conn.call(self.manager.start_transient_unit(name, "fail", props),
+                                    step=f"StartTransientUnit({name})")
+            result = self.wait_job(job, timeout=timeout)
+            unit = Unit(self, name, unit_path)
+            if result != "done":
+                raise UnitStartError(name, result, unit._failure_details(self._changes(unit_path)))
+        finally:
+            self._watched.discard(unit_path)
+            self._changes(unit_path)
+        return unit
+
+    def _changes(self, path: str) -> dict:
+        """Drain the kept PropertiesChanged signals of ``path``; return the merged changes."""
+        merged: dict = {}
+        for msg in [m for m in self.conn.signals
+                    if _is_properties_changed(m) and m.header.fields.get(HeaderFields.path) == path]:
+            self.conn.signals.remove(msg)
+            merged.update({k: v[1] for k, v in msg.body[1].items()})
+        return merged
+
+    def unit(self, name: str) -> "Unit":
+        """An existing, loaded unit.
+
+        Raises:
+            SystemdError: ``org.freedesktop.systemd1.NoSuchUnit`` if it is not loaded.
+        """
+        (path,) = self.conn.call(self.manager.get_unit(name), step=f"GetUnit({name})")
+        return Unit(self, name, path)
+
+
+class Unit:
+    """A systemd unit, as seen through one :class:`Systemd` connection."""
+
+    def __init__(self, systemd: Systemd, name: str, object_path: str):
+        self.systemd = systemd
+        self.name = name
+        self.object_path = object_path
+
+    def __repr__(self) -> str:
+        return f"<Unit {self.name}>"
+
+    def get(self, prop: str, interface: str = "Service"):
+        """Read property ``prop`` of ``interface`` (``Unit``, ``Service``, … or a full name) live.
+
+        Raises:
+            SystemdError: e.g. UnknownObject once the unit is gone, UnknownProperty.
+        """
+        iface = messages.unit_interface(interface)
+        (value,) = self.systemd.conn.call(
+            messages.get_property(self.object_path, iface, prop, self.systemd.conn.destination),
+            step=f"Get {self.name} {interface}.{prop}")
+        return value[1]
+
+    def get_all(self, interface: str = "Service") -> dict:
+        """All properties of ``interface`` as ``{name: python value}``."""
+        iface = messages.unit_interface(interface)
+        (values,) = self.systemd.conn.call(
+            messages.get_all_properties(self.object_path, iface, self.systemd.conn.destination),
+            step=f"GetAll {self.name} {interface}")
+        return {k: v[1] for k, v in values.items()}
+
+    @property
+    def main_pid(self) -> int:
+        """The main process's pid (0 when there is none), read live."""
+        return self.get("MainPID")
+
+    @property
+    def control_group(self) -> str:
+        """The unit's cgroup path, relative to the cgroup root, read live."""
+        return self.get("ControlGroup")
+
+    @property
+    def active_state(self) -> str:
+        """ActiveState, read live (``inactive`` once the unit is gone)."""
+        try:
+            return self.get("ActiveState", "Unit")
+        except SystemdError as e:
+            if e.name.endswith(("UnknownObject", "UnknownMethod", "NoSuchUnit")):
+                return "inactive"
+            raise
+
+    def stop(self, wait: bool = True, *, timeout: float | None = None) -> None:
+        """Stop the unit; with ``wait`` return once its stop job has finished (unit inactive or
+        gone). Stopping an inactive or already collected unit is harmless."""
+        try:
+            (job,) = self.systemd.conn.call(self.systemd.manager.stop_unit(self.name, "replace"),
+                                            step=f"StopUnit({self.name})")
+        except SystemdError as e:
+            if e.name == NO_SUCH_UNIT:
+                return
+            raise
+        if wait:
+            self.systemd._subscribe()
+            self.systemd.wait_job(job, timeout=timeout)
+
+    def kill(self, signal: int = _signal.SIGTERM, who: str = "all") -> None:
+        """Send ``signal`` to the unit's processes (``who``: ``main``, ``control`` or ``all``)."""
+        self.systemd.conn.call(self.systemd.manager.kill_unit(self.name, who, int(signal)),
+                               step=f"KillUnit({self.name}, {who}, {int(signal)})")
+
+    def reset_failed(self) -> None:
+        """Reset the failed state (a unit that is not loaded is ignored)."""
+        try:
+            self.systemd.conn.call(self.systemd.manager.reset_failed_unit(self.name),
+                                   step=f"ResetFailedUnit({self.name})")
+        except SystemdError as e:
+            if e.name != NO_SUCH_UNIT:
+                raise
+
+    def _failure_details(self, seen: dict | None = None) -> dict:
+        """Why a start failed: the Service properties systemd announced while the job ran
+        (``seen``), completed by a live read if the unit has not been garbage-collected yet."""
+        details = {}
+        wanted = {"Service": ("Result", "ExecMainCode", "ExecMainStatus", "StatusText"),
+                  "Unit": ("ActiveState", "SubState")}
+        for iface, props in wanted.items():
+            try:
+                values = self.get_all(iface)
+            except SystemdError:
+                continue
+            if values.get("LoadState") == "not-found":
+                continue
+            details.update((p, values[p]) for p in props if p in values)
+        details.update((k, v) for k, v in (seen or {}).items() if k in wanted["Service"])
+        if not details.get("StatusText"):
+            details.pop("StatusText", None)
+        code = details.get("ExecMainCode")
+        if code:  # CLD_EXITED=1, CLD_KILLED=2, CLD_DUMPED=3
+            details["ExecMainCode"] = {1: "exited", 2: "killed", 3: "dumped"}.get(code, code)
+        return details
