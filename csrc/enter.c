@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <linux/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -132,6 +133,56 @@ static size_t fmt_int(char *buf, int v)
     return k;
 }
 
+/* The current mm map of this process from /proc/self/stat (fields 26-28, 45-51), without stdio. */
+static int read_mm_map(struct prctl_mm_map *m)
+{
+    char buf[2048];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *s = strrchr(buf, ')');  /* comm may contain spaces and parentheses */
+    if (!s)
+        goto bad;
+    uint64_t v[52] = {0};
+    int field = 2;
+    for (s++; *s && field < 51;) {
+        while (*s == ' ')
+            s++;
+        field++;
+        uint64_t x = 0;
+        int neg = *s == '-';
+        if (neg)
+            s++;
+        while (*s >= '0' && *s <= '9')
+            x = x * 10 + (uint64_t)(*s++ - '0');
+        v[field] = neg ? 0 : x;
+        while (*s && *s != ' ')
+            s++;
+    }
+    if (field < 51)
+        goto bad;
+    memset(m, 0, sizeof *m);
+    m->start_code = v[26];
+    m->end_code = v[27];
+    m->start_stack = v[28];
+    m->start_data = v[45];
+    m->end_data = v[46];
+    m->start_brk = v[47];
+    m->arg_start = v[48];
+    m->arg_end = v[49];
+    m->env_start = v[50];
+    m->env_end = v[51];
+    return 0;
+bad:
+    errno = EINVAL;
+    return -1;
+}
+
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
 {
     int oom_fd = -1, step = 0, arg = 0;
@@ -185,21 +236,26 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
         if (write(p->cgroup_fds[i], "0", 1) != 1)
             FAIL(i);
 
-    /* 3. The anchor's environment as /proc/self/environ (what ps, and the kernel on core dumps,
-     *    report). Python's os.environ and libc's environ were replaced before this call.
-     *    PR_SET_MM needs CAP_SYS_RESOURCE in the initial user namespace. The kernel requires
-     *    start <= end at each step; the new block is on the heap, below the stack where the old one
-     *    lives, so the start moves first; the other order is the fallback. */
+    /* 3. The anchor's environment as /proc/self/environ (what ps, and other processes of the
+     *    unit's user, can read): the parent's, with its secrets, must not stay there. Python's
+     *    os.environ and libc's environ were replaced before this call. PR_SET_MM_MAP (made for
+     *    unprivileged checkpoint/restore) replaces the whole map and, unlike PR_SET_MM_ENV_*,
+     *    needs no CAP_SYS_RESOURCE; the other fields are the current ones, from /proc/self/stat.
+     *    The old block is then zeroed: nothing refers to it any more. */
     STEP(CD_STEP_ENVIRON);
     if (p->env_len) {
-        unsigned long s = (unsigned long)p->env_block, e = s + p->env_len;
-        if (prctl(PR_SET_MM, PR_SET_MM_ENV_START, s, 0, 0) == 0) {
-            if (prctl(PR_SET_MM, PR_SET_MM_ENV_END, e, 0, 0) != 0)
-                FAIL(1);
-        } else if (prctl(PR_SET_MM, PR_SET_MM_ENV_END, e, 0, 0) != 0 ||
-                   prctl(PR_SET_MM, PR_SET_MM_ENV_START, s, 0, 0) != 0) {
+        struct prctl_mm_map m;
+        if (read_mm_map(&m) != 0)
             FAIL(0);
-        }
+        unsigned long old_start = m.env_start, old_end = m.env_end;
+        m.brk = (uint64_t)syscall(SYS_brk, 0);
+        m.env_start = (uint64_t)(unsigned long)p->env_block;
+        m.env_end = m.env_start + p->env_len;
+        m.exe_fd = (uint32_t)-1;
+        if (prctl(PR_SET_MM, PR_SET_MM_MAP, (unsigned long)&m, sizeof m, 0) != 0)
+            FAIL(1);
+        if (old_end > old_start)
+            memset((void *)old_start, 0, old_end - old_start);
     }
 
     /* Resource limits: raising a hard limit above ours needs CAP_SYS_RESOURCE (initial ns). */

@@ -122,7 +122,7 @@ struct cd_enter_result {
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r);
 
 /* In the parent: seize process `pid`, copy its seccomp filters, detach. Instructions go to `buf`
- * (capacity `cap` instructions, 8 bytes each), newest filter first; lens[i] and flags[i] describe
+ * (capacity `cap` instructions, 8 bytes each), oldest filter first (the kernel's index 0); lens[i] and flags[i] describe
  * filter i. Returns the number of filters, or -1 with errno set and *failed naming the ptrace
  * request (0 seize, 1 interrupt, 2 wait, 3 get filter, 4 get metadata, 5 buffer too small). */
 int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
