@@ -1,0 +1,68 @@
+"""How a task travels to a worker: plain pickle where it can, cloudpickle where it must.
+
+Plain pickle is the fast path (the throughput of a plain ProcessPoolExecutor). cloudpickle carries
+what plain pickle cannot: lambdas, closures, and everything defined in ``__main__`` (a worker is
+forked from the zygote, so a function defined in ``__main__`` after the pool started is not there
+by name).
+
+A Task is deserialized only when it is called, in the worker, inside the unit: merely receiving it
+runs no user code.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Callable
+
+import cloudpickle
+
+_PLAIN, _CLOUD = 0, 1
+
+
+def dumps(obj: Any) -> tuple[int, bytes]:
+    try:
+        blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return _CLOUD, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    if b"__main__" in blob:   # by reference to __main__: the worker may not have it
+        return _CLOUD, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _PLAIN, blob
+
+
+def loads(kind: int, blob: bytes) -> Any:
+    return (pickle.loads if kind == _PLAIN else cloudpickle.loads)(blob)
+
+
+class Task:
+    """fn(*args, **kwargs), picklable whatever fn is."""
+
+    __slots__ = ("fn", "args", "kwargs", "_blob")
+
+    def __init__(self, fn: Callable, args: tuple = (), kwargs: dict | None = None):
+        self.fn, self.args, self.kwargs = fn, args, kwargs or {}
+        self._blob: tuple[int, bytes] | None = None
+
+    def __reduce__(self):
+        if self._blob is None:
+            self._blob = dumps((self.fn, self.args, self.kwargs))
+        return _received, self._blob
+
+    def __call__(self):
+        return self.fn(*self.args, **self.kwargs)
+
+
+class _ReceivedTask:
+    """A Task on the worker's side: still bytes until called."""
+
+    __slots__ = ("kind", "blob")
+
+    def __init__(self, kind: int, blob: bytes):
+        self.kind, self.blob = kind, blob
+
+    def __call__(self):
+        fn, args, kwargs = loads(self.kind, self.blob)
+        return fn(*args, **kwargs)
+
+
+def _received(kind: int, blob: bytes) -> _ReceivedTask:
+    return _ReceivedTask(kind, blob)

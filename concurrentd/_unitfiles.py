@@ -1,0 +1,42 @@
+"""Where a unit finds concurrentd's anchor.
+
+The anchor built with the package may sit where the unit's user cannot reach it (root's home is
+mode 700 on many machines) or outside the unit's root (RootDirectory=). So a pool runs a copy kept
+in a root-owned, world-readable directory under /run, named by its content's hash, and, for a unit
+with a root of its own, binds that copy read-only at the same path inside the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from typing import Any, Mapping
+
+ANCHOR_DIR = "/run/concurrentd"
+_ROOT_PROPERTIES = ("RootDirectory", "RootImage")
+
+
+def installed_anchor(src: str) -> str:
+    """The path of an executable copy of ``src`` under ANCHOR_DIR (made once per content)."""
+    with open(src, "rb") as f:
+        data = f.read()
+    dst = os.path.join(ANCHOR_DIR, "anchor-" + hashlib.sha256(data).hexdigest()[:16])
+    if not os.path.exists(dst):
+        os.makedirs(ANCHOR_DIR, mode=0o755, exist_ok=True)
+        tmp = f"{dst}.{os.getpid()}.tmp"
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, dst)   # atomic: a concurrent pool sees the whole file or none
+    return dst
+
+
+def anchor_for_unit(argv: list[str], properties: Mapping[str, Any]) -> tuple[list[str], dict]:
+    """The anchor's argv and the unit's properties, adjusted so that the unit can exec it."""
+    path = installed_anchor(argv[0])
+    properties = dict(properties)
+    if any(properties.get(p) for p in _ROOT_PROPERTIES):
+        binds = properties.get("BindReadOnlyPaths", [])
+        binds = binds.split() if isinstance(binds, str) else [os.fspath(b) for b in binds]
+        properties["BindReadOnlyPaths"] = [*binds, path]
+    return [path, *argv[1:]], properties

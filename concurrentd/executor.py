@@ -1,0 +1,191 @@
+"""TransientUnitPoolExecutor: a ProcessPoolExecutor whose workers run inside a systemd unit.
+
+Data flow (the arrows of concurrent.futures.process are unchanged; what concurrentd adds is marked *):
+
+    owner process                                          systemd (PID 1)
+    ─────────────                                          ───────────────
+    TransientUnitPoolExecutor(properties)
+      * StartTransientUnit(anchor, properties) ──D-Bus──▶  unit: anchor (main process), confined
+      * EntryPlan.from_pid(anchor)   reads /proc/<anchor>: namespaces, cgroups, creds, seccomp…
+      * Zygote: fork once, before any thread
+    submit(fn) ─▶ pending work items ─▶ call queue ─┐
+                                                    │      zygote ─fork─▶ worker
+                  executor manager thread ◀─ result │             * enter(plan): into the unit
+                       (spawns workers through      └────────────▶  _process_worker loop
+                        the zygote, detects deaths)                  (runs fn inside the unit)
+    shutdown()  ─▶ workers exit ─▶ * zygote ends ─▶ * StopUnit, wait until gone
+
+A worker that dies is diagnosed from its exit status and the unit's cgroup counters (OOM kills,
+the pids limit), and the BrokenProcessPool says which unit, which signal, and why.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Iterable, Mapping
+
+from . import _payload
+from ._context import UnitContext
+from ._entry import EntryPlan, anchor_argv
+from ._unitfiles import anchor_for_unit
+from ._zygote import Zygote
+from .systemd import Systemd, Unit
+
+__all__ = ["TransientUnitPoolExecutor", "PoolUnit"]
+
+
+class PoolUnit:
+    """The unit a pool runs in, read live from systemd.
+
+    Attributes:
+        name: the unit's name, e.g. ``concurrentd-1234-1-89abcdef.service``.
+    """
+
+    def __init__(self, unit: Unit, owned: bool):
+        self._unit = unit
+        self.name: str = unit.name
+        self.owned = owned   # started by the pool (and stopped by it), or joined
+
+    @property
+    def Id(self) -> bytes:   # noqa: N802 - pystemd's spelling, kept for compatibility
+        """The unit's name as bytes, as pystemd's unit objects give it."""
+        return self.name.encode()
+
+    @property
+    def main_pid(self) -> int:
+        return self._unit.main_pid
+
+    @property
+    def control_group(self) -> str:
+        return self._unit.control_group
+
+    def get(self, prop: str, interface: str = "Service") -> Any:
+        """Reads one property back from systemd (e.g. ``get("CPUQuotaPerSecUSec")``)."""
+        return self._unit.get(prop, interface)
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """Every property of the unit's Unit and Service interfaces, as systemd reports them."""
+        return {**self._unit.get_all("Unit"), **self._unit.get_all("Service")}
+
+    def __repr__(self) -> str:
+        return f"<PoolUnit {self.name}>"
+
+
+class _Resources:
+    """What a pool holds outside Python: the D-Bus connection, the unit, the plan, the zygote.
+    Released once, in reverse order, by whoever gets there first (shutdown, the garbage
+    collector, or the interpreter's exit)."""
+
+    def __init__(self):
+        self.systemd: Systemd | None = None
+        self.unit: Unit | None = None
+        self.owned = True
+        self.plan: EntryPlan | None = None
+        self.zygote: Zygote | None = None
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            zygote, plan, unit, systemd = self.zygote, self.plan, self.unit, self.systemd
+            self.zygote = self.plan = self.unit = self.systemd = None
+        errors = []
+        for step, action in (("closing the zygote", zygote and zygote.close),
+                             ("closing the entry plan", plan and plan.close),
+                             ("stopping the unit", unit and self.owned and unit.stop),
+                             ("closing the D-Bus connection", systemd and systemd.close)):
+            if action:
+                try:
+                    action()
+                except Exception as e:   # noqa: BLE001 - release the rest, then report
+                    errors.append(f"{step}: {e}")
+        if errors:
+            raise RuntimeError("releasing the pool's resources failed: " + "; ".join(errors))
+
+
+class TransientUnitPoolExecutor(ProcessPoolExecutor):
+    """A ProcessPoolExecutor whose workers run confined in a transient systemd unit.
+
+    Args:
+        max_workers: the number of workers (default: the CPUs the owner may use).
+        properties: the unit's settings, as for ``systemd-run -p``: ``{"User": "nobody",
+            "CPUQuota": "20%", "PrivateNetwork": True, …}``. Strings use systemd's syntax; Python
+            values (bool, int, float for CPUQuota, lists, pathlib.Path, timedelta) work too.
+        ns_options: another name for ``properties`` (pystemd's); give one or the other.
+        unit_name: the transient unit's name (default: unique, ``concurrentd-<pid>-…service``).
+        unit: instead of starting a unit, join this running one (it is never stopped by the pool).
+        initializer, initargs: called in each worker, inside the unit, before its first task.
+        max_tasks_per_child: replace a worker after this many tasks (Python 3.11+).
+
+    Raises:
+        ValueError: an unknown property or a bad value (nothing was started).
+        concurrentd.systemd.SystemdError: systemd refused the unit (the D-Bus error name and
+            systemd's message are on the exception).
+        concurrentd.systemd.UnitStartError: the unit's start job failed.
+    """
+
+    def __init__(self, max_workers: int | None = None, properties: Mapping[str, Any] | None = None,
+                 *, ns_options: Mapping[str, Any] | None = None, unit_name: str | None = None,
+                 unit: str | None = None, initializer: Callable | None = None,
+                 initargs: Iterable = (), max_tasks_per_child: int | None = None):
+        if properties is not None and ns_options is not None:
+            raise TypeError("give properties= or ns_options= (the same thing), not both")
+        properties = dict(properties if properties is not None else ns_options or {})
+        if unit is not None and (properties or unit_name):
+            raise TypeError("unit= joins an existing unit: properties= and unit_name= do not apply")
+        if max_tasks_per_child is not None and sys.version_info < (3, 11):
+            raise TypeError("max_tasks_per_child needs Python 3.11 or newer")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._resources = res = _Resources()
+        self._finalizer = weakref.finalize(self, res.release)
+        try:
+            res.systemd = Systemd.connect()
+            if unit is None:
+                argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
+                res.unit = res.systemd.start_service(argv, properties, name=unit_name)
+                res.plan = EntryPlan.from_pid(res.unit.main_pid, anchor_exe=argv[0])
+            else:
+                res.owned = False
+                res.unit = res.systemd.unit(unit)
+                res.plan = EntryPlan.from_pid(res.unit.main_pid,
+                                              anchor_exe=os.readlink(f"/proc/{res.unit.main_pid}/exe"))
+            # Before ProcessPoolExecutor starts any thread: the zygote is forked single-threaded.
+            res.zygote = Zygote(res.plan)
+            self.unit = PoolUnit(res.unit, res.owned)
+            kwargs = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
+            super().__init__(max_workers, mp_context=UnitContext(res.zygote),
+                             initializer=None if initializer is None else
+                             _payload.Task(initializer, tuple(initargs)),
+                             **kwargs)
+        except BaseException:
+            self._finalizer()
+            raise
+
+    # -- tasks -------------------------------------------------------------------------------------
+    def submit(self, fn: Callable, /, *args, **kwargs):
+        """Schedules ``fn(*args, **kwargs)`` in a worker; returns a Future. ``fn`` may be a lambda,
+        a closure or a function defined in ``__main__``: it travels by cloudpickle if it must."""
+        return super().submit(_payload.Task(fn, args, kwargs))
+
+    # -- end ---------------------------------------------------------------------------------------
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ProcessPoolExecutor.shutdown; then the zygote ends and the unit is stopped (at once
+        with ``wait=True``, else as soon as the last worker has exited)."""
+        manager = self._executor_manager_thread
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait or manager is None:
+            self._finalizer()
+        else:
+            threading.Thread(target=self._release_after, args=(manager, self._finalizer),
+                             name="concurrentd-release", daemon=True).start()
+
+    @staticmethod
+    def _release_after(manager: threading.Thread, release: Callable[[], None]) -> None:
+        manager.join()
+        release()
+
