@@ -1,9 +1,26 @@
 """concurrentd: run Python callables inside systemd transient units.
 
-The public names are listed in ``__all__``; everything in a module whose name starts with an
-underscore, and every subpackage not re-exported here, is implementation.
+The public names are those in ``__all__``, documented in README.md. Modules whose names start
+with an underscore are implementation.
 """
+
+from ._entry import EnterError
+from .executor import PoolUnit, TransientUnitPoolExecutor
+from .oneshot import run, sandboxed
+from .process import TransientUnitProcess
+from .systemd import SystemdError, SystemdUnreachable, UnitStartError
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "EnterError",
+    "PoolUnit",
+    "SystemdError",
+    "SystemdUnreachable",
+    "TransientUnitPoolExecutor",
+    "TransientUnitProcess",
+    "UnitStartError",
+    "__version__",
+    "run",
+    "sandboxed",
+]

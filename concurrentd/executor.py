@@ -107,6 +107,31 @@ class _Resources:
             raise RuntimeError("releasing the pool's resources failed: " + "; ".join(errors))
 
 
+def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = None,
+                    unit: str | None = None) -> _Resources:
+    """Starts (or joins) the unit, reads its anchor into a plan, forks the zygote."""
+    res = _Resources()
+    try:
+        res.systemd = Systemd.connect()
+        if unit is None:
+            argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
+            res.unit = res.systemd.start_service(argv, properties, name=unit_name)
+            res.plan = EntryPlan.from_pid(res.unit.main_pid, anchor_exe=argv[0])
+        else:
+            res.owned = False
+            res.unit = res.systemd.unit(unit)
+            main_pid = res.unit.main_pid
+            if not main_pid:
+                raise ValueError(f"unit {unit} has no main process to join (is it running?)")
+            res.plan = EntryPlan.from_pid(main_pid, anchor_exe=os.readlink(f"/proc/{main_pid}/exe"))
+        # Before the caller starts any thread for it: the zygote is forked single-threaded.
+        res.zygote = Zygote(res.plan)
+    except BaseException:
+        res.release()
+        raise
+    return res
+
+
 class TransientUnitPoolExecutor(ProcessPoolExecutor):
     """A ProcessPoolExecutor whose workers run confined in a transient systemd unit.
 
@@ -137,25 +162,19 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         properties = dict(properties if properties is not None else ns_options or {})
         if unit is not None and (properties or unit_name):
             raise TypeError("unit= joins an existing unit: properties= and unit_name= do not apply")
-        if max_tasks_per_child is not None and sys.version_info < (3, 11):
-            raise TypeError("max_tasks_per_child needs Python 3.11 or newer")
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers <= 0):
+            raise ValueError(f"max_workers must be a positive int (not {max_workers!r})")
+        if max_tasks_per_child is not None:
+            if sys.version_info < (3, 11):
+                raise TypeError("max_tasks_per_child needs Python 3.11 or newer")
+            if not isinstance(max_tasks_per_child, int) or max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be a positive int "
+                                 f"(not {max_tasks_per_child!r})")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        self._resources = res = _Resources()
+        self._resources = res = start_resources(properties, unit_name=unit_name, unit=unit)
         self._finalizer = weakref.finalize(self, res.release)
         try:
-            res.systemd = Systemd.connect()
-            if unit is None:
-                argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
-                res.unit = res.systemd.start_service(argv, properties, name=unit_name)
-                res.plan = EntryPlan.from_pid(res.unit.main_pid, anchor_exe=argv[0])
-            else:
-                res.owned = False
-                res.unit = res.systemd.unit(unit)
-                res.plan = EntryPlan.from_pid(res.unit.main_pid,
-                                              anchor_exe=os.readlink(f"/proc/{res.unit.main_pid}/exe"))
-            # Before ProcessPoolExecutor starts any thread: the zygote is forked single-threaded.
-            res.zygote = Zygote(res.plan)
             self.unit = PoolUnit(res.unit, res.owned)
             kwargs = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
             super().__init__(max_workers, mp_context=UnitContext(res.zygote),

@@ -1,0 +1,38 @@
+"""One call in a fresh unit: run() and the @sandboxed decorator."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping, TypeVar
+
+from .executor import TransientUnitPoolExecutor
+
+__all__ = ["run", "sandboxed"]
+
+T = TypeVar("T")
+
+
+def run(fn: Callable[..., T], /, *args: Any, properties: Mapping[str, Any] | None = None,
+        **kwargs: Any) -> T:
+    """Runs ``fn(*args, **kwargs)`` once, in a transient unit of its own, and returns its result.
+
+    The unit is started for this call and stopped after it. ``fn`` may be a lambda or a closure.
+    An exception raised by ``fn`` is raised here, with the worker's traceback as its cause.
+    """
+    with TransientUnitPoolExecutor(1, properties or {}) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
+def sandboxed(**properties: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorator: every call of the function runs it in a fresh unit with these properties.
+
+    >>> @sandboxed(PrivateNetwork=True, User="nobody")
+    ... def fetch(): ...
+    """
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> T:
+            return run(fn, *args, properties=properties, **kwargs)
+        call.__wrapped__ = fn
+        return call
+    return decorate
