@@ -91,6 +91,7 @@ struct cd_plan {
     int cwd_fd;
     const char *env_block;
     size_t env_len;
+    char *const *envp;
     int n_rlimits;
     struct cd_rlim rlimits[16];
     unsigned int umask;
@@ -111,6 +112,7 @@ struct cd_plan {
     unsigned int gid[3];
     int n_groups;
     const unsigned int *groups;
+    const unsigned int *groups_early;
     int n_filters;
     struct cd_filter filters[64];
     int timing;

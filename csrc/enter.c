@@ -10,10 +10,9 @@
  *                         unit, and while we are still root of the initial user namespace (the
  *                         cgroup.procs files belong to it).
  *   3. environ, rlimits, umask, nice, oom_score_adj, affinity, ioprio, personality, timer slack:
- *                         raising a hard rlimit, lowering nice or oom_score_adj and replacing
- *                         /proc/self/environ check capable(), i.e. a capability in the INITIAL user
- *                         namespace, which is lost once we join a unit's user namespace
- *                         (PrivateUsers=). So they come before setns.
+ *                         raising a hard rlimit and lowering nice or oom_score_adj check capable(),
+ *                         i.e. a capability in the INITIAL user namespace, which is lost once we
+ *                         join a unit's user namespace (PrivateUsers=). So they come before setns.
  *   4. setns              non-user namespaces first (we hold CAP_SYS_ADMIN over all of them while in
  *                         the initial user ns), the user namespace last (see ns_order below).
  *   5. root, cwd          fchdir(root fd) + chroot(".") + fchdir(cwd fd): the anchor's exact dirs,
@@ -237,12 +236,14 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
             FAIL(i);
 
     /* 3. The anchor's environment as /proc/self/environ (what ps, and other processes of the
-     *    unit's user, can read): the parent's, with its secrets, must not stay there. Python's
-     *    os.environ and libc's environ were replaced before this call. PR_SET_MM_MAP (made for
+     *    unit's user, can read): the parent's, with its secrets, must not stay there. libc's
+     *    environ points at the same block (Python's os.environ is replaced by enter.py). PR_SET_MM_MAP (made for
      *    unprivileged checkpoint/restore) replaces the whole map and, unlike PR_SET_MM_ENV_*,
      *    needs no CAP_SYS_RESOURCE; the other fields are the current ones, from /proc/self/stat.
      *    The old block is then zeroed: nothing refers to it any more. */
     STEP(CD_STEP_ENVIRON);
+    if (p->envp)
+        environ = (char **)p->envp;  /* libc's view: the same strings, no setenv per variable */
     if (p->env_len) {
         struct prctl_mm_map m;
         if (read_mm_map(&m) != 0)
@@ -303,6 +304,13 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     if (p->timer_slack && prctl(PR_SET_TIMERSLACK, p->timer_slack, 0, 0, 0) != 0)
         FAIL(0);
 
+    /* Supplementary groups of a unit with its own user namespace (PrivateUsers=): systemd writes
+     * "deny" to its setgroups file, so inside it setgroups() fails; set them now, as ids of the
+     * initial user namespace, while we may. */
+    STEP(CD_STEP_SETGROUPS);
+    if (p->groups_early && setgroups((size_t)p->n_groups, (const gid_t *)p->groups_early) != 0)
+        FAIL(1);
+
     /* 4. Namespaces, in ns_order (see its comment). */
     STEP(CD_STEP_SETNS);
     for (size_t k = 0; k < sizeof ns_order / sizeof ns_order[0]; k++)
@@ -326,8 +334,8 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     /* 6. Credentials. The bounding set first: dropping needs CAP_SETPCAP, which we still hold. */
     STEP(CD_STEP_BOUNDING);
     for (int c = 0; c <= p->last_cap; c++)
-        if (!(p->cap_bounding & (1ull << c)) && prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 &&
-            prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0)
+        /* no PR_CAPBSET_READ first: dropping an absent capability succeeds, one call saved */
+        if (!(p->cap_bounding & (1ull << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0)
             FAIL(c);
 
     /* KEEP_CAPS so that setresuid(0 -> nobody) keeps the permitted set: we still need
@@ -339,7 +347,7 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
 
     /* Groups before gid before uid: each needs CAP_SETGID/CAP_SETUID, which setresuid drops from
      * the effective set. A unit user namespace may deny setgroups (/proc/<pid>/setgroups "deny");
-     * then the groups must already be right, which the verify step checks. */
+     * then they were set before joining it (groups_early), which the verify step checks. */
     STEP(CD_STEP_SETGROUPS);
     if (setgroups((size_t)p->n_groups, (const gid_t *)p->groups) != 0 && errno != EPERM)
         FAIL(0);

@@ -84,6 +84,7 @@ struct cd_plan {
     int cwd_fd;                           /* O_PATH on /proc/<anchor>/cwd */
     const char *env_block;                /* "K=V\0K=V\0": the anchor's /proc/<pid>/environ */
     size_t env_len;                       /* 0: leave /proc/self/environ alone */
+    char *const *envp;                    /* NULL-terminated, into env_block: libc's environ */
     int n_rlimits;
     struct cd_rlim rlimits[CD_MAX_RLIMITS];
     unsigned int umask;
@@ -104,6 +105,7 @@ struct cd_plan {
     unsigned int gid[3];
     int n_groups;
     const unsigned int *groups;
+    const unsigned int *groups_early;     /* NULL, or the groups as initial-user-ns ids: set before setns(user) */
     int n_filters;
     struct cd_filter filters[CD_MAX_FILTERS];  /* install order: the anchor's oldest first */
     int timing;                           /* fill result.step_ns */

@@ -152,3 +152,14 @@ def test_plan_refuses_a_process_that_is_not_the_anchor():
             with Worker(plan) as w:
                 assert "ok" in w.report, w.report
                 assert not diff_table(proc_snapshot(pid), proc_snapshot(w.pid))
+
+
+def test_private_users_parity():
+    """PrivateUsers=: the unit has its own user namespace, joined last (csrc/enter.c ns_order)."""
+    props = ["User=nobody", "Group=nogroup", "PrivateUsers=yes", "PrivateNetwork=yes",
+             "PrivateTmp=yes", "NoNewPrivileges=yes", "SystemCallFilter=@system-service"]
+    with transient_unit(props) as (_u, pid), EntryPlan.from_pid(
+            pid, anchor_exe=public_anchor()) as plan:
+        assert "user" in plan.namespaces
+        rep, _ = _parity(pid, plan)
+        assert rep["uid"] == NOBODY and rep["tmp"] == []

@@ -217,6 +217,7 @@ class EntryPlan:
     filters: tuple[SeccompFilter, ...]     # install order, oldest first
     environ: dict[bytes, bytes]
     environ_block: bytes
+    groups_host: tuple[int, ...] | None = None  # with a unit user ns: groups as our ids
     owner_pid: int = field(default_factory=os.getpid)
     _cgroup_fds: list[int] = field(default_factory=list, repr=False)
     _pidfd: int = -1
@@ -285,6 +286,7 @@ class EntryPlan:
             uid = tuple(int(x) for x in st["Uid"].split()[:3])
             gid = tuple(int(x) for x in st["Gid"].split()[:3])
             groups = tuple(int(x) for x in st["Groups"].split())
+            groups_host = groups
             if "user" in namespaces:  # ids as the worker will see them, inside the unit's userns
                 um, gm = parse_id_map(_read(f"{P}/uid_map")), parse_id_map(_read(f"{P}/gid_map"))
                 uid = tuple(map_id(u, um) for u in uid)
@@ -327,6 +329,7 @@ class EntryPlan:
                 filters=filters,
                 environ=parse_environ(environ_block),
                 environ_block=environ_block,
+                groups_host=groups_host if "user" in namespaces else None,
                 _cgroup_fds=cgroup_fds,
                 _pidfd=pidfd,
             )
@@ -356,6 +359,17 @@ class EntryPlan:
         env = ffi.new("char[]", self.environ_block or b"\0")
         keep.append(env)
         c.env_block, c.env_len = env, len(self.environ_block)
+        # libc's environ: pointers into the same block, NULL-terminated
+        offsets, off = [], 0
+        for item in self.environ_block.split(b"\0")[:-1] if self.environ_block else []:
+            if b"=" in item:
+                offsets.append(off)
+            off += len(item) + 1
+        envp = ffi.new("char *[]", len(offsets) + 1)
+        for i, o in enumerate(offsets):
+            envp[i] = env + o
+        keep.append(envp)
+        c.envp = envp
         c.n_rlimits = len(self.rlimits)
         for i, (r, (cur, mx)) in enumerate(sorted(self.rlimits.items())):
             c.rlimits[i].resource = r
@@ -379,6 +393,10 @@ class EntryPlan:
         groups = ffi.new("unsigned int[]", list(self.groups) or [0])
         keep.append(groups)
         c.n_groups, c.groups = len(self.groups), groups
+        if self.groups_host is not None:
+            early = ffi.new("unsigned int[]", list(self.groups_host) or [0])
+            keep.append(early)
+            c.groups_early = early
         if len(self.filters) > lib.CD_MAX_FILTERS:
             raise ValueError(f"the anchor has {len(self.filters)} seccomp filters, "
                              f"more than the {lib.CD_MAX_FILTERS} concurrentd can copy")
