@@ -31,12 +31,18 @@ def installed_anchor(src: str) -> str:
     return dst
 
 
+def add_read_only_binds(properties: Mapping[str, Any], binds: list[str]) -> dict:
+    """``properties`` with ``binds`` ("src[:dst]") added to the user's own BindReadOnlyPaths."""
+    properties = dict(properties)
+    if binds:
+        given = properties.get("BindReadOnlyPaths", [])
+        given = given.split() if isinstance(given, str) else [os.fspath(b) for b in given]
+        properties["BindReadOnlyPaths"] = [*given, *binds]
+    return properties
+
+
 def anchor_for_unit(argv: list[str], properties: Mapping[str, Any]) -> tuple[list[str], dict]:
     """The anchor's argv and the unit's properties, adjusted so that the unit can exec it."""
     path = installed_anchor(argv[0])
-    properties = dict(properties)
-    if any(properties.get(p) for p in _ROOT_PROPERTIES):
-        binds = properties.get("BindReadOnlyPaths", [])
-        binds = binds.split() if isinstance(binds, str) else [os.fspath(b) for b in binds]
-        properties["BindReadOnlyPaths"] = [*binds, path]
-    return [path, *argv[1:]], properties
+    has_root = any(properties.get(p) for p in _ROOT_PROPERTIES)
+    return [path, *argv[1:]], add_read_only_binds(properties, [path] if has_root else [])

@@ -27,8 +27,9 @@ import socket
 import struct
 import sys
 
-from . import _sys
+from . import _pythonpath, _sys
 from ._entry import ENTER_FAILED_EXIT_STATUS, EnterError, EntryPlan, enter
+from ._pythonpath import PathMap
 
 _SIGNED = struct.Struct("q")
 MAX_FDS = 64
@@ -55,14 +56,14 @@ def read_signed(fd: int) -> int:
 class Zygote:
     """The owner's handle on its zygote."""
 
-    def __init__(self, plan: EntryPlan):
+    def __init__(self, plan: EntryPlan, path_map: PathMap = ()):
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.pid = os.fork()
         if self.pid == 0:   # the zygote
             code = 70
             try:
                 self._sock.close()
-                code = _serve(theirs, plan)
+                code = _serve(theirs, plan, path_map)
             finally:
                 os._exit(code)
         theirs.close()
@@ -93,7 +94,7 @@ class Zygote:
             self.pid = 0
 
 
-def _serve(sock: socket.socket, plan: EntryPlan) -> int:
+def _serve(sock: socket.socket, plan: EntryPlan, path_map: PathMap) -> int:
     """The zygote's loop: fork a worker per request; report each worker's exit. Returns on EOF."""
     # If the owner dies without closing the pool, the zygote goes too (the anchor stops the unit).
     _sys.set_parent_death_signal(signal.SIGKILL)
@@ -120,7 +121,7 @@ def _serve(sock: socket.socket, plan: EntryPlan) -> int:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 for fd in (sock.detach(), sigchld_r, sigchld_w, *status_fds.values()):
                     os.close(fd)
-                _worker(plan, data_r, status_w, passed)   # never returns
+                _worker(plan, path_map, data_r, status_w, passed)   # never returns
             for fd in (data_r, *passed):
                 os.close(fd)
             write_signed(status_w, pid)
@@ -143,7 +144,8 @@ def _reap(status_fds: dict[int, int]) -> None:
                 os.close(w)
 
 
-def _worker(plan: EntryPlan, data_r: int, status_w: int, passed: list[int]) -> None:
+def _worker(plan: EntryPlan, path_map: PathMap, data_r: int, status_w: int,
+            passed: list[int]) -> None:
     """A freshly forked worker: take the Process object, enter the unit, run. Never returns."""
     code = 1
     try:
@@ -160,6 +162,7 @@ def _worker(plan: EntryPlan, data_r: int, status_w: int, passed: list[int]) -> N
             _answer_one_task(process_obj, e)
             code = ENTER_FAILED_EXIT_STATUS
         else:
+            _pythonpath.apply(path_map)
             code = process_obj._bootstrap(parent_sentinel=data_r)
     except BaseException:   # noqa: BLE001 - a worker must never return into the zygote's loop
         try:

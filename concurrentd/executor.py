@@ -28,10 +28,10 @@ import weakref
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _payload
+from . import _payload, _pythonpath
 from ._context import UnitContext
 from ._entry import EntryPlan, anchor_argv
-from ._unitfiles import anchor_for_unit
+from ._unitfiles import add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
 from .systemd import Systemd, Unit
 
@@ -113,7 +113,10 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
     res = _Resources()
     try:
         res.systemd = Systemd.connect()
+        path_map: _pythonpath.PathMap = ()
         if unit is None:
+            python_binds, path_map = _pythonpath.plan_binds(properties)
+            properties = add_read_only_binds(properties, python_binds)
             argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
             res.unit = res.systemd.start_service(argv, properties, name=unit_name)
             res.plan = EntryPlan.from_pid(res.unit.main_pid, anchor_exe=argv[0])
@@ -125,7 +128,7 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
                 raise ValueError(f"unit {unit} has no main process to join (is it running?)")
             res.plan = EntryPlan.from_pid(main_pid, anchor_exe=os.readlink(f"/proc/{main_pid}/exe"))
         # Before the caller starts any thread for it: the zygote is forked single-threaded.
-        res.zygote = Zygote(res.plan)
+        res.zygote = Zygote(res.plan, path_map)
     except BaseException:
         res.release()
         raise
