@@ -233,7 +233,7 @@ def _signal_py(prop, value):
 SIGNAL = Kind("a signal (SIGTERM, TERM, 15, RTMIN+1)",
               lambda p, s: _one(p, "i", _signal_number(s)), _signal_py)
 
-SECCOMP_ERRNO_KILL = 2**31 - 1  # SECCOMP_ERROR_NUMBER_KILL (INT_MAX)
+SECCOMP_ERRNO_KILL = 2**31 - 2  # SECCOMP_ERROR_NUMBER_KILL (INT_MAX - 1), as systemd 252 reads it
 
 
 def _errno_action(prop, s):
