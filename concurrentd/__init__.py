@@ -4,6 +4,7 @@ The public names are those in ``__all__``, documented in README.md. Modules whos
 with an underscore are implementation.
 """
 
+from ._deaths import WorkerKilled
 from ._entry import EnterError
 from .executor import PoolUnit, TransientUnitPoolExecutor
 from .oneshot import run, sandboxed
@@ -20,6 +21,7 @@ __all__ = [
     "TransientUnitPoolExecutor",
     "TransientUnitProcess",
     "UnitStartError",
+    "WorkerKilled",
     "__version__",
     "run",
     "sandboxed",

@@ -14,6 +14,7 @@ import os
 from multiprocessing import context, popen_fork, process, reduction, util
 
 from . import _zygote
+from ._taskboard import TaskBoard
 from ._zygote import Zygote
 
 START_METHOD = "concurrentd"
@@ -58,6 +59,8 @@ class ZygotePopen(popen_fork.Popen):
         with open(data_w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
         self.pid = _zygote.read_signed(self.sentinel)
+        if process_obj._board is not None:
+            process_obj._board.close_fd()   # the worker has its own now
 
     def poll(self, flag: int = os.WNOHANG):
         if self.returncode is None:
@@ -78,6 +81,7 @@ class UnitProcess(process.BaseProcess):
     # None: _bootstrap() must not look the start method up among multiprocessing's own
     _start_method = None
     _zygote: Zygote | None = None
+    _board: TaskBoard | None = None   # what the worker is doing (see _taskboard)
 
     def _Popen(self, process_obj):   # BaseProcess.start() calls self._Popen(self)
         if self._zygote is None:
@@ -101,6 +105,7 @@ class UnitContext(context.BaseContext):
     def Process(self, *args, **kwargs) -> UnitProcess:   # noqa: N802 - multiprocessing's name
         p = UnitProcess(*args, **kwargs)
         p._zygote = self._zygote
+        p._board = TaskBoard()
         return p
 
     def get_start_method(self, allow_none: bool = False) -> str:

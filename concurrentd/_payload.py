@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from . import _taskboard
+
 _PLAIN, _CLOUD = 0, 1
 
 
@@ -47,10 +49,6 @@ class Task:
             self._blob = dumps((self.fn, self.args, self.kwargs))
         return _received, self._blob
 
-    def __call__(self):
-        return self.fn(*self.args, **self.kwargs)
-
-
 class _ReceivedTask:
     """A Task on the worker's side: still bytes until called."""
 
@@ -61,7 +59,10 @@ class _ReceivedTask:
 
     def __call__(self):
         fn, args, kwargs = loads(self.kind, self.blob)
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        if _taskboard.current is not None:
+            _taskboard.current.set(_taskboard.SENDING)   # a death from here on is not the task's
+        return result
 
 
 def _received(kind: int, blob: bytes) -> _ReceivedTask:

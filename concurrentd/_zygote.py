@@ -27,9 +27,10 @@ import socket
 import struct
 import sys
 
-from . import _pythonpath, _sys
+from . import _pythonpath, _sys, _taskboard
 from ._entry import ENTER_FAILED_EXIT_STATUS, EnterError, EntryPlan, enter
 from ._pythonpath import PathMap
+from ._taskboard import RecordingQueue
 
 _SIGNED = struct.Struct("q")
 MAX_FDS = 64
@@ -163,6 +164,11 @@ def _worker(plan: EntryPlan, path_map: PathMap, data_r: int, status_w: int,
             code = ENTER_FAILED_EXIT_STATUS
         else:
             _pythonpath.apply(path_map)
+            board = getattr(process_obj, "_board", None)
+            if board is not None and process_obj._args:   # a pool's worker: note its tasks
+                _taskboard.current = board
+                process_obj._args = (RecordingQueue(process_obj._args[0], board),
+                                     *process_obj._args[1:])
             code = process_obj._bootstrap(parent_sentinel=data_r)
     except BaseException:   # noqa: BLE001 - a worker must never return into the zygote's loop
         try:

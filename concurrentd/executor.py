@@ -25,10 +25,12 @@ import os
 import sys
 import threading
 import weakref
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor
+from concurrent.futures import process as _cf_process
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _payload, _pythonpath
+from . import _deaths, _payload, _pythonpath, _taskboard
 from ._context import UnitContext
 from ._entry import EntryPlan, anchor_argv
 from ._unitfiles import add_read_only_binds, anchor_for_unit
@@ -87,7 +89,14 @@ class _Resources:
         self.owned = True
         self.plan: EntryPlan | None = None
         self.zygote: Zygote | None = None
+        self.counters_seen = _deaths.Counters()
         self._lock = threading.Lock()
+
+    def cgroup_dirs(self) -> list[str]:
+        return [os.path.dirname(p) for p in self.plan.cgroup_procs] if self.plan else []
+
+    def read_counters(self) -> _deaths.Counters:
+        return _deaths.read_counters(self.cgroup_dirs())
 
     def release(self) -> None:
         with self._lock:
@@ -127,12 +136,91 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
             if not main_pid:
                 raise ValueError(f"unit {unit} has no main process to join (is it running?)")
             res.plan = EntryPlan.from_pid(main_pid, anchor_exe=os.readlink(f"/proc/{main_pid}/exe"))
+        res.counters_seen = res.read_counters()
         # Before the caller starts any thread for it: the zygote is forked single-threaded.
         res.zygote = Zygote(res.plan, path_map)
     except BaseException:
         res.release()
         raise
     return res
+
+
+class _UnitManagerThread(_cf_process._ExecutorManagerThread):
+    """concurrent.futures' manager thread, plus: a dead worker is diagnosed (see _deaths), and
+    with on_worker_death="replace" only the task it ran fails and a new worker takes its place."""
+
+    def __init__(self, executor: "TransientUnitPoolExecutor"):
+        super().__init__(executor)
+        self._replace = executor._on_worker_death == "replace"
+        self._resources = executor._resources
+        self._unit_name = executor.unit.name
+        self._limits = executor._limits
+        self._diagnosis: str | None = None
+
+    def wait_result_broken_or_wakeup(self):
+        result_item, is_broken, cause = super().wait_result_broken_or_wakeup()
+        if not is_broken:
+            return result_item, is_broken, cause
+        dead = [(pid, p) for pid, p in list(self.processes.items()) if p.exitcode is not None]
+        if not dead:   # broken for another reason (a result that could not be read)
+            return result_item, is_broken, cause
+        deaths = [self._diagnose(pid, p) for pid, p in dead]
+        if self._replace and all(work_id >= 0 for _, work_id, _ in deaths):
+            self._fail_and_replace(dead, deaths)
+            return None, False, None
+        self._diagnosis = "; ".join(error.args[0] for error, _, _ in deaths)
+        return result_item, is_broken, cause
+
+    def _diagnose(self, pid: int, p) -> tuple[_deaths.WorkerKilled, int, int]:
+        """(the error, the work id the worker held or a negative state, its exit code)."""
+        counters = self._resources.read_counters()
+        new_ooms = counters.oom_kills - self._resources.counters_seen.oom_kills
+        new_pids = counters.pids_max_hits - self._resources.counters_seen.pids_max_hits
+        self._resources.counters_seen = counters
+        cause = _deaths.classify(p.exitcode, new_ooms)
+        message = _deaths.describe(cause, p.exitcode, pid, self._unit_name, self._limits, new_pids)
+        error = _deaths.WorkerKilled(message, cause=cause, exitcode=p.exitcode, pid=pid,
+                                     unit=self._unit_name)
+        board = p._board
+        return error, (board.get() if board is not None else _taskboard.IDLE), p.exitcode
+
+    def _fail_and_replace(self, dead, deaths) -> None:
+        for (pid, p), (error, work_id, _) in zip(dead, deaths):
+            self.processes.pop(pid, None)
+            p.join()
+            work_item = self.pending_work_items.pop(work_id, None)
+            if work_item is not None:
+                try:
+                    work_item.future.set_exception(error)
+                except Exception:   # noqa: BLE001 - cancelled meanwhile
+                    pass
+                del work_item
+        executor = self.executor_reference()
+        if executor is not None:
+            with self.shutdown_lock:
+                executor._adjust_process_count()
+            del executor
+
+    def terminate_broken(self, cause):
+        if self._diagnosis is None:
+            return super().terminate_broken(cause)
+        # Fail the pending futures with the diagnosis before the base class would (with its
+        # generic message): a caller waiting on one wakes up with the right words.
+        message = f"{self._diagnosis}; the process pool is not usable anymore"
+        error = BrokenProcessPool(message)
+        if cause is not None:
+            error.__cause__ = _cf_process._RemoteTraceback(f"\n'''\n{''.join(cause)}'''")
+        executor = self.executor_reference()
+        if executor is not None:
+            executor._death_message = message
+            executor._broken = message
+        for work_item in self.pending_work_items.values():
+            try:
+                work_item.future.set_exception(error)
+            except InvalidStateError:   # cancelled meanwhile
+                pass
+        self.pending_work_items.clear()
+        super().terminate_broken(cause)
 
 
 class TransientUnitPoolExecutor(ProcessPoolExecutor):
@@ -148,6 +236,11 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         unit: instead of starting a unit, join this running one (it is never stopped by the pool).
         initializer, initargs: called in each worker, inside the unit, before its first task.
         max_tasks_per_child: replace a worker after this many tasks (Python 3.11+).
+        on_worker_death: "break" (default): a worker that dies breaks the pool, as in
+            ProcessPoolExecutor, with a BrokenProcessPool that says which worker of which unit
+            died of what (the unit's OOM killer, its seccomp filter, a signal). "replace": only
+            the task that worker ran fails, with WorkerKilled (a BrokenProcessPool that carries
+            the cause), and a new worker takes its place.
 
     Raises:
         ValueError: an unknown property or a bad value (nothing was started).
@@ -159,7 +252,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
     def __init__(self, max_workers: int | None = None, properties: Mapping[str, Any] | None = None,
                  *, ns_options: Mapping[str, Any] | None = None, unit_name: str | None = None,
                  unit: str | None = None, initializer: Callable | None = None,
-                 initargs: Iterable = (), max_tasks_per_child: int | None = None):
+                 initargs: Iterable = (), max_tasks_per_child: int | None = None,
+                 on_worker_death: str = "break"):
         if properties is not None and ns_options is not None:
             raise TypeError("give properties= or ns_options= (the same thing), not both")
         properties = dict(properties if properties is not None else ns_options or {})
@@ -173,6 +267,11 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             if not isinstance(max_tasks_per_child, int) or max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be a positive int "
                                  f"(not {max_tasks_per_child!r})")
+        if on_worker_death not in ("break", "replace"):
+            raise ValueError("on_worker_death must be 'break' (as ProcessPoolExecutor) or "
+                             f"'replace' (not {on_worker_death!r})")
+        self._on_worker_death = on_worker_death
+        self._limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         self._resources = res = start_resources(properties, unit_name=unit_name, unit=unit)
@@ -187,6 +286,26 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         except BaseException:
             self._finalizer()
             raise
+
+    # ProcessPoolExecutor keeps why the pool broke in _broken; once a death is diagnosed, its
+    # words replace the generic ones, whichever thread writes last.
+    _death_message: str | None = None
+
+    @property
+    def _broken(self):
+        return self.__broken
+
+    @_broken.setter
+    def _broken(self, value):
+        self.__broken = (self._death_message or value) if value else value
+
+    def _start_executor_manager_thread(self):
+        # As ProcessPoolExecutor's, with the manager thread that diagnoses dead workers.
+        if self._executor_manager_thread is None:
+            self._executor_manager_thread = _UnitManagerThread(self)
+            self._executor_manager_thread.start()
+            _cf_process._threads_wakeups[self._executor_manager_thread] = \
+                self._executor_manager_thread_wakeup
 
     # -- tasks -------------------------------------------------------------------------------------
     def submit(self, fn: Callable, /, *args, **kwargs):
