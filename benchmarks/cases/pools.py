@@ -1,0 +1,147 @@
+"""Cases 2 and 3: worker cold start (fork → ready inside the unit) and pool start → first result.
+
+One trial = one fresh pool in a fresh process: construct it (pystemd: also __enter__, which starts
+its unit), submit one task, wait for its result. Measured:
+
+- pool start → first result: from the constructor's call to the first result, in the owner.
+- cold start: from the owner's ``Process.start()`` of the first worker (multiprocessing's spawn
+  point: concurrentd asks its zygote there, ProcessPoolExecutor and pystemd fork there) to the
+  worker entering concurrent.futures' ``_process_worker`` loop — after concurrentd's enter(plan),
+  after pystemd's enter_unit(), i.e. inside the unit, ready for a task. CLOCK_MONOTONIC on both
+  sides. (Marked by wrapping ``_process_worker`` under its own name rather than by an
+  initializer, identically for the three contenders.)
+
+The three contenders run back to back in each repetition (rotating order), so their ratios come
+from the same moments of this noisy machine.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context, process
+
+from . import _common as c
+
+_STARTS: list[int] = []
+
+
+def _patch_start() -> None:
+    """Record the owner's time of every Process.start() (the worker's spawn)."""
+    original = process.BaseProcess.start
+    if getattr(original, "_bench", False):
+        return
+
+    def start(self):
+        _STARTS.append(time.perf_counter_ns())
+        return original(self)
+
+    start._bench = True
+    process.BaseProcess.start = start
+
+
+def _patch_worker() -> None:
+    """Wrap concurrent.futures.process._process_worker (same module and name, so it is pickled
+    by reference like the original and found in every forked worker) to note when it starts."""
+    from concurrent.futures import process as cfp
+
+    original = cfp._process_worker
+    if getattr(original, "_bench", False):
+        return
+
+    def _process_worker(*args, **kwargs):
+        c.mark_ready()
+        return original(*args, **kwargs)
+
+    _process_worker.__module__, _process_worker.__qualname__ = original.__module__, original.__qualname__
+    _process_worker._bench = True
+    cfp._process_worker = _process_worker
+
+
+def make_pool(contender: str, workers: int, properties: str = "pool"):
+    """A started pool of ``contender`` and the callable that shuts it down."""
+    if contender == "concurrentd":
+        from concurrentd import TransientUnitPoolExecutor
+
+        props = c.POOL_PROPERTIES if properties == "pool" else c.THROUGHPUT_PROPERTIES
+        pool = TransientUnitPoolExecutor(workers, props)
+        return pool, pool.shutdown
+    if contender == "ProcessPoolExecutor":
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
+        return pool, pool.shutdown
+    if contender == "pystemd":
+        from pystemd.futures import TransientUnitPoolExecutor as PystemdPool
+
+        props = c.PYSTEMD_PROPERTIES if properties == "pool" else c.PYSTEMD_THROUGHPUT_PROPERTIES
+        pool = PystemdPool(dict(props), max_workers=workers)
+        pool.__enter__()
+        return pool, lambda: pool.__exit__(None, None, None)
+    raise ValueError(contender)
+
+
+def trial(contender: str, workers: int) -> dict:
+    """In a fresh child: pool start → first result, and the first worker's fork → ready (ns)."""
+    _patch_start()
+    _patch_worker()
+    t0 = time.perf_counter_ns()
+    pool, stop = make_pool(contender, workers)
+    try:
+        ready = pool.submit(c.ready_ns).result(timeout=30)
+        t1 = time.perf_counter_ns()
+        uid = pool.submit(c.whoami).result(timeout=30)
+    finally:
+        stop()
+    if not _STARTS or ready is None:
+        raise RuntimeError(f"{contender}: no worker start seen")
+    return {"pool_start_ns": t1 - t0, "cold_start_ns": ready - _STARTS[0], "uid": uid}
+
+
+def run(reps: int, contenders: list[str], tick, log) -> dict:
+    """Both cases; returns {"pool_start": {...}, "cold_start": {...}}."""
+    samples = {(k, w, n): [] for k in contenders for w in (1, 2)
+               for n in ("pool_start_ns", "cold_start_ns")}
+    errors: dict[str, str] = {}
+    uids: dict[str, set] = {k: set() for k in contenders}
+    for i in range(reps):
+        for w in (1, 2):
+            order = contenders[i % len(contenders):] + contenders[:i % len(contenders)]
+            got = {}
+            for k in order:
+                try:
+                    got[k] = c.isolated(trial, k, w)
+                    uids[k].add(got[k]["uid"])
+                except Exception as e:   # noqa: BLE001 - one contender failing must not end the run
+                    errors.setdefault(k, str(e).strip().splitlines()[-1])
+                    log(f"pools: {k} (max_workers={w}) failed: {errors[k]}")
+                tick()
+            for k in contenders:
+                for n in ("pool_start_ns", "cold_start_ns"):
+                    samples[(k, w, n)].append(got[k][n] if k in got else None)
+
+    def ms(xs):
+        return [None if x is None else x / 1e6 for x in xs]
+
+    pool_start, cold = {"unit": "ms", "errors": errors}, {"unit": "ms", "errors": errors}
+    for w in (1, 2):
+        pool_start[f"workers{w}"] = {k: c.summary(ms(samples[(k, w, "pool_start_ns")]))
+                                     for k in contenders}
+    cold["contenders"] = {k: c.summary(ms(samples[(k, 1, "cold_start_ns")] +
+                                          samples[(k, 2, "cold_start_ns")])) for k in contenders}
+    cold["worker_uid"] = {k: sorted(v) for k, v in uids.items()}
+    both = lambda k: samples[(k, 1, "cold_start_ns")] + samples[(k, 2, "cold_start_ns")]  # noqa: E731
+    ratios = {}
+    if "ProcessPoolExecutor" in contenders:
+        ratios["concurrentd/ProcessPoolExecutor"] = c.paired_ratio(both("concurrentd"),
+                                                                   both("ProcessPoolExecutor"))
+    if "pystemd" in contenders:
+        ratios["pystemd/concurrentd"] = c.paired_ratio(both("pystemd"), both("concurrentd"))
+        for w in (1, 2):
+            pool_start.setdefault("ratios", {})[f"concurrentd/pystemd workers{w}"] = c.paired_ratio(
+                samples[("concurrentd", w, "pool_start_ns")], samples[("pystemd", w, "pool_start_ns")])
+    if "ProcessPoolExecutor" in contenders:
+        for w in (1, 2):
+            pool_start.setdefault("ratios", {})[f"concurrentd/ProcessPoolExecutor workers{w}"] = \
+                c.paired_ratio(samples[("concurrentd", w, "pool_start_ns")],
+                               samples[("ProcessPoolExecutor", w, "pool_start_ns")])
+    cold["ratios"] = ratios
+    return {"pool_start": pool_start, "cold_start": cold}
