@@ -1,0 +1,52 @@
+"""Smoke test of the benchmark suite (python -m benchmarks): its cheapest path runs and the JSON
+it writes has the expected keys and positive numbers. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from entry_helpers import needs_systemd
+
+pytestmark = needs_systemd
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and x > 0
+
+
+@pytest.mark.slow
+def test_quick_entry_and_unit_start(tmp_path, monkeypatch):
+    from benchmarks import suite
+
+    monkeypatch.setattr(suite, "RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(suite, "HERE", str(tmp_path))   # RESULTS.md goes there too, not into the tree
+    results = suite.run_suite(["entry", "unit_start"], quick=True, progress=False,
+                              reps={"entry": 3, "unit_start": 2}, log=lambda m: None)
+    written = suite.write_outputs(results, "pytest")
+    with open(os.path.join(tmp_path, "latest.json")) as f:
+        data = json.load(f)
+    assert os.path.join(str(tmp_path), "RESULTS.md") in written
+
+    assert {"machine", "reps", "contenders", "entry", "unit_start", "targets"} <= set(data)
+    e = data["entry"]
+    assert "error" not in e, e.get("error")
+    for key in ("fork", "enter"):
+        assert e[key]["n"] == 3 and _positive(e[key]["median"]), (key, e[key])
+    assert e["steps"] and all(_positive(s["median"]) for s in e["steps"].values())
+    assert _positive(e["ratios"]["enter/fork"])
+    if data["pystemd_unavailable"] is None:
+        assert _positive(e["pystemd_enter_unit"]["median"])
+
+    u = data["unit_start"]
+    assert "error" not in u, u.get("error")
+    for key in ("concurrentd connect+start", "concurrentd start (warm)", "systemd-run"):
+        assert u[key]["n"] == 2 and _positive(u[key]["median"]), (key, u[key])
+    assert _positive(u["ratios"]["concurrentd connect+start/systemd-run"]["median"])
+
+    targets = {(t["case"], t["figure"]): t for t in data["targets"]}
+    assert ("entry", "enter(plan) median") in targets
+    assert all(t["verdict"] in ("PASS", "FAIL", "N/A") for t in targets.values())
+    assert {t["case"] for t in data["targets"]} == {"entry", "unit_start"}
