@@ -349,7 +349,8 @@ def test_function_of_unregistered_dynamic_module(pool):
 
 @pytest.mark.xfail(reason="BUG: a function of a dynamic module registered in sys.modules after "
                           "the pool started pickles by reference (_payload.dumps), and the "
-                          "worker, a fork of the zygote, cannot import that module", strict=True)
+                          "worker, a fork of the zygote, cannot import that module",
+                   raises=ModuleNotFoundError, strict=True)
 def test_function_of_dynamic_module_in_sys_modules(pool):
     # A module built at run time (as by exec/importlib in notebooks, plugin systems, pytest's own
     # assertion rewriting of conftest-less files…) and put in sys.modules after the pool started.
@@ -830,7 +831,7 @@ def test_shutdown_wait_false_then_map_results_are_all_computed():
 
 @pytest.mark.xfail(reason="BUG: a second shutdown() after shutdown(wait=False) releases the unit "
                           "at once (executor.py shutdown: manager is None -> self._finalizer()), "
-                          "killing the tasks still running", strict=True)
+                          "killing the tasks still running", raises=BrokenProcessPool, strict=True)
 def test_shutdown_wait_false_then_context_exit_lets_running_tasks_finish(gates, stdlib_ctx):
     # `with pool: ...; pool.shutdown(wait=False)`: __exit__ calls shutdown() again. With
     # ProcessPoolExecutor the running tasks still finish.
@@ -913,11 +914,13 @@ def test_context_manager_exit_on_exception_waits_for_work(gates):
 
 @pytest.mark.xfail(reason="BUG: dropping the last reference to a pool releases its unit at once "
                           "(executor.py: weakref.finalize(self, res.release)), killing the "
-                          "submitted work; ProcessPoolExecutor finishes it", strict=True)
+                          "submitted work; ProcessPoolExecutor finishes it", raises=BrokenProcessPool,
+                   strict=True)
 def test_del_without_shutdown_still_completes_submitted_work(stdlib_ctx, gates):
     # CPython's test_del_shutdown, with tasks that are still running when the pool is dropped
-    def scenario(executor):
+    def scenario(make):
         gate = gates.new()
+        executor = make()   # the only reference (an argument would live on in the caller's frame)
         res = executor.map(wait_gate, [gate] * 4, range(4), timeout=T)
         manager = executor._executor_manager_thread
         del executor
@@ -926,8 +929,8 @@ def test_del_without_shutdown_still_completes_submitted_work(stdlib_ctx, gates):
         manager.join(T)
         return list(res)
 
-    assert scenario(ProcessPoolExecutor(2, mp_context=stdlib_ctx)) == [0, 1, 2, 3]
-    assert scenario(TransientUnitPoolExecutor(2, PROPS)) == [0, 1, 2, 3]
+    assert scenario(lambda: ProcessPoolExecutor(2, mp_context=stdlib_ctx)) == [0, 1, 2, 3]
+    assert scenario(lambda: TransientUnitPoolExecutor(2, PROPS)) == [0, 1, 2, 3]
 
 
 def test_pool_never_shut_down_finishes_its_work_at_interpreter_exit(tmp_path):
