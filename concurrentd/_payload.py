@@ -12,6 +12,7 @@ runs no user code.
 from __future__ import annotations
 
 import pickle
+import sys
 from typing import Any, Callable
 
 import cloudpickle
@@ -46,8 +47,29 @@ class Task:
 
     def __reduce__(self):
         if self._blob is None:
-            self._blob = dumps((self.fn, self.args, self.kwargs))
+            payload = (self.fn, self.args, self.kwargs)
+            module = _run_time_module(self.fn)
+            if module is not None:
+                # cloudpickle takes whatever is in sys.modules by reference, unless told
+                cloudpickle.register_pickle_by_value(module)
+                self._blob = _CLOUD, cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+            else:
+                self._blob = dumps(payload)
         return _received, self._blob
+
+    def __call__(self):   # where it is called before travelling (ProcessPoolExecutor checks it)
+        return self.fn(*self.args, **self.kwargs)
+
+
+def _run_time_module(fn: Callable):
+    """``fn``'s module if it was made at run time (types.ModuleType, exec): a worker cannot
+    import it by name, even where plain pickle finds it in the owner's sys.modules."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    if module is None or module.__name__ in ("builtins", "__main__"):
+        return None
+    if getattr(module, "__spec__", None) is None and getattr(module, "__file__", None) is None:
+        return module
+    return None
 
 class _ReceivedTask:
     """A Task on the worker's side: still bytes until called."""

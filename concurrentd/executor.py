@@ -90,6 +90,7 @@ class _Resources:
         self.plan: EntryPlan | None = None
         self.zygote: Zygote | None = None
         self.counters_seen = _deaths.Counters()
+        self.manager: threading.Thread | None = None   # the executor's, once it runs
         self._lock = threading.Lock()
 
     def cgroup_dirs(self) -> list[str]:
@@ -99,21 +100,36 @@ class _Resources:
         return _deaths.read_counters(self.cgroup_dirs())
 
     def release(self) -> None:
+        """Ends the zygote, closes the plan, stops the unit (if the pool started it), closes the
+        connection. A second call waits for the first, then does nothing."""
         with self._lock:
             zygote, plan, unit, systemd = self.zygote, self.plan, self.unit, self.systemd
             self.zygote = self.plan = self.unit = self.systemd = None
-        errors = []
-        for step, action in (("closing the zygote", zygote and zygote.close),
-                             ("closing the entry plan", plan and plan.close),
-                             ("stopping the unit", unit and self.owned and unit.stop),
-                             ("closing the D-Bus connection", systemd and systemd.close)):
-            if action:
-                try:
-                    action()
-                except Exception as e:   # noqa: BLE001 - release the rest, then report
-                    errors.append(f"{step}: {e}")
+            errors = []
+            for step, action in (("closing the zygote", zygote and zygote.close),
+                                 ("closing the entry plan", plan and plan.close),
+                                 ("stopping the unit", unit and self.owned and unit.stop),
+                                 ("closing the D-Bus connection", systemd and systemd.close)):
+                if action:
+                    try:
+                        action()
+                    except Exception as e:   # noqa: BLE001 - release the rest, then report
+                        errors.append(f"{step}: {e}")
         if errors:
             raise RuntimeError("releasing the pool's resources failed: " + "; ".join(errors))
+
+    def release_after_work(self, block: bool) -> None:
+        """release() once the executor's manager thread has finished the submitted work: at once
+        with ``block``, else from a helper thread (shutdown(wait=False), garbage collection)."""
+        manager = self.manager
+        if manager is None or not manager.is_alive() or manager is threading.current_thread():
+            self.release()
+        elif block:
+            manager.join()
+            self.release()
+        else:
+            threading.Thread(target=self.release_after_work, args=(True,),
+                             name="concurrentd-release", daemon=True).start()
 
 
 def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = None,
@@ -195,10 +211,13 @@ class _UnitManagerThread(_cf_process._ExecutorManagerThread):
                 except Exception:   # noqa: BLE001 - cancelled meanwhile
                     pass
                 del work_item
+        # One successor per dead worker. Not _adjust_process_count(): it spawns nobody while
+        # the idle-worker semaphore counts past results, and the pool could run dry.
         executor = self.executor_reference()
         if executor is not None:
             with self.shutdown_lock:
-                executor._adjust_process_count()
+                for _ in dead:
+                    executor._spawn_process()
             del executor
 
     def terminate_broken(self, cause):
@@ -259,14 +278,16 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         properties = dict(properties if properties is not None else ns_options or {})
         if unit is not None and (properties or unit_name):
             raise TypeError("unit= joins an existing unit: properties= and unit_name= do not apply")
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers <= 0):
-            raise ValueError(f"max_workers must be a positive int (not {max_workers!r})")
-        if max_tasks_per_child is not None:
-            if sys.version_info < (3, 11):
-                raise TypeError("max_tasks_per_child needs Python 3.11 or newer")
-            if not isinstance(max_tasks_per_child, int) or max_tasks_per_child <= 0:
-                raise ValueError("max_tasks_per_child must be a positive int "
-                                 f"(not {max_tasks_per_child!r})")
+        # Checked before the unit starts, with ProcessPoolExecutor's exception types.
+        for name, value in (("max_workers", max_workers), ("max_tasks_per_child", max_tasks_per_child)):
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int (not {type(value).__name__})")
+            if value <= 0:
+                raise ValueError(f"{name} must be greater than 0 (not {value})")
+        if max_tasks_per_child is not None and sys.version_info < (3, 11):
+            raise TypeError("max_tasks_per_child needs Python 3.11 or newer")
         if on_worker_death not in ("break", "replace"):
             raise ValueError("on_worker_death must be 'break' (as ProcessPoolExecutor) or "
                              f"'replace' (not {on_worker_death!r})")
@@ -275,7 +296,9 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         self._resources = res = start_resources(properties, unit_name=unit_name, unit=unit)
-        self._finalizer = weakref.finalize(self, res.release)
+        # Collected without shutdown(): the manager thread still finishes the submitted work,
+        # so the unit must outlive it (ProcessPoolExecutor's own semantics).
+        self._finalizer = weakref.finalize(self, res.release_after_work, False)
         try:
             self.unit = PoolUnit(res.unit, res.owned)
             kwargs = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
@@ -303,6 +326,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         # As ProcessPoolExecutor's, with the manager thread that diagnoses dead workers.
         if self._executor_manager_thread is None:
             self._executor_manager_thread = _UnitManagerThread(self)
+            self._resources.manager = self._executor_manager_thread
             self._executor_manager_thread.start()
             _cf_process._threads_wakeups[self._executor_manager_thread] = \
                 self._executor_manager_thread_wakeup
@@ -315,18 +339,12 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
 
     # -- end ---------------------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """As ProcessPoolExecutor.shutdown; then the zygote ends and the unit is stopped (at once
-        with ``wait=True``, else as soon as the last worker has exited)."""
-        manager = self._executor_manager_thread
+        """As ProcessPoolExecutor.shutdown; then the zygote ends and the unit is stopped (before
+        returning with ``wait=True``, else once the last worker has exited)."""
+        manager = self._executor_manager_thread   # None after an earlier shutdown(wait=False)
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
-        if wait or manager is None:
-            self._finalizer()
-        else:
-            threading.Thread(target=self._release_after, args=(manager, self._finalizer),
-                             name="concurrentd-release", daemon=True).start()
-
-    @staticmethod
-    def _release_after(manager: threading.Thread, release: Callable[[], None]) -> None:
-        manager.join()
-        release()
-
+        self._finalizer.detach()
+        # Like ProcessPoolExecutor, a shutdown(wait=True) after a shutdown(wait=False) does not
+        # wait for the work (the manager thread is no longer the executor's); the unit still
+        # outlives it.
+        self._resources.release_after_work(block=wait and manager is not None)

@@ -347,10 +347,6 @@ def test_function_of_unregistered_dynamic_module(pool):
     assert pool.submit(mod.scale, 7).result(timeout=T) == 21
 
 
-@pytest.mark.xfail(reason="BUG: a function of a dynamic module registered in sys.modules after "
-                          "the pool started pickles by reference (_payload.dumps), and the "
-                          "worker, a fork of the zygote, cannot import that module",
-                   raises=ModuleNotFoundError, strict=True)
 def test_function_of_dynamic_module_in_sys_modules(pool):
     # A module built at run time (as by exec/importlib in notebooks, plugin systems, pytest's own
     # assertion rewriting of conftest-less files…) and put in sys.modules after the pool started.
@@ -687,13 +683,8 @@ def test_asyncio_run_in_executor(pool):
 
 # -- initializer -----------------------------------------------------------------------------------
 
-INITIALIZER_BUG = pytest.mark.xfail(
-    reason="BUG: every initializer is refused: executor.py passes _payload.Task(initializer, ...) "
-           "to ProcessPoolExecutor, which checks callable(initializer), and Task lost __call__ "
-           "(commit 5290ad8)", raises=TypeError, strict=True)
 
 
-@INITIALIZER_BUG
 def test_initializer_runs_once_in_each_worker_before_tasks(gates):
     log = gates.new()
     with TransientUnitPoolExecutor(2, PROPS, initializer=record_init,
@@ -709,14 +700,14 @@ def test_initializer_runs_once_in_each_worker_before_tasks(gates):
     assert _init_state.get("calls") is None   # never ran in the owner
 
 
-@INITIALIZER_BUG
 def test_initializer_lambda_with_closure():
     token = uuid.uuid4().hex
-    with TransientUnitPoolExecutor(1, PROPS, initializer=lambda: _init_state.update(t=token)) as p:
-        assert p.submit(lambda: _init_state.get("t")).result(timeout=T) == token
+    # Globals a by-value function (a lambda) refers to travel as copies (cloudpickle), so the
+    # state goes through something both find by import: the environment.
+    with TransientUnitPoolExecutor(1, PROPS, initializer=lambda: os.environ.update(INIT_T=token)) as p:
+        assert p.submit(lambda: os.environ.get("INIT_T")).result(timeout=T) == token
 
 
-@INITIALIZER_BUG
 def test_failing_initializer_breaks_the_pool(stdlib_ctx):
     with ProcessPoolExecutor(1, mp_context=stdlib_ctx, initializer=failing_init) as ref:
         with pytest.raises(BrokenProcessPool):
@@ -750,7 +741,6 @@ def test_max_tasks_per_child_replaces_workers():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="max_tasks_per_child is 3.11+")
-@INITIALIZER_BUG
 def test_initializer_runs_in_each_replacement_worker(gates):
     log = gates.new()
     with TransientUnitPoolExecutor(1, PROPS, max_tasks_per_child=2, initializer=record_init,
@@ -759,7 +749,11 @@ def test_initializer_runs_in_each_replacement_worker(gates):
     pids = [pid for pid, _ in states]
     assert len(set(pids)) == 3, pids
     assert all(calls == ["w"] for _, calls in states)
-    assert sorted(set(pids)) == sorted(int(i) for i in Path(log).read_text().split())
+    # every worker that ran tasks was initialized once; a successor started after the last
+    # task (max_tasks_per_child) may have been initialized too, as with ProcessPoolExecutor
+    initialized = [int(i) for i in Path(log).read_text().split()]
+    assert len(initialized) == len(set(initialized))
+    assert set(pids) <= set(initialized) and len(initialized) <= len(set(pids)) + 1
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="max_tasks_per_child is 3.11+")
@@ -777,9 +771,6 @@ def test_max_tasks_per_child_must_be_positive(bad):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="max_tasks_per_child is 3.11+")
-@pytest.mark.xfail(reason="BUG: a non-int max_tasks_per_child raises ValueError where "
-                          "ProcessPoolExecutor raises TypeError (executor.py __init__)",
-                   strict=True)
 def test_max_tasks_per_child_type_error_like_stdlib(stdlib_ctx):
     with pytest.raises(TypeError):
         ProcessPoolExecutor(1, mp_context=stdlib_ctx, max_tasks_per_child=1.5)
@@ -829,9 +820,6 @@ def test_shutdown_wait_false_then_map_results_are_all_computed():
     assert list(res) == [abs(v) for v in range(-5, 5)]
 
 
-@pytest.mark.xfail(reason="BUG: a second shutdown() after shutdown(wait=False) releases the unit "
-                          "at once (executor.py shutdown: manager is None -> self._finalizer()), "
-                          "killing the tasks still running", raises=BrokenProcessPool, strict=True)
 def test_shutdown_wait_false_then_context_exit_lets_running_tasks_finish(gates, stdlib_ctx):
     # `with pool: ...; pool.shutdown(wait=False)`: __exit__ calls shutdown() again. With
     # ProcessPoolExecutor the running tasks still finish.
@@ -933,10 +921,6 @@ def test_context_manager_exit_on_exception_waits_for_work(gates):
     assert f.done() and f.result() == "finished"
 
 
-@pytest.mark.xfail(reason="BUG: dropping the last reference to a pool releases its unit at once "
-                          "(executor.py: weakref.finalize(self, res.release)), killing the "
-                          "submitted work; ProcessPoolExecutor finishes it", raises=BrokenProcessPool,
-                   strict=True)
 def test_del_without_shutdown_still_completes_submitted_work(stdlib_ctx, gates):
     # CPython's test_del_shutdown, with tasks that are still running when the pool is dropped
     def scenario(make):

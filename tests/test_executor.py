@@ -1,0 +1,292 @@
+"""TransientUnitPoolExecutor against a real systemd: the sandbox holds, deaths are explained,
+nothing is left behind. (What it shares with ProcessPoolExecutor: test_conformance.py.)"""
+
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import concurrentd
+from concurrentd import EnterError, TransientUnitPoolExecutor, WorkerKilled
+from concurrentd.systemd import Systemd, SystemdError, UnitStartError
+
+SEED_PROPERTIES = {"User": "nobody", "CPUQuota": 0.2, "PrivateNetwork": True,
+                   "ProtectSystem": "strict", "PrivateTmp": True}
+
+
+def _units():
+    out = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
+                          "concurrentd-*"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _unit_exists(name):
+    with Systemd.connect() as sd:
+        try:
+            sd.unit(name)
+            return True
+        except SystemdError as e:
+            assert e.name == "org.freedesktop.systemd1.NoSuchUnit"
+            return False
+
+
+def _whoami_and_world():
+    import os
+    import socket
+
+    def can_write(path):
+        try:
+            with open(os.path.join(path, "concurrentd-probe"), "w"):
+                return True
+        except OSError:
+            return False
+
+    return {"uid": os.getuid(), "gid": os.getgid(),
+            "interfaces": [name for _, name in socket.if_nameindex()],
+            "tmp": os.listdir("/tmp"), "tmp_writable": can_write("/tmp"),
+            "usr_writable": can_write("/usr"), "etc_writable": can_write("/etc"),
+            "cgroup": open("/proc/self/cgroup").read()}
+
+
+def test_seed_sandbox_holds():
+    open("/tmp/concurrentd-host-marker", "w").close()
+    with TransientUnitPoolExecutor(max_workers=2, ns_options=SEED_PROPERTIES) as pool:
+        name = pool.unit.Id.decode()
+        assert name == pool.unit.name and name.startswith("concurrentd-")
+        assert pool.unit.get("CPUQuotaPerSecUSec") == 200_000
+        world = pool.submit(_whoami_and_world).result()
+        assert (world["uid"], world["gid"]) == (65534, 65534)
+        assert world["interfaces"] == ["lo"]
+        assert world["tmp"] == [] and world["tmp_writable"]
+        assert not world["usr_writable"] and not world["etc_writable"]
+        assert f"/{name}" in world["cgroup"]
+        assert list(pool.map(lambda x: x * x, range(5))) == [0, 1, 4, 9, 16]
+    assert not _unit_exists(name), "shutdown stops the unit"
+    os.unlink("/tmp/concurrentd-host-marker")
+
+
+def test_network_is_unreachable_but_loopback_works():
+    def probe():
+        import socket
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        socket.create_connection(srv.getsockname(), timeout=1).close()
+        try:
+            socket.create_connection(("192.0.2.1", 80), timeout=1)   # TEST-NET-1: never routed
+        except OSError as e:
+            return e.errno
+        return 0
+
+    import errno
+    with TransientUnitPoolExecutor(1, {"PrivateNetwork": True}) as pool:
+        assert pool.submit(probe).result() == errno.ENETUNREACH
+
+
+def test_worker_imports_stdlib_module_the_owner_never_imported():
+    candidates = ["colorsys", "sndhdr", "wave", "netrc", "tabnanny", "mailbox", "imghdr",
+                  "plistlib", "graphlib", "zipapp"]
+    name = next(m for m in candidates if m not in sys.modules and not
+                subprocess.run([sys.executable, "-c", f"import {m}"], capture_output=True).returncode)
+
+    def load(module):
+        import importlib
+        import os
+        return importlib.import_module(module).__name__, os.getuid()
+
+    with TransientUnitPoolExecutor(1, {"User": "nobody", "ProtectHome": True}) as pool:
+        assert pool.submit(load, name).result() == (name, 65534)
+
+
+def test_unknown_property_and_bad_value_fail_before_anything_starts():
+    before = _units()
+    with pytest.raises(ValueError, match="CPUQuota"):
+        TransientUnitPoolExecutor(1, {"CPUQuotta": "20%"})
+    with pytest.raises(ValueError, match="MemoryMax"):
+        TransientUnitPoolExecutor(1, {"MemoryMax": "lots"})
+    assert _units() == before
+
+
+def test_property_systemd_rejects_fails_at_start_with_no_fork():
+    children_before = set(os.listdir(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+                          if False else [])
+    with pytest.raises(UnitStartError) as info:
+        TransientUnitPoolExecutor(1, {"User": "no-such-user-concurrentd"})
+    assert "concurrentd-" in str(info.value)
+    with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
+        assert f.read().split() == [] or set(f.read().split()) == children_before
+    assert not [u for u in _units() if "failed" in u]
+
+
+def _hog():
+    data = b"x" * (300 << 20)
+    return len(data)
+
+
+def test_oom_kill_breaks_the_pool_and_says_why():
+    with TransientUnitPoolExecutor(1, {"MemoryMax": "100M"}) as pool:
+        name = pool.unit.name
+        with pytest.raises(concurrentd_broken()) as info:
+            pool.submit(_hog).result()
+        message = str(info.value)
+        assert name in message and "SIGKILL" in message and "MemoryMax=100M" in message
+        assert "OOM" in message
+        with pytest.raises(concurrentd_broken(), match="MemoryMax"):
+            pool.submit(int)
+
+
+def concurrentd_broken():
+    from concurrent.futures.process import BrokenProcessPool
+    return BrokenProcessPool
+
+
+def test_replace_fails_only_the_killed_task_and_goes_on():
+    with TransientUnitPoolExecutor(2, {"MemoryMax": "100M"}, on_worker_death="replace") as pool:
+        hog = pool.submit(_hog)
+        others = [pool.submit(pow, 2, i) for i in range(20)]
+        with pytest.raises(WorkerKilled) as info:
+            hog.result()
+        assert info.value.cause == "oom" and info.value.signal == signal.SIGKILL
+        assert info.value.unit == pool.unit.name
+        assert [f.result() for f in others] == [2 ** i for i in range(20)]
+        again = pool.submit(_hog)
+        with pytest.raises(WorkerKilled):
+            again.result()
+        assert pool.submit(sum, [1, 2]).result() == 3
+
+
+def test_seccomp_kill_says_so():
+    def swapon():
+        import ctypes
+        return ctypes.CDLL(None).swapon(b"/nonexistent", 0)
+
+    with TransientUnitPoolExecutor(1, {"SystemCallFilter": "~@swap"}) as pool:
+        with pytest.raises(concurrentd_broken(), match="SIGSYS.*seccomp"):
+            pool.submit(swapon).result()
+
+
+def test_entry_failure_is_an_enter_error_on_the_future():
+    pool = TransientUnitPoolExecutor(1, {"PrivateTmp": True})
+    try:
+        main_pid = pool.unit.main_pid
+        os.kill(main_pid, signal.SIGKILL)   # the anchor: the unit goes, entering must fail
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{main_pid}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        future = pool.submit(os.getpid)
+        error = future.exception(timeout=30)
+        assert isinstance(error, EnterError), error
+        assert "exited" in str(error)
+    finally:
+        pool.shutdown()
+
+
+def test_owner_killed_takes_unit_and_workers_along():
+    code = textwrap.dedent("""
+        import time, concurrentd
+        pool = concurrentd.TransientUnitPoolExecutor(2, {"PrivateTmp": True})
+        futures = [pool.submit(time.sleep, 100) for _ in range(2)]
+        time.sleep(0.3)
+        print(pool.unit.name, pool.unit.control_group, flush=True)
+        time.sleep(100)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    name, cgroup = proc.stdout.readline().split()
+    assert _unit_exists(name)
+    proc.kill()
+    proc.wait()
+    start = time.monotonic()
+    while _unit_exists(name):
+        assert time.monotonic() - start < 2.0, "the unit outlived its owner by 2 s"
+        time.sleep(0.02)
+    proc.stdout.close()
+
+
+def _fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _cgroups():
+    found = set()
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        found.update(os.path.join(root, d) for d in dirs if d.startswith("concurrentd-"))
+    return found
+
+
+def test_a_hundred_pools_leave_nothing_behind():
+    with TransientUnitPoolExecutor(1) as pool:   # warm-up: imports, the resource tracker
+        pool.submit(int).result()
+    del pool
+    gc.collect()
+    fds, mounts = _fd_count(), open("/proc/self/mountinfo").read()
+    units, cgroups = _units(), _cgroups()
+    children = open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()
+    for i in range(100):
+        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+            assert pool.submit(abs, -i).result() == i
+    del pool
+    # multiprocessing closes a finished process's pipes when the garbage collector frees it
+    # (util.Finalize), for ProcessPoolExecutor as here: collect, then count.
+    gc.collect()
+    assert _fd_count() == fds
+    assert open("/proc/self/mountinfo").read() == mounts
+    assert _units() == units
+    assert _cgroups() == cgroups
+    assert open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split() == children
+
+
+def test_join_an_existing_unit_and_leave_it_running():
+    name = f"joined-{os.getpid()}.service"
+    subprocess.run(["systemd-run", "--unit", name, "-p", "PrivateTmp=yes", "sleep", "60"],
+                   check=True, capture_output=True)
+    try:
+        with TransientUnitPoolExecutor(1, unit=name) as pool:
+            assert pool.unit.name == name
+            assert f"/{name}" in pool.submit(lambda: open("/proc/self/cgroup").read()).result()
+        assert subprocess.run(["systemctl", "is-active", name], capture_output=True,
+                              text=True).stdout.strip() == "active"
+    finally:
+        subprocess.run(["systemctl", "stop", name], check=True)
+
+
+def test_transient_unit_process_own_unit_and_pool_unit(tmp_path):
+    def report(path):
+        import os
+        with open(path, "w") as f:
+            f.write(f"{os.getuid()} {open('/proc/self/cgroup').read().split()[0]}")
+
+    out = tmp_path / "own"
+    p = concurrentd.TransientUnitProcess(target=report, args=(str(out),),
+                                         properties={"ReadWritePaths": str(tmp_path)})
+    p.start()
+    name = p.unit.name
+    p.join(30)
+    assert p.exitcode == 0
+    assert name in out.read_text()
+    assert not _unit_exists(name)
+
+    with TransientUnitPoolExecutor(1) as pool:
+        q = concurrentd.TransientUnitProcess(target=time.sleep, args=(60,), pool=pool)
+        q.start()
+        assert q.is_alive()
+        q.terminate()
+        q.join(10)
+        assert q.exitcode == -signal.SIGTERM
+
+
+def test_run_and_sandboxed():
+    assert concurrentd.run(lambda a, b=0: a + b, 2, b=3, properties={"PrivateTmp": True}) == 5
+
+    @concurrentd.sandboxed(User="nobody")
+    def uid():
+        return os.getuid()
+
+    assert uid() == 65534
+    with pytest.raises(ZeroDivisionError):
+        concurrentd.run(lambda: 1 / 0)
