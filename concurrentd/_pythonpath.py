@@ -81,16 +81,30 @@ def remap(path: str, mapping: PathMap) -> str:
     return path
 
 
-def apply(mapping: PathMap) -> None:
-    """In a worker, inside the unit: point sys.path and the loaded packages' __path__ at the
-    bound copies, so that later imports find them."""
-    if not mapping:
-        return
-    sys.path[:] = [remap(p, mapping) for p in sys.path]
-    sys.path_importer_cache.clear()
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__path__", None)
-        if isinstance(path, list):
-            path[:] = [remap(p, mapping) for p in path]
-        elif path is not None and isinstance(getattr(path, "_path", None), list):
-            path._path[:] = [remap(p, mapping) for p in path._path]   # namespace packages
+class Rewrite:
+    """sys.path and the loaded packages' __path__ rewritten by a PathMap, computed once (in the
+    zygote, outside the unit) and applied by each worker after it entered the unit: a worker
+    still unpickles what it was sent, before entering, from the owner's paths."""
+
+    def __init__(self, mapping: PathMap):
+        self.sys_path = [remap(p, mapping) for p in sys.path] if mapping else None
+        self.lists: list[tuple[list, list]] = []
+        if not mapping:
+            return
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__path__", None)
+            if path is not None and not isinstance(path, list):
+                path = getattr(path, "_path", None)   # namespace packages
+            if isinstance(path, list):
+                new = [remap(p, mapping) for p in path]
+                if new != path:
+                    self.lists.append((path, new))
+
+    def apply(self) -> None:
+        """In a worker, inside the unit: later imports find the bound copies."""
+        if self.sys_path is None:
+            return
+        sys.path[:] = self.sys_path
+        sys.path_importer_cache.clear()
+        for path, new in self.lists:
+            path[:] = new

@@ -100,6 +100,8 @@ def _serve(sock: socket.socket, plan: EntryPlan, path_map: PathMap) -> int:
     # If the owner dies without closing the pool, the zygote goes too (the anchor stops the unit).
     _sys.set_parent_death_signal(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C is the owner's to handle
+    # Where the workers will import from inside the unit: computed once here, applied by each.
+    rewrite = _pythonpath.Rewrite(path_map)
     sigchld_r, sigchld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(sigchld_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -122,7 +124,7 @@ def _serve(sock: socket.socket, plan: EntryPlan, path_map: PathMap) -> int:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 for fd in (sock.detach(), sigchld_r, sigchld_w, *status_fds.values()):
                     os.close(fd)
-                _worker(plan, path_map, data_r, status_w, passed)   # never returns
+                _worker(plan, rewrite, data_r, status_w, passed)   # never returns
             for fd in (data_r, *passed):
                 os.close(fd)
             write_signed(status_w, pid)
@@ -145,7 +147,7 @@ def _reap(status_fds: dict[int, int]) -> None:
                 os.close(w)
 
 
-def _worker(plan: EntryPlan, path_map: PathMap, data_r: int, status_w: int,
+def _worker(plan: EntryPlan, rewrite: _pythonpath.Rewrite, data_r: int, status_w: int,
             passed: list[int]) -> None:
     """A freshly forked worker: take the Process object, enter the unit, run. Never returns."""
     code = 1
@@ -163,7 +165,7 @@ def _worker(plan: EntryPlan, path_map: PathMap, data_r: int, status_w: int,
             _answer_one_task(process_obj, e)
             code = ENTER_FAILED_EXIT_STATUS
         else:
-            _pythonpath.apply(path_map)
+            rewrite.apply()
             board = getattr(process_obj, "_board", None)
             if board is not None and process_obj._args:   # a pool's worker: note its tasks
                 _taskboard.current = board
