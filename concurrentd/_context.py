@@ -81,7 +81,7 @@ class UnitProcess(process.BaseProcess):
     # None: _bootstrap() must not look the start method up among multiprocessing's own
     _start_method = None
     _zygote: Zygote | None = None
-    _board: TaskBoard | None = None   # what the worker is doing (see _taskboard)
+    _board: TaskBoard | None = None   # what the worker is doing, where tracked (see _taskboard)
 
     def _Popen(self, process_obj):   # BaseProcess.start() calls self._Popen(self)
         if self._zygote is None:
@@ -99,13 +99,17 @@ class UnitContext(context.BaseContext):
 
     _name = START_METHOD
 
-    def __init__(self, zygote: Zygote):
+    def __init__(self, zygote: Zygote, *, track_tasks: bool = False):
         self._zygote = zygote
+        # Only on_worker_death="replace" reads a dead worker's board: elsewhere, spare each
+        # worker a memfd and each task two stores.
+        self._track_tasks = track_tasks
 
     def Process(self, *args, **kwargs) -> UnitProcess:   # noqa: N802 - multiprocessing's name
         p = UnitProcess(*args, **kwargs)
         p._zygote = self._zygote
-        p._board = TaskBoard()
+        if self._track_tasks:
+            p._board = TaskBoard()
         return p
 
     def get_start_method(self, allow_none: bool = False) -> str:

@@ -181,14 +181,14 @@ class _UnitManagerThread(_cf_process._ExecutorManagerThread):
         if not dead:   # broken for another reason (a result that could not be read)
             return result_item, is_broken, cause
         deaths = [self._diagnose(pid, p) for pid, p in dead]
-        if self._replace and all(work_id >= 0 for _, work_id, _ in deaths):
+        if self._replace and all(work_id >= 0 for _, work_id in deaths):
             self._fail_and_replace(dead, deaths)
             return None, False, None
-        self._diagnosis = "; ".join(error.args[0] for error, _, _ in deaths)
+        self._diagnosis = "; ".join(error.args[0] for error, _ in deaths)
         return result_item, is_broken, cause
 
-    def _diagnose(self, pid: int, p) -> tuple[_deaths.WorkerKilled, int, int]:
-        """(the error, the work id the worker held or a negative state, its exit code)."""
+    def _diagnose(self, pid: int, p) -> tuple[_deaths.WorkerKilled, int]:
+        """(the error, the work id the worker held or a negative state; IDLE untracked)."""
         counters = self._resources.read_counters()
         new_ooms = counters.oom_kills - self._resources.counters_seen.oom_kills
         new_pids = counters.pids_max_hits - self._resources.counters_seen.pids_max_hits
@@ -198,17 +198,17 @@ class _UnitManagerThread(_cf_process._ExecutorManagerThread):
         error = _deaths.WorkerKilled(message, cause=cause, exitcode=p.exitcode, pid=pid,
                                      unit=self._unit_name)
         board = p._board
-        return error, (board.get() if board is not None else _taskboard.IDLE), p.exitcode
+        return error, (board.get() if board is not None else _taskboard.IDLE)
 
     def _fail_and_replace(self, dead, deaths) -> None:
-        for (pid, p), (error, work_id, _) in zip(dead, deaths):
+        for (pid, p), (error, work_id) in zip(dead, deaths):
             self.processes.pop(pid, None)
             p.join()
             work_item = self.pending_work_items.pop(work_id, None)
             if work_item is not None:
                 try:
                     work_item.future.set_exception(error)
-                except Exception:   # noqa: BLE001 - cancelled meanwhile
+                except InvalidStateError:   # cancelled meanwhile
                     pass
                 del work_item
         # One successor per dead worker. Not _adjust_process_count(): it spawns nobody while
@@ -302,7 +302,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         try:
             self.unit = PoolUnit(res.unit, res.owned)
             kwargs = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
-            super().__init__(max_workers, mp_context=UnitContext(res.zygote),
+            super().__init__(max_workers, mp_context=UnitContext(
+                res.zygote, track_tasks=on_worker_death == "replace"),
                              initializer=None if initializer is None else
                              _payload.Task(initializer, tuple(initargs)),
                              **kwargs)
