@@ -22,13 +22,17 @@ from . import _taskboard
 _PLAIN, _CLOUD = 0, 1
 
 
+def _cloud(obj: Any) -> tuple[int, bytes]:
+    return _CLOUD, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def dumps(obj: Any) -> tuple[int, bytes]:
     try:
         blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError):
-        return _CLOUD, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return _cloud(obj)
     if b"__main__" in blob:   # by reference to __main__: the worker may not have it
-        return _CLOUD, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return _cloud(obj)
     return _PLAIN, blob
 
 
@@ -52,7 +56,7 @@ class Task:
             if module is not None:
                 # cloudpickle takes whatever is in sys.modules by reference, unless told
                 cloudpickle.register_pickle_by_value(module)
-                self._blob = _CLOUD, cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+                self._blob = _cloud(payload)
             else:
                 self._blob = dumps(payload)
         return _received, self._blob
@@ -70,6 +74,7 @@ def _run_time_module(fn: Callable):
     if getattr(module, "__spec__", None) is None and getattr(module, "__file__", None) is None:
         return module
     return None
+
 
 class _ReceivedTask:
     """A Task on the worker's side: still bytes until called."""
