@@ -15,7 +15,7 @@ import pytest
 
 from concurrentd import testbed
 from concurrentd.testbed import Box
-from concurrentd.testbed._mountinfo import read_hierarchies
+from concurrentd._mountinfo import read_hierarchies
 
 PY = sys.executable
 

@@ -1,6 +1,6 @@
 """The mountinfo and /proc/<pid>/cgroup parsers the testbed builds its boxes from (pure)."""
 
-from concurrentd.testbed._mountinfo import (cgroup_hierarchies, mount_containing, parse_mountinfo,
+from concurrentd._mountinfo import (cgroup_hierarchies, mount_containing, parse_mountinfo,
                                             parse_proc_cgroup)
 
 HYBRID = """\

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from .. import _mountinfo
 from .._core import ffi, lib
 from .seccomp import SeccompFilter, get_filters
 
@@ -33,28 +34,16 @@ class CgroupMount:
     controllers: frozenset[str]    # v1: cpu, memory, name=systemd...; v2: empty
 
 
-def _unescape(s: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in s:
-        return s
-    return s.encode().decode("unicode_escape").encode("latin-1").decode(errors="surrogateescape")
-
-
 def parse_mountinfo(text: str) -> list[CgroupMount]:
     """The cgroup and cgroup2 mounts of a /proc/<pid>/mountinfo, in order."""
     out = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        f, r = left.split(), right.split()
-        fstype, superopts = r[0], (r[2] if len(r) > 2 else "")
-        if fstype == "cgroup2":
-            out.append(CgroupMount(_unescape(f[4]), _unescape(f[3]), 2, frozenset()))
-        elif fstype == "cgroup":
-            ctrls = frozenset(o for o in superopts.split(",")
+    for m in _mountinfo.parse_mountinfo(text):
+        if m.fstype == "cgroup2":
+            out.append(CgroupMount(m.mount_point, m.root, 2, frozenset()))
+        elif m.fstype == "cgroup":
+            ctrls = frozenset(o for o in m.super_options
                               if o not in ("rw", "ro") and (o.startswith("name=") or "=" not in o))
-            out.append(CgroupMount(_unescape(f[4]), _unescape(f[3]), 1, ctrls))
+            out.append(CgroupMount(m.mount_point, m.root, 1, ctrls))
     return out
 
 

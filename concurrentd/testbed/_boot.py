@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from .. import _sys
-from ._mountinfo import Hierarchy
+from .._mountinfo import Hierarchy
 
 SYSTEMD = "/lib/systemd/systemd"
 TARGET = "testbed.target"   # not concurrentd-*: tests list their units by that pattern

@@ -10,7 +10,7 @@ import errno
 import os
 import time
 
-from ._mountinfo import Hierarchy
+from .._mountinfo import Hierarchy
 
 
 class SubCgroups:

@@ -26,7 +26,7 @@ from typing import Sequence
 from .. import _sys
 from ._boot import BootSpec, boot
 from ._cgroups import SubCgroups
-from ._mountinfo import mount_containing, read_hierarchies, read_mountinfo
+from .._mountinfo import mount_containing, read_hierarchies, read_mountinfo
 
 STATE_ROOT = "/run/concurrentd-testbed"
 

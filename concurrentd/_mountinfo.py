@@ -1,4 +1,7 @@
-"""Reading /proc/<pid>/mountinfo and /proc/<pid>/cgroup: pure parsers, plus two thin readers."""
+"""Reading /proc/<pid>/mountinfo and /proc/<pid>/cgroup: pure parsers, plus two thin readers.
+
+Shared by the testbed (which mounts the host's hierarchies again) and the entry plan (which finds
+the anchor's cgroup directories)."""
 
 from __future__ import annotations
 
@@ -35,8 +38,9 @@ def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo octal
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 1 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
+        digits = field[i + 1:i + 4]
+        if field[i] == "\\" and len(digits) == 3 and digits.isdigit():
+            out.append(chr(int(digits, 8)))
             i += 4
         else:
             out.append(field[i])
@@ -47,11 +51,11 @@ def _unescape(field: str) -> str:
 def parse_mountinfo(text: str) -> list[Mount]:
     mounts = []
     for line in text.splitlines():
-        if not line:
-            continue
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        fstype, source, options = right.split(" ", 2)
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split(" ", 2)
+        if not sep or len(fields) < 5 or len(tail) < 2:
+            continue   # not a mount line
+        fstype, source, options = (tail + [""])[:3]
         mounts.append(Mount(
             mount_point=_unescape(fields[4]),
             root=_unescape(fields[3]),
