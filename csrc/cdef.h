@@ -115,10 +115,12 @@ struct cd_plan {
     const unsigned int *groups_early;
     int n_filters;
     struct cd_filter filters[64];
+    int defer_seccomp;
     int timing;
 };
 struct cd_enter_result { int step; int arg; int err; uint64_t step_ns[27]; };
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r);
+int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r);
 int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
                            unsigned int *flags, int max_filters, int *failed);
 int cd_ioprio_get(int pid);

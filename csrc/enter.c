@@ -182,6 +182,30 @@ bad:
     return -1;
 }
 
+/* The anchor's filters, oldest first, so the stack ends up as the anchor's; each with the flags
+ * (e.g. LOG) it was loaded with. On failure *failed is the index of the filter refused. */
+static int install_filters(const struct cd_plan *p, int *failed)
+{
+    for (int i = 0; i < p->n_filters; i++) {
+        struct sock_fprog prog = {p->filters[i].len, (struct sock_filter *)p->filters[i].insns};
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, p->filters[i].flags, &prog) != 0) {
+            *failed = i;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r)
+{
+    memset(r, 0, sizeof *r);
+    if (install_filters(p, &r->arg) == 0)
+        return 0;
+    r->err = errno;
+    r->step = CD_STEP_SECCOMP;
+    return -1;
+}
+
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
 {
     int oom_fd = -1, step = 0, arg = 0;
@@ -474,14 +498,11 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     STEP(CD_STEP_CLOSE);
     close_plan_fds(p);
 
-    /* 9. Seccomp last: a filter may forbid setns, capset, prctl... Installed oldest first, so the
-     *    stack ends up as the anchor's; each with the flags (e.g. LOG) it was loaded with. */
+    /* 9. Seccomp last: a filter may forbid setns, capset, prctl... Unless the caller installs
+     *    the filters later itself (cd_install_filters, e.g. in each child of an entered zygote). */
     STEP(CD_STEP_SECCOMP);
-    for (int i = 0; i < p->n_filters; i++) {
-        struct sock_fprog prog = {p->filters[i].len, (struct sock_filter *)p->filters[i].insns};
-        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, p->filters[i].flags, &prog) != 0)
-            FAIL(i);
-    }
+    if (!p->defer_seccomp && install_filters(p, &arg) != 0)
+        FAIL(arg);
     STEP(CD_NSTEPS);  /* closes the timing of the last step */
     return 0;
 

@@ -108,6 +108,7 @@ struct cd_plan {
     const unsigned int *groups_early;     /* NULL, or the groups as initial-user-ns ids: set before setns(user) */
     int n_filters;
     struct cd_filter filters[CD_MAX_FILTERS];  /* install order: the anchor's oldest first */
+    int defer_seccomp;                    /* cd_enter() skips step 9: cd_install_filters() later */
     int timing;                           /* fill result.step_ns */
 };
 
@@ -122,6 +123,11 @@ struct cd_enter_result {
  * Returns 0, or -1 with r->step, r->arg, r->err describing the first failure. The plan's fds are
  * closed either way. */
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r);
+
+/* Step 9 alone: install the plan's seccomp filters in the calling process (the child of a process
+ * that entered with defer_seccomp). Returns 0, or -1 with r->step = CD_STEP_SECCOMP, r->arg = the
+ * filter refused, r->err. */
+int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r);
 
 /* In the parent: seize process `pid`, copy its seccomp filters, detach. Instructions go to `buf`
  * (capacity `cap` instructions, 8 bytes each), oldest filter first (the kernel's index 0); lens[i] and flags[i] describe

@@ -72,7 +72,8 @@ def step_name(plan: EntryPlan, step: int, arg: int) -> str:
     return name
 
 
-def _error(plan: EntryPlan, step: int, arg: int, err: int) -> EnterError:
+def enter_error(plan: EntryPlan, step: int, arg: int, err: int) -> EnterError:
+    """The EnterError for a (step, arg, errno) record, as cd_enter() reports a failure."""
     name = step_name(plan, step, arg)
     if step == lib.CD_STEP_ANCHOR and err == 3:  # ESRCH
         e = EnterError(name, err, f"the unit's main process (anchor pid {plan.anchor_pid}) has "
@@ -83,13 +84,15 @@ def _error(plan: EntryPlan, step: int, arg: int, err: int) -> EnterError:
     return e
 
 
-def enter(plan: EntryPlan, *, timing: bool = False) -> dict[str, int] | None:
+def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True) -> dict[str, int] | None:
     """Make the calling process a process of the plan's unit. Call it in the child, right after
     os.fork(), before anything else.
 
     Args:
         plan: built in the parent by EntryPlan.from_pid (not closed).
         timing: also return the nanoseconds each step took.
+        seccomp: False leaves out the last step, the unit's seccomp filters: the caller is then
+            not confined as the unit until it (or each child it forks) calls install_filters(plan).
 
     Returns:
         None, or with ``timing`` a dict step name -> ns.
@@ -116,16 +119,29 @@ def enter(plan: EntryPlan, *, timing: bool = False) -> dict[str, int] | None:
         os.environ.update(environ_str(plan.environ))
     c = plan._c
     c.timing = int(timing)
+    c.defer_seccomp = int(not seccomp)
     r = ffi.new("struct cd_enter_result *")
     _KEEPALIVE.append(plan._keep)
     rc = lib.cd_enter(c, r)
     plan._forget()  # the fds are closed in C, success or not
     if rc != 0:
-        raise _error(plan, r.step, r.arg, r.err)
+        raise enter_error(plan, r.step, r.arg, r.err)
     if timing:
         return {_STEP_NAMES.get(i, str(i)): r.step_ns[i] for i in range(lib.CD_NSTEPS)
                 if r.step_ns[i]}
     return None
+
+
+def install_filters(plan: EntryPlan) -> None:
+    """The step enter(plan, seccomp=False) left out: stack the unit's seccomp filters on the
+    calling process, which entered (itself, or its parent) with that plan.
+
+    Raises:
+        EnterError: ``seccomp(i)`` when the kernel refused filter i; the process must exit.
+    """
+    r = ffi.new("struct cd_enter_result *")
+    if lib.cd_install_filters(plan._c, r) != 0:
+        raise enter_error(plan, r.step, r.arg, r.err)
 
 
 def fork_and_enter(plan: EntryPlan) -> int:
@@ -159,7 +175,7 @@ def fork_and_enter(plan: EntryPlan) -> int:
         step, arg, err = _RECORD.unpack(data)
         if step < 0:
             raise EnterError("enter", err, "the worker failed before or around entry")
-        raise _error(plan, step, arg, err)
+        raise enter_error(plan, step, arg, err)
     return pid
 
 

@@ -402,6 +402,11 @@ class EntryPlan:
     def closed(self) -> bool:
         return self._closed
 
+    def anchor_alive(self) -> bool:
+        """Whether the unit's main process still runs (read on the plan's pidfd; True when the
+        plan does not watch it, or is closed)."""
+        return self._closed or self._pidfd < 0 or not _readable(self._pidfd)
+
     def fds(self) -> list[int]:
         """Every fd the plan holds (closed by close(), or by entering in a worker)."""
         if self._closed:
