@@ -3,21 +3,58 @@
 This is the narrowest seam ProcessPoolExecutor offers: it only calls ``mp_context.Process(...)``,
 ``.Queue()`` and ``.SimpleQueue()``. The Process class below differs from multiprocessing's own
 only in its Popen, whose launch hands the pickled Process object to the zygote (as the
-"forkserver" start method hands it to its server).
+"forkserver" start method hands it to its server), and which signals its worker through a pidfd:
+the pid comes from a zygote that lives inside the unit, so the owner checks it is that zygote's
+child before it ever sends it a signal.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import pickle
+import signal
 
 from multiprocessing import context, popen_fork, process, reduction, util
 
 from . import _zygote
 from ._taskboard import TaskBoard
-from ._zygote import Zygote
+from ._zygote import Zygote, ZygoteGone
 
 START_METHOD = "concurrentd"
+#: the exit code of a worker the zygote could not fork because the zygote is gone
+ZYGOTE_GONE_EXIT_STATUS = 255
+_stillborn_ids = itertools.count(-1, -1)
+
+
+class _InheritingPickler(reduction.ForkingPickler):
+    """Pickles the objects the zygote inherited (a pool's queues…) as references to them."""
+
+    def __init__(self, file, keys: dict[int, int]):
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self._keys = keys
+
+    def persistent_id(self, obj):
+        return self._keys.get(id(obj))
+
+
+def _open_child_pidfd(pid: int, parent: int) -> int | None:
+    """A pidfd on ``pid`` if it is (still) a child of ``parent``, else None: it has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        ppid = -1
+    if ppid != parent:   # exited, and the pid taken by another process since
+        os.close(fd)
+        return None
+    return fd
 
 
 class _DupFd:
@@ -37,6 +74,7 @@ class ZygotePopen(popen_fork.Popen):
     def __init__(self, process_obj, zygote: Zygote):
         self._fds: list[int] = []
         self._zygote = zygote
+        self._pidfd: int | None = None
         super().__init__(process_obj)
 
     def duplicate_for_child(self, fd: int) -> int:
@@ -44,23 +82,49 @@ class ZygotePopen(popen_fork.Popen):
         return len(self._fds) - 1
 
     def _launch(self, process_obj) -> None:
+        zygote = self._zygote
         buf = io.BytesIO()
         context.set_spawning_popen(self)
         try:
-            reduction.dump({}, buf)   # no preparation data: the worker is a fork of the owner
-            reduction.dump(process_obj, buf)
+            if zygote.entered:
+                _InheritingPickler(buf, zygote.keys).dump(process_obj)
+            else:
+                reduction.dump({}, buf)   # no preparation data: the worker is a fork of the owner
+                reduction.dump(process_obj, buf)
         finally:
             context.set_spawning_popen(None)
-        data_w, self.sentinel = self._zygote.launch(self._fds)
+        try:
+            data_w, self.sentinel = zygote.launch(self._fds)
+        except ZygoteGone:
+            self._stillborn()
+            return
         # The worker sees EOF on its end of the data pipe when the owner is gone
         # (multiprocessing.parent_process().is_alive()); keep a copy of the write end open.
         keep_w = os.dup(data_w)
-        self.finalizer = util.Finalize(self, util.close_fds, (keep_w, self.sentinel))
         with open(data_w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
         self.pid = _zygote.read_signed(self.sentinel)
+        self._pidfd = _open_child_pidfd(self.pid, zygote.pid)
+        fds = (keep_w, self.sentinel) if self._pidfd is None else (keep_w, self.sentinel, self._pidfd)
+        self.finalizer = util.Finalize(self, util.close_fds, fds)
         if process_obj._board is not None:
             process_obj._board.close_fd()   # the worker has its own now
+
+    def _stillborn(self) -> None:
+        """No zygote to fork the worker: a process that has already exited, which the pool's
+        manager finds dead and diagnoses (see executor._UnitManagerThread)."""
+        self.pid = next(_stillborn_ids)
+        self.sentinel, w = os.pipe()
+        _zygote.write_signed(w, ZYGOTE_GONE_EXIT_STATUS)
+        os.close(w)
+        self.finalizer = util.Finalize(self, util.close_fds, (self.sentinel,))
+
+    def _send_signal(self, sig: int) -> None:
+        if self.returncode is None and self._pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            except ProcessLookupError:
+                pass
 
     def poll(self, flag: int = os.WNOHANG):
         if self.returncode is None:
@@ -71,7 +135,7 @@ class ZygotePopen(popen_fork.Popen):
             try:
                 self.returncode = _zygote.read_signed(self.sentinel)
             except (OSError, EOFError):
-                self.returncode = 255   # the zygote itself died
+                self.returncode = ZYGOTE_GONE_EXIT_STATUS   # the zygote itself died
         return self.returncode
 
 
@@ -99,15 +163,15 @@ class UnitContext(context.BaseContext):
 
     _name = START_METHOD
 
-    def __init__(self, zygote: Zygote, *, track_tasks: bool = False):
-        self._zygote = zygote
+    def __init__(self, zygote: Zygote | None = None, *, track_tasks: bool = False):
+        self.zygote = zygote   # a pool sets it once its queues exist (they are the zygote's)
         # Only on_worker_death="replace" reads a dead worker's board: elsewhere, spare each
         # worker a memfd and each task two stores.
         self._track_tasks = track_tasks
 
     def Process(self, *args, **kwargs) -> UnitProcess:   # noqa: N802 - multiprocessing's name
         p = UnitProcess(*args, **kwargs)
-        p._zygote = self._zygote
+        p._zygote = self.zygote
         if self._track_tasks:
             p._board = TaskBoard()
         return p

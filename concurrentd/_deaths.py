@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ._entry import ENTER_FAILED_EXIT_STATUS
 
-OOM, SECCOMP, SIGNAL, EXIT, ENTRY = "oom", "seccomp", "signal", "exit", "entry"
+OOM, SECCOMP, SIGNAL, EXIT, ENTRY, ZYGOTE = "oom", "seccomp", "signal", "exit", "entry", "zygote"
 
 
 class WorkerKilled(BrokenProcessPool):
@@ -24,7 +24,8 @@ class WorkerKilled(BrokenProcessPool):
 
     Attributes:
         cause: "oom" (the unit's MemoryMax=), "seccomp" (SIGSYS from SystemCallFilter=),
-            "signal" (another signal), "exit" (the worker exited, e.g. os._exit), "entry".
+            "signal" (another signal), "exit" (the worker exited, e.g. os._exit), "entry",
+            "zygote" (no worker could be started: the unit stopped, or the pool's zygote exited).
         signal: the signal number that killed it, or None.
         exitcode: as multiprocessing reports it (negative: killed by that signal).
         pid: the worker's pid.

@@ -1,43 +1,77 @@
-"""The zygote: a single-threaded process, forked from the pool's owner when the pool starts, from
-which every worker is forked and then moved into the unit.
+"""The zygote: a single-threaded process, forked from the pool's owner, from which every worker
+is forked.
 
-    owner (any threads)                zygote (one thread)              worker
-    ───────────────────                ───────────────────              ──────
+A pool's zygote enters the unit itself, once, when the pool starts; each worker is then a plain
+fork of a process that is already confined, and inherits that confinement from its first
+instruction (seccomp filters, credentials, namespaces, cgroups: all are kept across fork):
+
+    owner (any threads)                 zygote, inside the unit            worker
+    ───────────────────                 ───────────────────────            ──────
+    Zygote(plan, inherit=[queues…]):
+      fork ───────────────────────────▶ close every fd it has no use for
+                                        enter(plan)  (C, once)
+      ready? ◀─────────────────────── ready, or the EnterError
     ZygotePopen._launch:
-      pickle the Process object
-      send_fds(request, fds) ───────▶  fork() ───────────────────────▶  read the Process object
-      write the pickle ──────────── data pipe ───────────────────────▶  enter(plan)   (C, no Python between syscalls)
-      status pipe ◀───────────────── pid, later the exit status         Process._bootstrap()
+      pickle the Process object,
+      queues as references ("inherit")
+      send_fds(request, fds) ─────────▶ fork() ──────────────────────────▶ read the Process object
+      write the pickle ─────────── data pipe ─────────────────────────────▶ (queues: the inherited ones)
+      status pipe ◀─────────────────── pid, later the exit status          Process._bootstrap()
 
-Why a zygote: forking a process that has threads (the executor's manager and queue feeder threads)
-can deadlock the child, and Python 3.12+ warns about it. The zygote is forked before the pool has
-any thread, and it keeps the owner's loaded modules, so a worker starts as fast as a plain fork.
+The pool's queues and initializer are objects of the owner's memory the zygote inherited by fork:
+they are never pickled (their named semaphores need not be opened inside the unit, where /dev/shm
+may be private and the user another), and nothing of the owner's is unpickled outside the unit.
 
-Nothing here allocates or pickles in the zygote beyond reading the request: the Process object is
-unpickled by the worker itself, before it enters the unit (only the standard library's worker
-function, queues and concurrentd's own task wrappers are in it: no user code runs before entry).
+Seccomp last, and only if it spares the zygote: a unit's filters may forbid what the zygote's own
+loop needs (fork, wait4, recvmsg under SystemCallFilter=~@process). A trial child installs them and
+serves one request; if it did not survive, the zygote stays unfiltered (it runs no user code, and
+holds the unit's credentials and namespaces like any of its processes) and each worker installs the
+filters right after its fork, before reading anything.
+
+Without ``inherit`` (TransientUnitProcess in a unit of its own), the zygote stays outside and
+each worker enters on its own after reading its Process object, as root, outside the unit.
+
+Why a zygote at all: forking a process that has threads (the executor's manager and queue feeder
+threads) can deadlock the child, and Python 3.12+ warns about it. The zygote is forked before the
+pool has any thread, and it keeps the owner's loaded modules, so a worker starts as a plain fork.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import select
 import signal
 import socket
 import struct
 import sys
+from typing import Callable, Iterable, Sequence
 
 from . import _pythonpath, _sys, _taskboard
-from ._entry import ENTER_FAILED_EXIT_STATUS, EnterError, EntryPlan, enter
+from ._entry import ENTER_FAILED_EXIT_STATUS, EnterError, EntryPlan, enter, install_filters
+from ._entry.enter import enter_error
 from ._pythonpath import PathMap
 from ._taskboard import RecordingQueue
 
 _SIGNED = struct.Struct("q")
 MAX_FDS = 64
+#: A trial that has not reported after this long counts as failed (its filters then go per worker).
+TRIAL_TIMEOUT = 10.0
+
+# The zygote's first word to the owner: (kind, step, arg, errno).
+_READY = struct.Struct("=iiii")
+_CONFINED, _FILTERS_PER_WORKER, _FAILED = 0, 1, 2
+
+# Requests on the zygote's socket.
+_WORKER, _TRIAL = b"w", b"t"
 
 # Set in a worker: the fds the owner passed along, in the order ZygotePopen.duplicate_for_child
 # numbered them (multiprocessing's DupFd objects resolve through this list).
 inherited_fds: list[int] = []
+
+
+class ZygoteGone(OSError):
+    """The zygote cannot take requests anymore (it exited, or its unit stopped)."""
 
 
 def write_signed(fd: int, n: int) -> None:
@@ -55,53 +89,173 @@ def read_signed(fd: int) -> int:
 
 
 class Zygote:
-    """The owner's handle on its zygote."""
+    """The owner's handle on its zygote.
 
-    def __init__(self, plan: EntryPlan, path_map: PathMap = ()):
+    Args:
+        plan: the unit's entry plan.
+        path_map: where the owner's sys.path is found inside the unit (see _pythonpath).
+        inherit: objects the workers take from the zygote's memory instead of unpickling them
+            (a pool's queues and initializer). Given, the zygote enters the unit itself, once,
+            before this returns. None: it stays outside and each worker enters on its own.
+
+    Raises:
+        EnterError: the zygote could not enter the unit (nothing is left running).
+    """
+
+    def __init__(self, plan: EntryPlan, path_map: PathMap = (), *,
+                 inherit: Sequence[object] | None = None):
+        self.entered = inherit is not None
+        self.inherit = list(inherit or ())
+        #: id() of an inherited object -> its key (see ZygotePopen's pickler)
+        self.keys = {id(obj): i for i, obj in enumerate(self.inherit)}
+        #: with an entered zygote: each worker installs the unit's seccomp filters itself
+        self.filters_per_worker = False
+        self.status: int | None = None   # the zygote's exit status, once reaped
+        keep = {0, 1, 2, *_std_stream_fds(), *plan.fds(), *connection_fds(self.inherit)}
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        owner = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:   # the zygote
             code = 70
             try:
                 self._sock.close()
-                code = _serve(theirs, plan, path_map)
+                code = _main(theirs, plan, path_map, self.entered, self.inherit,
+                             keep | {theirs.fileno()}, owner)
             finally:
                 os._exit(code)
         theirs.close()
+        self._pidfd = os.pidfd_open(self.pid)
+        if self.entered:
+            try:
+                self._await_ready(plan)
+            except BaseException:
+                self.close()
+                raise
+
+    def _await_ready(self, plan: EntryPlan) -> None:
+        data = self._sock.recv(_READY.size)
+        if len(data) != _READY.size:
+            self.close()
+            raise EnterError("zygote", 0, "the pool's zygote died while entering the unit "
+                                          f"({exit_words(self.status)})")
+        kind, step, arg, err = _READY.unpack(data)
+        if kind == _FAILED:
+            raise enter_error(plan, step, arg, err)
+        self.filters_per_worker = kind == _FILTERS_PER_WORKER
 
     def launch(self, fds: list[int]) -> tuple[int, int]:
         """Asks for a worker; returns (data pipe write end, status pipe read end).
 
         The caller writes the pickled Process object to the data pipe, then reads the worker's pid
         and, once it has exited, its exit status from the status pipe.
+
+        Raises:
+            ZygoteGone: the zygote has exited.
         """
         data_r, data_w = os.pipe()
         status_r, status_w = os.pipe()
         try:
-            socket.send_fds(self._sock, [b"w"], [data_r, status_w, *fds])
+            socket.send_fds(self._sock, [_WORKER], [data_r, status_w, *fds])
         except OSError as e:
             for fd in (data_r, data_w, status_r, status_w):
                 os.close(fd)
-            raise OSError(e.errno, f"the pool's zygote (pid {self.pid}) is gone: {e.strerror}") from None
+            raise ZygoteGone(e.errno, f"the pool's zygote (pid {self.pid}) is gone: "
+                                      f"{e.strerror}") from None
         os.close(data_r)
         os.close(status_w)
         return data_w, status_r
 
+    def alive(self) -> bool:
+        if self.status is not None:
+            return False
+        return not select.select([self._pidfd], [], [], 0)[0]
+
     def close(self) -> None:
         """Ends the zygote (running workers are not touched) and reaps it."""
-        if self.pid:
+        if self.status is None and self.pid:
             self._sock.close()   # EOF: the zygote returns
-            os.waitpid(self.pid, 0)
-            self.pid = 0
+            self.status = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            os.close(self._pidfd)
 
 
-def _serve(sock: socket.socket, plan: EntryPlan, path_map: PathMap) -> int:
-    """The zygote's loop: fork a worker per request; report each worker's exit. Returns on EOF."""
+def connection_fds(objects: Iterable[object]) -> set[int]:
+    """The fds of the multiprocessing Connections the objects hold (a Queue's pipe ends)."""
+    from multiprocessing.connection import Connection
+
+    fds = set()
+    for obj in objects:
+        for value in getattr(obj, "__dict__", {}).values():
+            if isinstance(value, Connection) and not value.closed:
+                fds.add(value.fileno())
+    return fds
+
+
+def _std_stream_fds() -> set[int]:
+    """Where print() goes: sys.stdout may write to another fd than 1 (pytest's capture does)."""
+    fds = set()
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            fds.add(stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+    return fds
+
+
+def exit_words(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def _main(sock: socket.socket, plan: EntryPlan, path_map: PathMap, entered: bool,
+          inherit: list, keep: set[int], owner: int) -> int:
+    """The zygote, from its fork to the owner's EOF. Returns its exit status."""
     # If the owner dies without closing the pool, the zygote goes too (the anchor stops the unit).
     _sys.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != owner:
+        return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C is the owner's to handle
-    # Where the workers will import from inside the unit: computed once here, applied by each.
+    # Nothing of the owner's reaches the unit but what a worker needs: not its D-Bus connection,
+    # not its open files. (A process systemd starts in a unit has only stdin, stdout, stderr.)
+    _close_fds_except(keep)
+    # Where the workers will import from inside the unit: computed once, here.
     rewrite = _pythonpath.Rewrite(path_map)
+    if not entered:
+        return _serve(sock, lambda *request: _worker_outside(plan, rewrite, *request))
+    try:
+        enter(plan, seccomp=False)
+        rewrite.apply()
+        _sys.set_parent_death_signal(signal.SIGKILL)   # the change of credentials cleared it
+        if os.getppid() != owner:
+            return 0
+        per_worker = bool(plan.filters) and not _filters_spare_the_zygote(plan)
+        if plan.filters and not per_worker:
+            install_filters(plan)
+    except EnterError as e:
+        step, arg, err = getattr(e, "_raw", (-1, 0, e.errno))
+        os.write(sock.fileno(), _READY.pack(_FAILED, step, arg, err))
+        return ENTER_FAILED_EXIT_STATUS
+    os.write(sock.fileno(), _READY.pack(_FILTERS_PER_WORKER if per_worker else _CONFINED, 0, 0, 0))
+    filters = plan if per_worker else None
+    return _serve(sock, lambda *request: _worker_inside(filters, inherit, *request))
+
+
+def _serve(sock: socket.socket, run_worker: Callable[[int, int, list[int]], None]) -> int:
+    """The zygote's loop: fork a worker per request; report each worker's exit. Returns on EOF."""
     sigchld_r, sigchld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(sigchld_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -119,12 +273,14 @@ def _serve(sock: socket.socket, plan: EntryPlan, path_map: PathMap) -> int:
             data_r, status_w, *passed = fds
             pid = os.fork()
             if pid == 0:
+                if msg == _TRIAL:
+                    os._exit(0)
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 for fd in (sock.detach(), sigchld_r, sigchld_w, *status_fds.values()):
                     os.close(fd)
-                _worker(plan, rewrite, data_r, status_w, passed)   # never returns
+                run_worker(data_r, status_w, passed)   # never returns
             for fd in (data_r, *passed):
                 os.close(fd)
             write_signed(status_w, pid)
@@ -147,9 +303,91 @@ def _reap(status_fds: dict[int, int]) -> None:
                 os.close(w)
 
 
-def _worker(plan: EntryPlan, rewrite: _pythonpath.Rewrite, data_r: int, status_w: int,
-            passed: list[int]) -> None:
-    """A freshly forked worker: take the Process object, enter the unit, run. Never returns."""
+def _filters_spare_the_zygote(plan: EntryPlan) -> bool:
+    """In the entered zygote, before its own filters: does its loop survive them? A trial child
+    installs them and serves one request as the zygote will (recvmsg, fork, select, wait4, write);
+    True if it reported its child's pid and exit status."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    status_r, status_w = os.pipe()
+    dummy_r, dummy_w = os.pipe()
+    try:
+        socket.send_fds(ours, [_TRIAL], [dummy_r, status_w])
+    finally:
+        os.close(dummy_r)
+        os.close(status_w)
+    pid = os.fork()
+    if pid == 0:   # the trial
+        code = 1
+        try:
+            for fd in (ours.detach(), status_r, dummy_w):
+                os.close(fd)
+            install_filters(plan)
+            code = _serve(theirs, _never)
+        finally:
+            os._exit(code)
+    theirs.close()
+    try:
+        report = b""
+        while len(report) < 2 * _SIGNED.size:
+            if not select.select([status_r], [], [], TRIAL_TIMEOUT)[0]:
+                return False
+            chunk = os.read(status_r, 2 * _SIGNED.size - len(report))
+            if not chunk:
+                return False   # the filters killed it (SIGSYS), or it failed
+            report += chunk
+        return _SIGNED.unpack_from(report, _SIGNED.size)[0] == 0
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        ours.close()
+        os.close(status_r)
+        os.close(dummy_w)
+
+
+def _never(*_) -> None:
+    os._exit(1)
+
+
+class _InheritingUnpickler(pickle.Unpickler):
+    """Resolves the owner's references to inherited objects (see ZygotePopen) to this process's
+    copies of them."""
+
+    def __init__(self, file, inherit: list):
+        super().__init__(file)
+        self._inherit = inherit
+
+    def persistent_load(self, key):
+        return self._inherit[key]
+
+
+def _worker_inside(filters: EntryPlan | None, inherit: list, data_r: int, status_w: int,
+                   passed: list[int]) -> None:
+    """A worker forked by the entered zygote: confined already (but for the filters when they
+    are the worker's to install). Reads its Process object and runs it. Never returns."""
+    code = 1
+    try:
+        os.close(status_w)
+        if filters is not None:
+            try:
+                install_filters(filters)
+            except EnterError as e:
+                print(f"concurrentd: a worker could not enter the unit: {e}", file=sys.stderr)
+                code = ENTER_FAILED_EXIT_STATUS
+                return
+        inherited_fds[:] = passed
+        with open(data_r, "rb", closefd=False) as f:
+            process_obj = _InheritingUnpickler(f, inherit).load()
+        _track_tasks(process_obj)
+        code = process_obj._bootstrap(parent_sentinel=data_r)
+    except BaseException:   # noqa: BLE001 - a worker must never return into the zygote's loop
+        code = _print_exception()
+    finally:
+        _exit(code)
+
+
+def _worker_outside(plan: EntryPlan, rewrite: _pythonpath.Rewrite, data_r: int, status_w: int,
+                    passed: list[int]) -> None:
+    """A worker forked by a zygote outside the unit: take the Process object, enter, run."""
     code = 1
     try:
         os.close(status_w)
@@ -166,24 +404,35 @@ def _worker(plan: EntryPlan, rewrite: _pythonpath.Rewrite, data_r: int, status_w
             code = ENTER_FAILED_EXIT_STATUS
         else:
             rewrite.apply()
-            board = getattr(process_obj, "_board", None)
-            if board is not None and process_obj._args:   # a pool's worker: note its tasks
-                _taskboard.current = board
-                process_obj._args = (RecordingQueue(process_obj._args[0], board),
-                                     *process_obj._args[1:])
+            _track_tasks(process_obj)
             code = process_obj._bootstrap(parent_sentinel=data_r)
     except BaseException:   # noqa: BLE001 - a worker must never return into the zygote's loop
-        try:
-            import traceback
-            traceback.print_exc()
-        finally:
-            code = 1
+        code = _print_exception()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        _exit(code)
+
+
+def _track_tasks(process_obj) -> None:
+    board = getattr(process_obj, "_board", None)
+    if board is not None and process_obj._args:   # a pool's worker: note its tasks
+        _taskboard.current = board
+        process_obj._args = (RecordingQueue(process_obj._args[0], board), *process_obj._args[1:])
+
+
+def _print_exception() -> int:
+    try:
+        import traceback
+        traceback.print_exc()
+    finally:
+        return 1
+
+
+def _exit(code: int) -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 def _answer_one_task(process_obj, error: EnterError) -> None:

@@ -7,10 +7,11 @@ Data flow (the arrows of concurrent.futures.process are unchanged; what concurre
     TransientUnitPoolExecutor(properties)
       * StartTransientUnit(anchor, properties) ──D-Bus──▶  unit: anchor (main process), confined
       * EntryPlan.from_pid(anchor)   reads /proc/<anchor>: namespaces, cgroups, creds, seccomp…
-      * Zygote: fork once, before any thread
+      ProcessPoolExecutor.__init__: the call and result queues
+      * Zygote: forked once, before any thread; * enters the unit (plan), inheriting the queues
     submit(fn) ─▶ pending work items ─▶ call queue ─┐
-                                                    │      zygote ─fork─▶ worker
-                  executor manager thread ◀─ result │             * enter(plan): into the unit
+                                                    │      zygote ─fork─▶ worker, confined as
+                  executor manager thread ◀─ result │                     the zygote already is
                        (spawns workers through      └────────────▶  _process_worker loop
                         the zygote, detects deaths)                  (runs fn inside the unit)
     shutdown()  ─▶ workers exit ─▶ * zygote ends ─▶ * StopUnit, wait until gone
@@ -31,7 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Mapping
 
 from . import _deaths, _payload, _pythonpath, _taskboard
-from ._context import UnitContext
+from ._context import ZYGOTE_GONE_EXIT_STATUS, UnitContext
 from ._entry import EntryPlan, anchor_argv
 from ._unitfiles import add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
@@ -88,6 +89,7 @@ class _Resources:
         self.unit: Unit | None = None
         self.owned = True
         self.plan: EntryPlan | None = None
+        self.path_map: _pythonpath.PathMap = ()
         self.zygote: Zygote | None = None
         self.counters_seen = _deaths.Counters()
         self.manager: threading.Thread | None = None   # the executor's, once it runs
@@ -98,6 +100,27 @@ class _Resources:
 
     def read_counters(self) -> _deaths.Counters:
         return _deaths.read_counters(self.cgroup_dirs())
+
+    def start_zygote(self, inherit: list | None = None) -> Zygote:
+        """Forks the zygote (the caller has no thread of its own yet). With ``inherit`` it enters
+        the unit at once and its workers take those objects from its memory; on failure the
+        resources are released and the EnterError raised."""
+        try:
+            self.zygote = Zygote(self.plan, self.path_map, inherit=inherit)
+        except BaseException:
+            self.release()
+            raise
+        return self.zygote
+
+    def zygote_gone(self) -> str | None:
+        """Why the zygote cannot fork workers anymore, or None while it can."""
+        zygote, plan = self.zygote, self.plan
+        if zygote is None or plan is None or zygote.alive():
+            return None
+        if not plan.anchor_alive():
+            return ("the unit has stopped: its main process (the anchor, pid "
+                    f"{plan.anchor_pid}) exited, and systemd ended the rest of it")
+        return f"the pool's zygote (pid {zygote.pid}), which forks its workers, has exited"
 
     def release(self) -> None:
         """Ends the zygote, closes the plan, stops the unit (if the pool started it), closes the
@@ -133,14 +156,14 @@ class _Resources:
 
 
 def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = None,
-                    unit: str | None = None) -> _Resources:
-    """Starts (or joins) the unit, reads its anchor into a plan, forks the zygote."""
+                    unit: str | None = None, zygote: bool = True) -> _Resources:
+    """Starts (or joins) the unit, reads its anchor into a plan; forks a zygote that stays
+    outside the unit (a pool forks its own, later: see _Resources.start_zygote)."""
     res = _Resources()
     try:
         res.systemd = Systemd.connect()
-        path_map: _pythonpath.PathMap = ()
         if unit is None:
-            python_binds, path_map = _pythonpath.plan_binds(properties)
+            python_binds, res.path_map = _pythonpath.plan_binds(properties)
             properties = add_read_only_binds(properties, python_binds)
             argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
             res.unit = res.systemd.start_service(argv, properties, name=unit_name)
@@ -153,8 +176,8 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
                 raise ValueError(f"unit {unit} has no main process to join (is it running?)")
             res.plan = EntryPlan.from_pid(main_pid, anchor_exe=os.readlink(f"/proc/{main_pid}/exe"))
         res.counters_seen = res.read_counters()
-        # Before the caller starts any thread for it: the zygote is forked single-threaded.
-        res.zygote = Zygote(res.plan, path_map)
+        if zygote:   # before the caller starts any thread for it: forked single-threaded
+            res.zygote = Zygote(res.plan, res.path_map)
     except BaseException:
         res.release()
         raise
@@ -181,7 +204,8 @@ class _UnitManagerThread(_cf_process._ExecutorManagerThread):
         if not dead:   # broken for another reason (a result that could not be read)
             return result_item, is_broken, cause
         deaths = [self._diagnose(pid, p) for pid, p in dead]
-        if self._replace and all(work_id >= 0 for _, work_id in deaths):
+        if self._replace and all(work_id >= 0 for _, work_id in deaths) and \
+                self._resources.zygote_gone() is None:
             self._fail_and_replace(dead, deaths)
             return None, False, None
         self._diagnosis = "; ".join(error.args[0] for error, _ in deaths)
@@ -193,8 +217,15 @@ class _UnitManagerThread(_cf_process._ExecutorManagerThread):
         new_ooms = counters.oom_kills - self._resources.counters_seen.oom_kills
         new_pids = counters.pids_max_hits - self._resources.counters_seen.pids_max_hits
         self._resources.counters_seen = counters
-        cause = _deaths.classify(p.exitcode, new_ooms)
-        message = _deaths.describe(cause, p.exitcode, pid, self._unit_name, self._limits, new_pids)
+        gone = self._resources.zygote_gone()
+        if gone is not None and p.exitcode == ZYGOTE_GONE_EXIT_STATUS:
+            cause, message = _deaths.ZYGOTE, f"no worker can start in unit {self._unit_name}: {gone}"
+        else:
+            cause = _deaths.classify(p.exitcode, new_ooms)
+            message = _deaths.describe(cause, p.exitcode, pid, self._unit_name, self._limits,
+                                       new_pids)
+            if gone is not None:
+                message += f"; {gone}"
         error = _deaths.WorkerKilled(message, cause=cause, exitcode=p.exitcode, pid=pid,
                                      unit=self._unit_name)
         board = p._board
@@ -295,18 +326,23 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         self._limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        self._resources = res = start_resources(properties, unit_name=unit_name, unit=unit)
+        self._resources = res = start_resources(properties, unit_name=unit_name, unit=unit,
+                                                zygote=False)
         # Collected without shutdown(): the manager thread still finishes the submitted work,
         # so the unit must outlive it (ProcessPoolExecutor's own semantics).
         self._finalizer = weakref.finalize(self, res.release_after_work, False)
         try:
             self.unit = PoolUnit(res.unit, res.owned)
             kwargs = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
-            super().__init__(max_workers, mp_context=UnitContext(
-                res.zygote, track_tasks=on_worker_death == "replace"),
+            super().__init__(max_workers,
+                             mp_context=UnitContext(track_tasks=on_worker_death == "replace"),
                              initializer=None if initializer is None else
                              _payload.Task(initializer, tuple(initargs)),
                              **kwargs)
+            # The queues exist and no thread yet: the zygote enters the unit with them, and its
+            # workers use its copies (never pickled, nothing unpickled outside the unit).
+            self._mp_context.zygote = res.start_zygote(
+                inherit=[self._call_queue, self._result_queue, self._initializer])
         except BaseException:
             self._finalizer()
             raise

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import concurrentd
+from concurrent.futures.process import BrokenProcessPool
 from concurrentd import EnterError, TransientUnitPoolExecutor, WorkerKilled
 from concurrentd.systemd import Systemd, SystemdError, UnitStartError
 
@@ -171,20 +172,88 @@ def test_seccomp_kill_says_so():
             pool.submit(swapon).result()
 
 
-def test_entry_failure_is_an_enter_error_on_the_future():
+def _wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_unit_gone_breaks_the_pool_and_says_why():
     pool = TransientUnitPoolExecutor(1, {"PrivateTmp": True})
     try:
         main_pid = pool.unit.main_pid
-        os.kill(main_pid, signal.SIGKILL)   # the anchor: the unit goes, entering must fail
-        deadline = time.monotonic() + 5
-        while os.path.exists(f"/proc/{main_pid}") and time.monotonic() < deadline:
-            time.sleep(0.01)
-        future = pool.submit(os.getpid)
-        error = future.exception(timeout=30)
-        assert isinstance(error, EnterError), error
-        assert "exited" in str(error)
+        os.kill(main_pid, signal.SIGKILL)   # the anchor: systemd stops the unit, zygote and all
+        _wait_until(lambda: not pool._resources.zygote.alive())
+        error = pool.submit(os.getpid).exception(timeout=30)
+        assert isinstance(error, BrokenProcessPool), error
+        assert f"the unit has stopped: its main process (the anchor, pid {main_pid}) exited" \
+            in str(error), error
+        with pytest.raises(BrokenProcessPool, match="the unit has stopped"):
+            pool.submit(os.getpid)
     finally:
         pool.shutdown()
+
+
+def test_entry_failure_is_raised_by_the_constructor_and_releases_everything():
+    from concurrentd.executor import start_resources
+
+    res = start_resources({"PrivateTmp": True}, zygote=False)
+    name, main_pid = res.unit.name, res.plan.anchor_pid
+    os.kill(main_pid, signal.SIGKILL)   # between the plan and the zygote's entry
+    _wait_until(lambda: not os.path.exists(f"/proc/{main_pid}"))
+    with pytest.raises(EnterError, match=f"anchor pid {main_pid}.* has exited"):
+        res.start_zygote(inherit=[])
+    assert res.unit is res.plan is res.zygote is res.systemd is None
+    _wait_until(lambda: not _unit_exists(name))
+
+
+def _fd_links():
+    import os
+
+    return [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")]
+
+
+def test_worker_holds_none_of_the_owners_files_or_sockets(tmp_path):
+    with open(tmp_path / "secret", "w"), TransientUnitPoolExecutor(1, {"User": "nobody"}) as pool:
+        links = pool.submit(_fd_links).result()
+    # The owner holds the file and its D-Bus connection to systemd (as root): neither may reach
+    # the unit. What a worker holds: stdin/stdout/stderr and its queues' pipes.
+    assert not [link for link in links if "secret" in link or link.startswith("socket:")], links
+
+
+def test_pool_worker_is_confined_exactly_as_the_anchor():
+    from entry_helpers import diff_table, proc_snapshot, self_report
+    from test_entry_parity import KITCHEN_SINK
+
+    properties = dict(setting.split("=", 1) for setting in KITCHEN_SINK)
+    with TransientUnitPoolExecutor(1, properties) as pool:
+        # The zygote entered the unit, filters and all; a worker is a plain fork of it.
+        assert not pool._resources.zygote.filters_per_worker
+        pid = pool.submit(os.getpid).result()
+        anchor, worker = proc_snapshot(pool.unit.main_pid), proc_snapshot(pid)
+        assert anchor["status.Seccomp"] == "2" and anchor["seccomp_programs"]
+        table = diff_table(anchor, worker)
+        assert not table, "the pool's worker differs from the anchor:\n" + table
+        report = pool.submit(self_report).result()
+    assert report["swapon"] == "signal SIGSYS"
+    assert report["write_usr"] in ("EROFS", "EACCES") and report["tmp"] == []
+    assert report["connect_out"] in ("ENETUNREACH", "EHOSTUNREACH", "EACCES", "EPERM")
+
+
+def test_filters_that_forbid_fork_are_installed_by_each_worker():
+    properties = {"User": "nobody", "SystemCallFilter": "~clone clone3 fork vfork"}
+    with TransientUnitPoolExecutor(1, properties) as pool:
+        # The zygote's loop could not live under them: it forks unfiltered, each worker filters.
+        assert pool._resources.zygote.filters_per_worker
+        from entry_helpers import diff_table, proc_snapshot
+
+        pid = pool.submit(os.getpid).result()
+        table = diff_table(proc_snapshot(pool.unit.main_pid), proc_snapshot(pid))
+        assert not table, "the pool's worker differs from the anchor:\n" + table
+        with pytest.raises(BrokenProcessPool, match="SIGSYS"):
+            pool.submit(os.fork).result()
 
 
 def test_owner_killed_takes_unit_and_workers_along():
