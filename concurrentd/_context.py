@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import io
 import itertools
+import multiprocessing
 import os
 import pickle
 import signal
 
-from multiprocessing import context, popen_fork, process, reduction, util
+from multiprocessing import context, popen_fork, process, reduction, synchronize, util
 
 from . import _zygote
 from ._taskboard import TaskBoard
@@ -26,6 +27,7 @@ START_METHOD = "concurrentd"
 #: the exit code of a worker the zygote could not fork because the zygote is gone
 ZYGOTE_GONE_EXIT_STATUS = 255
 _stillborn_ids = itertools.count(-1, -1)
+_FORK_CONTEXT = multiprocessing.get_context("fork")
 
 
 class _InheritingPickler(reduction.ForkingPickler):
@@ -175,6 +177,15 @@ class UnitContext(context.BaseContext):
         if self._track_tasks:
             p._board = TaskBoard()
         return p
+
+    # The pool's queues are inherited by its zygote, never pickled: their semaphores are unlinked
+    # at once, as with the "fork" start method (no name left in /dev/shm, no resource tracker
+    # process to start, nothing for it to warn about).
+    def Lock(self):   # noqa: N802
+        return synchronize.Lock(ctx=_FORK_CONTEXT)
+
+    def BoundedSemaphore(self, value: int = 1):   # noqa: N802
+        return synchronize.BoundedSemaphore(value, ctx=_FORK_CONTEXT)
 
     def get_start_method(self, allow_none: bool = False) -> str:
         return self._name

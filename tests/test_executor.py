@@ -359,3 +359,13 @@ def test_run_and_sandboxed():
     assert uid() == 65534
     with pytest.raises(ZeroDivisionError):
         concurrentd.run(lambda: 1 / 0)
+
+
+def test_pool_leaves_no_named_semaphore_in_dev_shm():
+    # Its queues are inherited by the zygote, never pickled: their semaphores need no name, so
+    # none can leak, and no resource tracker process is started for them.
+    before = set(os.listdir("/dev/shm"))
+    with TransientUnitPoolExecutor(2, {"PrivateTmp": True}) as pool:
+        assert list(pool.map(abs, [-1, -2, -3])) == [1, 2, 3]
+        during = set(os.listdir("/dev/shm"))
+    assert not [name for name in during - before if name.startswith("sem.")], during - before
