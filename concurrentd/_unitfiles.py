@@ -17,11 +17,21 @@ ANCHOR_DIR = "/run/concurrentd"
 _ROOT_PROPERTIES = ("RootDirectory", "RootImage")
 
 
+# (path, inode, size, mtime) of a source -> its copy: hashing it is most of the cost (~1 ms).
+_installed: dict[tuple, str] = {}
+
+
 def installed_anchor(src: str) -> str:
     """The path of an executable copy of ``src`` under ANCHOR_DIR (made once per content)."""
+    st = os.stat(src)
+    key = (src, st.st_ino, st.st_size, st.st_mtime_ns)
+    dst = _installed.get(key)
+    if dst is not None and os.path.exists(dst):
+        return dst
     with open(src, "rb") as f:
         data = f.read()
     dst = os.path.join(ANCHOR_DIR, "anchor-" + hashlib.sha256(data).hexdigest()[:16])
+    _installed[key] = dst
     if not os.path.exists(dst):
         os.makedirs(ANCHOR_DIR, mode=0o755, exist_ok=True)
         tmp = f"{dst}.{os.getpid()}.tmp"

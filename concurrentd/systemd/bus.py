@@ -177,19 +177,42 @@ class Connection:
             SystemdError: on an error reply (``.name`` is the D-Bus error name).
             TimeoutError: no reply within ``timeout`` seconds.
         """
-        serial = self.send(msg)
+        (reply,) = self.call_all([(msg, step)], timeout=timeout)
+        if isinstance(reply, SystemdError):
+            raise reply
+        return reply
+
+    def call_all(self, calls: list[tuple[Message, str]], *,
+                 timeout: float | None = 30.0) -> list["tuple | SystemdError"]:
+        """Send every (method call, step name) at once, then wait for all their replies: one
+        round trip instead of one per call. The bus delivers one sender's messages in order, so
+        each call still takes effect after the ones before it.
+
+        Returns:
+            per call, its reply body, or the SystemdError of its error reply (not raised: the
+            caller decides, knowing which of the others took effect).
+
+        Raises:
+            TimeoutError: not every reply came within ``timeout`` seconds.
+        """
+        serials = {self.send(msg): i for i, (msg, _) in enumerate(calls)}
+        replies: list = [None] * len(calls)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        while serials:
             reply = self._receive(deadline)
-            if reply.header.fields.get(HeaderFields.reply_serial) != serial:
+            i = serials.pop(reply.header.fields.get(HeaderFields.reply_serial), None)
+            if i is None:
                 self._dispatch(reply)
                 continue
+            msg, step = calls[i]
             if reply.header.message_type == MessageType.error:
                 name = reply.header.fields.get(HeaderFields.error_name, "?")
                 text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
-                raise SystemdError.from_reply(name, text, step or
-                                              msg.header.fields.get(HeaderFields.member, ""))
-            return reply.body
+                replies[i] = SystemdError.from_reply(name, text, step or
+                                                     msg.header.fields.get(HeaderFields.member, ""))
+            else:
+                replies[i] = reply.body
+        return replies
 
     def wait_signal(self, match: Callable[[Message], bool], *, timeout: float | None = None) -> Message:
         """Return (and remove) the first kept signal for which ``match`` is true, reading more

@@ -92,15 +92,22 @@ class Systemd:
 
     # -- signals --------------------------------------------------------------------------------
 
-    def _subscribe(self) -> None:
-        """Make systemd send JobRemoved to us (Subscribe), and on a bus route it to us (AddMatch)."""
+    def _subscription(self) -> list[tuple[Message, str]]:
+        """The calls that make systemd send JobRemoved to us (Subscribe) and, on a bus, route it
+        to us (AddMatch); none once made."""
         if self._subscribed:
-            return
+            return []
+        calls = []
         if not self.conn.address.p2p:
-            self.conn.call(messages.add_match(messages.job_removed_rule()), step="AddMatch(JobRemoved)")
-            self.conn.call(messages.add_match(messages.service_changes_rule()),
-                           step="AddMatch(PropertiesChanged)")
-        self.conn.call(self.manager.subscribe(), step="Subscribe")
+            calls += [(messages.add_match(messages.job_removed_rule()), "AddMatch(JobRemoved)"),
+                      (messages.add_match(messages.service_changes_rule()),
+                       "AddMatch(PropertiesChanged)")]
+        return calls + [(self.manager.subscribe(), "Subscribe")]
+
+    def _subscribe(self) -> None:
+        for reply in self.conn.call_all(self._subscription()):
+            if isinstance(reply, SystemdError):
+                raise reply
         self._subscribed = True
 
     def wait_job(self, job_path: str, *, timeout: float | None = None) -> str:
@@ -151,12 +158,24 @@ class Systemd:
         props.append(("ExecStart", ("a(sasb)", [(path, argv, False)])))
         props.extend(p for p in converted if p[0] != "Description")
 
-        self._subscribe()
         unit_path = messages.unit_object_path(name)
         self._watched.add(unit_path)
         try:
-            (job,) = self.conn.call(self.manager.start_transient_unit(name, "fail", props),
-                                    step=f"StartTransientUnit({name})")
+            # Subscribing and starting in one round trip: in order, so the JobRemoved match is in
+            # place before the job can end.
+            subscription = self._subscription()
+            *subscribed, started = self.conn.call_all(
+                [*subscription,
+                 (self.manager.start_transient_unit(name, "fail", props), f"StartTransientUnit({name})")])
+            failed = [reply for reply in subscribed if isinstance(reply, SystemdError)]
+            if failed:
+                if not isinstance(started, SystemdError):   # started, but we would not see it end
+                    self.conn.call(self.manager.stop_unit(name, "replace"), step=f"StopUnit({name})")
+                raise failed[0]
+            self._subscribed = True
+            if isinstance(started, SystemdError):
+                raise started
+            (job,) = started
             result = self.wait_job(job, timeout=timeout)
             unit = Unit(self, name, unit_path)
             if result != "done":
