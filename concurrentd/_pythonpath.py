@@ -82,9 +82,10 @@ def remap(path: str, mapping: PathMap) -> str:
 
 
 class Rewrite:
-    """sys.path and the loaded packages' __path__ rewritten by a PathMap, computed once (in the
-    zygote, outside the unit) and applied by each worker after it entered the unit: a worker
-    still unpickles what it was sent, before entering, from the owner's paths."""
+    """sys.path and the loaded packages' __path__ rewritten by a PathMap, computed once by the
+    owner as it forks the zygote, and applied inside the unit: by the zygote once it entered (a
+    pool's), or by each worker after its entry (a zygote outside the unit, whose workers still
+    unpickle what they were sent from the owner's paths)."""
 
     def __init__(self, mapping: PathMap):
         self.sys_path = [remap(p, mapping) for p in sys.path] if mapping else None

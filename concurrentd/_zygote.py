@@ -112,6 +112,9 @@ class Zygote:
         self.filters_per_worker = False
         self.status: int | None = None   # the zygote's exit status, once reaped
         keep = {0, 1, 2, *_std_stream_fds(), *plan.fds(), *connection_fds(self.inherit)}
+        # Where the workers will import from inside the unit: computed here, where reading every
+        # module costs no copy-on-write fault (~1 ms less than in the zygote).
+        rewrite = _pythonpath.Rewrite(path_map)
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         owner = os.getpid()
         self.pid = os.fork()
@@ -119,7 +122,7 @@ class Zygote:
             code = 70
             try:
                 self._sock.close()
-                code = _main(theirs, plan, path_map, self.entered, self.inherit,
+                code = _main(theirs, plan, rewrite, self.entered, self.inherit,
                              keep | {theirs.fileno()}, owner)
             finally:
                 os._exit(code)
@@ -221,7 +224,7 @@ def _close_fds_except(keep: set[int]) -> None:
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
-def _main(sock: socket.socket, plan: EntryPlan, path_map: PathMap, entered: bool,
+def _main(sock: socket.socket, plan: EntryPlan, rewrite: _pythonpath.Rewrite, entered: bool,
           inherit: list, keep: set[int], owner: int) -> int:
     """The zygote, from its fork to the owner's EOF. Returns its exit status."""
     # If the owner dies without closing the pool, the zygote goes too (the anchor stops the unit).
@@ -232,8 +235,6 @@ def _main(sock: socket.socket, plan: EntryPlan, path_map: PathMap, entered: bool
     # Nothing of the owner's reaches the unit but what a worker needs: not its D-Bus connection,
     # not its open files. (A process systemd starts in a unit has only stdin, stdout, stderr.)
     _close_fds_except(keep)
-    # Where the workers will import from inside the unit: computed once, here.
-    rewrite = _pythonpath.Rewrite(path_map)
     if not entered:
         return _serve(sock, lambda *request: _worker_outside(plan, rewrite, *request))
     try:
