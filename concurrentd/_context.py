@@ -24,8 +24,8 @@ from ._taskboard import TaskBoard
 from ._zygote import Zygote, ZygoteGone
 
 START_METHOD = "concurrentd"
-#: the exit code of a worker the zygote could not fork because the zygote is gone
-ZYGOTE_GONE_EXIT_STATUS = 255
+#: the exit code of a worker that was never forked (see ZygotePopen.not_forked)
+NOT_FORKED_EXIT_STATUS = 255
 _stillborn_ids = itertools.count(-1, -1)
 _FORK_CONTEXT = multiprocessing.get_context("fork")
 
@@ -77,6 +77,8 @@ class ZygotePopen(popen_fork.Popen):
         self._fds: list[int] = []
         self._zygote = zygote
         self._pidfd: int | None = None
+        #: why the worker was never forked (the zygote is gone, its fork failed), or None
+        self.not_forked: str | None = None
         super().__init__(process_obj)
 
     def duplicate_for_child(self, fd: int) -> int:
@@ -97,27 +99,34 @@ class ZygotePopen(popen_fork.Popen):
             context.set_spawning_popen(None)
         try:
             data_w, self.sentinel = zygote.launch(self._fds)
-        except ZygoteGone:
-            self._stillborn()
+        except ZygoteGone as e:
+            self._stillborn(str(e))
             return
         # The worker sees EOF on its end of the data pipe when the owner is gone
         # (multiprocessing.parent_process().is_alive()); keep a copy of the write end open.
         keep_w = os.dup(data_w)
         with open(data_w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
-        self.pid = _zygote.read_signed(self.sentinel)
+        pid = _zygote.read_signed(self.sentinel)
+        if pid < 0:
+            os.close(keep_w)
+            os.close(self.sentinel)
+            self._stillborn(f"the zygote's fork() failed: {os.strerror(-pid)}")
+            return
+        self.pid = pid
         self._pidfd = _open_child_pidfd(self.pid, zygote.pid)
         fds = (keep_w, self.sentinel) if self._pidfd is None else (keep_w, self.sentinel, self._pidfd)
         self.finalizer = util.Finalize(self, util.close_fds, fds)
         if process_obj._board is not None:
             process_obj._board.close_fd()   # the worker has its own now
 
-    def _stillborn(self) -> None:
-        """No zygote to fork the worker: a process that has already exited, which the pool's
+    def _stillborn(self, why: str) -> None:
+        """The worker could not be forked: a process that has already exited, which the pool's
         manager finds dead and diagnoses (see executor._UnitManagerThread)."""
+        self.not_forked = why
         self.pid = next(_stillborn_ids)
         self.sentinel, w = os.pipe()
-        _zygote.write_signed(w, ZYGOTE_GONE_EXIT_STATUS)
+        _zygote.write_signed(w, NOT_FORKED_EXIT_STATUS)
         os.close(w)
         self.finalizer = util.Finalize(self, util.close_fds, (self.sentinel,))
 
@@ -137,7 +146,7 @@ class ZygotePopen(popen_fork.Popen):
             try:
                 self.returncode = _zygote.read_signed(self.sentinel)
             except (OSError, EOFError):
-                self.returncode = ZYGOTE_GONE_EXIT_STATUS   # the zygote itself died
+                self.returncode = NOT_FORKED_EXIT_STATUS   # the zygote itself died
         return self.returncode
 
 

@@ -25,7 +25,8 @@ class WorkerKilled(BrokenProcessPool):
     Attributes:
         cause: "oom" (the unit's MemoryMax=), "seccomp" (SIGSYS from SystemCallFilter=),
             "signal" (another signal), "exit" (the worker exited, e.g. os._exit), "entry",
-            "zygote" (no worker could be started: the unit stopped, or the pool's zygote exited).
+            "zygote" (no worker could be started: the unit stopped, the pool's zygote exited, or
+            its fork() failed, e.g. at TasksMax=).
         signal: the signal number that killed it, or None.
         exitcode: as multiprocessing reports it (negative: killed by that signal).
         pid: the worker's pid.

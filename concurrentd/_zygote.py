@@ -150,7 +150,8 @@ class Zygote:
         """Asks for a worker; returns (data pipe write end, status pipe read end).
 
         The caller writes the pickled Process object to the data pipe, then reads the worker's pid
-        and, once it has exited, its exit status from the status pipe.
+        (or -errno if the zygote's fork failed, and then EOF) and, once the worker has exited, its
+        exit status from the status pipe.
 
         Raises:
             ZygoteGone: the zygote has exited.
@@ -272,7 +273,14 @@ def _serve(sock: socket.socket, run_worker: Callable[[int, int, list[int]], None
             if not msg:
                 return 0
             data_r, status_w, *passed = fds
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as e:   # e.g. EAGAIN: the unit's TasksMax=; the zygote goes on
+                for fd in (data_r, *passed):
+                    os.close(fd)
+                write_signed(status_w, -e.errno)   # instead of a pid
+                os.close(status_w)
+                continue
             if pid == 0:
                 if msg == _TRIAL:
                     os._exit(0)

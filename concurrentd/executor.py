@@ -32,7 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Mapping
 
 from . import _deaths, _payload, _pythonpath, _taskboard
-from ._context import ZYGOTE_GONE_EXIT_STATUS, UnitContext
+from ._context import UnitContext
 from ._entry import EntryPlan, anchor_argv
 from ._unitfiles import add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
@@ -218,8 +218,14 @@ class _UnitManagerThread(_cf_process._ExecutorManagerThread):
         new_pids = counters.pids_max_hits - self._resources.counters_seen.pids_max_hits
         self._resources.counters_seen = counters
         gone = self._resources.zygote_gone()
-        if gone is not None and p.exitcode == ZYGOTE_GONE_EXIT_STATUS:
-            cause, message = _deaths.ZYGOTE, f"no worker can start in unit {self._unit_name}: {gone}"
+        not_forked = getattr(p._popen, "not_forked", None)
+        if not_forked is not None:
+            cause = _deaths.ZYGOTE
+            message = f"no worker could start in unit {self._unit_name}: {gone or not_forked}"
+            if new_pids:
+                message += f"; the unit's task limit (TasksMax={self._limits.get('TasksMax', '?')})" \
+                           f" was hit {new_pids} time(s): the anchor and the pool's zygote are two" \
+                           " of its tasks"
         else:
             cause = _deaths.classify(p.exitcode, new_ooms)
             message = _deaths.describe(cause, p.exitcode, pid, self._unit_name, self._limits,

@@ -369,3 +369,15 @@ def test_pool_leaves_no_named_semaphore_in_dev_shm():
         assert list(pool.map(abs, [-1, -2, -3])) == [1, 2, 3]
         during = set(os.listdir("/dev/shm"))
     assert not [name for name in during - before if name.startswith("sem.")], during - before
+
+
+def test_tasks_max_counts_the_zygote_and_a_refused_fork_says_so():
+    # TasksMax=4: the anchor, the zygote and two workers.
+    with TransientUnitPoolExecutor(2, {"TasksMax": 4}) as pool:
+        assert sorted(pool.map(abs, [-1, -2, -3, -4])) == [1, 2, 3, 4]
+    with TransientUnitPoolExecutor(3, {"TasksMax": 4}) as pool:
+        futures = [pool.submit(time.sleep, 0.5) for _ in range(3)]
+        with pytest.raises(BrokenProcessPool, match=r"fork\(\) failed: Resource temporarily "
+                                                    r"unavailable.*TasksMax=4\) was hit"):
+            for f in futures:
+                f.result(timeout=30)
