@@ -33,9 +33,13 @@ def _get(d: Any, *path) -> float | None:
 
 # (case, figure, path to its summary/number in the results, op, threshold, unit)
 TARGETS = [
-    ("entry", "enter(plan) median", ("entry", "enter", "median"), "<=", 200, "us"),
-    ("entry", "enter / Python fork", ("entry", "ratios", "enter/fork"), "<=", 0.3, "x"),
-    ("entry", "pystemd enter_unit / enter", ("entry", "ratios", "pystemd_enter_unit/enter"), ">=", 10, "x"),
+    # A pool's workers are forked by a zygote that entered the unit once: what a worker pays to
+    # be in the unit is its fork there minus a plain fork (enter(plan) itself runs once per pool).
+    ("entry", "entry per worker median", ("entry", "entry_per_worker", "median"), "<=", 200, "us"),
+    ("entry", "entry per worker / Python fork",
+     ("entry", "ratios", "entry_per_worker/fork", "median"), "<=", 0.3, "x"),
+    ("entry", "pystemd enter_unit / entry per worker",
+     ("entry", "ratios", "pystemd_enter_unit/entry_per_worker"), ">=", 10, "x"),
     ("cold_start", "concurrentd / ProcessPoolExecutor",
      ("cold_start", "ratios", "concurrentd/ProcessPoolExecutor", "median"), "<=", 1.3, "x"),
     ("cold_start", "pystemd / concurrentd",
@@ -173,7 +177,11 @@ def figures(results: dict) -> list[tuple[str, str, str]]:
     e = results.get("entry")
     if e and "error" not in e:
         rows.append(("entry", "Python os.fork (parent side)", _fmt(e["fork"], "µs")))
-        rows.append(("entry", "concurrentd enter(plan)", _fmt(e["enter"], "µs")))
+        rows.append(("entry", "fork in the entered zygote (a pool's worker)",
+                     _fmt(e["zygote_fork"], "µs")))
+        rows.append(("entry", "entry per worker (that fork − os.fork, paired)",
+                     _fmt(e["entry_per_worker"], "µs")))
+        rows.append(("entry", "concurrentd enter(plan), once per pool", _fmt(e["enter"], "µs")))
         for name, s in list(e["steps"].items())[:8]:
             rows.append(("entry", f"  step {name}", _fmt(s, "µs")))
         rows.append(("entry", "pystemd enter_unit",
@@ -264,7 +272,8 @@ def _chart(results: dict) -> str | None:
     panels = []
     e = results.get("entry")
     if e and "error" not in e:
-        panels.append(("entry (µs)", {"os.fork": e["fork"], "concurrentd\nenter": e["enter"],
+        panels.append(("entry (µs)", {"os.fork": e["fork"], "worker fork\nin zygote": e["zygote_fork"],
+                                      "enter(plan)\nonce per pool": e["enter"],
                                       "pystemd\nenter_unit": e.get("pystemd_enter_unit")}))
     r = results.get("cold_start")
     if r and "error" not in r:
