@@ -378,6 +378,9 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
     def submit(self, fn: Callable, /, *args, **kwargs):
         """Schedules ``fn(*args, **kwargs)`` in a worker; returns a Future. ``fn`` may be a lambda,
         a closure or a function defined in ``__main__``: it travels by cloudpickle if it must."""
+        if self._on_worker_death != "replace" and _payload.travels_plain(fn, args, kwargs):
+            return super().submit(fn, *args, **kwargs)   # as ProcessPoolExecutor would send it
+        # (With "replace", a Task also tells the task board when the call has returned.)
         return super().submit(_payload.Task(fn, args, kwargs))
 
     # -- end ---------------------------------------------------------------------------------------

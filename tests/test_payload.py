@@ -1,0 +1,48 @@
+"""Which calls skip the Task wrapper (ProcessPoolExecutor's own pickling carries them), and that
+the others still travel whole."""
+
+import os
+import pickle
+import types
+
+from concurrentd import _payload
+
+
+def _closure():
+    x = 1
+    return lambda: x
+
+
+class _Thing:
+    def method(self):
+        return 1
+
+
+def test_functions_found_by_name_with_plain_arguments_travel_plain():
+    assert _payload.travels_plain(abs, (-1,), {})
+    assert _payload.travels_plain(os.getpid, (), {})
+    assert _payload.travels_plain(pow, (2, 10), {"mod": None})
+    assert _payload.travels_plain(_Thing, (), {})
+
+
+def test_anything_else_goes_in_a_task():
+    assert not _payload.travels_plain(lambda: 1, (), {})
+    assert not _payload.travels_plain(_closure(), (), {})
+    assert not _payload.travels_plain(_Thing().method, (), {})
+    assert not _payload.travels_plain(abs, ([1],), {})          # a container may hold anything
+    assert not _payload.travels_plain(abs, (), {"x": _Thing()})
+    made = types.ModuleType("made_at_run_time")
+    exec("def f(): return 1", made.__dict__)
+    assert not _payload.travels_plain(made.f, (), {})
+
+
+def test_a_name_that_now_means_another_object_goes_in_a_task():
+    def original():
+        return 1
+    original.__module__, original.__qualname__ = __name__, "_Thing"   # _Thing is another object
+    assert not _payload.travels_plain(original, (), {})
+
+
+def test_a_task_round_trips_what_plain_pickle_cannot():
+    task = _payload.Task(_closure(), (), {})
+    assert pickle.loads(pickle.dumps(task))() == 1
