@@ -20,6 +20,7 @@ import signal
 from multiprocessing import context, popen_fork, process, reduction, synchronize, util
 
 from . import _zygote
+from ._entry.plan import parse_status
 from ._taskboard import TaskBoard
 from ._zygote import Zygote, ZygoteGone
 
@@ -48,10 +49,9 @@ def _open_child_pidfd(pid: int, parent: int) -> int | None:
     except ProcessLookupError:
         return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/status") as f:
+            ppid = int(parse_status(f.read()).get("PPid", -1))
+    except (OSError, ValueError):
         ppid = -1
     if ppid != parent:   # exited, and the pid taken by another process since
         os.close(fd)

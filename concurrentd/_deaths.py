@@ -80,16 +80,21 @@ def classify(exitcode: int, new_oom_kills: int) -> str:
     return SIGNAL if exitcode < 0 else EXIT
 
 
+def how_it_ended(exitcode: int) -> str:
+    """"was killed by SIGKILL" or "exited with status 3", from an exit code as multiprocessing
+    gives it (negative: the signal)."""
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
 def describe(cause: str, exitcode: int, pid: int, unit: str, limits: dict[str, str],
              pids_max_hits: int = 0) -> str:
     """One sentence: which worker of which unit, how it ended, and why."""
-    if exitcode < 0:
-        try:
-            how = f"was killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            how = f"was killed by signal {-exitcode}"
-    else:
-        how = f"exited with status {exitcode}"
+    how = how_it_ended(exitcode)
     why = {
         OOM: f"the unit's memory limit was reached (MemoryMax={limits.get('MemoryMax', '?')}) and "
              "the kernel's OOM killer ended it",

@@ -48,6 +48,7 @@ import sys
 from typing import Callable, Iterable, Sequence
 
 from . import _pythonpath, _sys, _taskboard
+from ._deaths import how_it_ended
 from ._entry import ENTER_FAILED_EXIT_STATUS, EnterError, EntryPlan, enter, install_filters
 from ._entry.enter import enter_error
 from ._pythonpath import PathMap
@@ -139,8 +140,8 @@ class Zygote:
         data = self._sock.recv(_READY.size)
         if len(data) != _READY.size:
             self.close()
-            raise EnterError("zygote", 0, "the pool's zygote died while entering the unit "
-                                          f"({exit_words(self.status)})")
+            raise EnterError("zygote", 0, "the pool's zygote died while entering the unit: it "
+                                          + how_it_ended(self.status))
         kind, step, arg, err = _READY.unpack(data)
         if kind == _FAILED:
             raise enter_error(plan, step, arg, err)
@@ -203,17 +204,6 @@ def _std_stream_fds() -> set[int]:
         except (AttributeError, OSError, ValueError):
             pass
     return fds
-
-
-def exit_words(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -373,32 +363,27 @@ def _worker_inside(filters: EntryPlan | None, inherit: list, data_r: int, status
                    passed: list[int]) -> None:
     """A worker forked by the entered zygote: confined already (but for the filters when they
     are the worker's to install). Reads its Process object and runs it. Never returns."""
-    code = 1
-    try:
+    def run() -> int:
         os.close(status_w)
         if filters is not None:
             try:
                 install_filters(filters)
             except EnterError as e:
                 print(f"concurrentd: a worker could not enter the unit: {e}", file=sys.stderr)
-                code = ENTER_FAILED_EXIT_STATUS
-                return
+                return ENTER_FAILED_EXIT_STATUS
         inherited_fds[:] = passed
         with open(data_r, "rb", closefd=False) as f:
             process_obj = _InheritingUnpickler(f, inherit).load()
         _track_tasks(process_obj)
-        code = process_obj._bootstrap(parent_sentinel=data_r)
-    except BaseException:   # noqa: BLE001 - a worker must never return into the zygote's loop
-        code = _print_exception()
-    finally:
-        _exit(code)
+        return process_obj._bootstrap(parent_sentinel=data_r)
+
+    _run_and_exit(run)
 
 
 def _worker_outside(plan: EntryPlan, rewrite: _pythonpath.Rewrite, data_r: int, status_w: int,
                     passed: list[int]) -> None:
     """A worker forked by a zygote outside the unit: take the Process object, enter, run."""
-    code = 1
-    try:
+    def run() -> int:
         os.close(status_w)
         inherited_fds[:] = passed
         from multiprocessing import reduction
@@ -410,15 +395,12 @@ def _worker_outside(plan: EntryPlan, rewrite: _pythonpath.Rewrite, data_r: int, 
             enter(plan)
         except EnterError as e:
             _answer_one_task(process_obj, e)
-            code = ENTER_FAILED_EXIT_STATUS
-        else:
-            rewrite.apply()
-            _track_tasks(process_obj)
-            code = process_obj._bootstrap(parent_sentinel=data_r)
-    except BaseException:   # noqa: BLE001 - a worker must never return into the zygote's loop
-        code = _print_exception()
-    finally:
-        _exit(code)
+            return ENTER_FAILED_EXIT_STATUS
+        rewrite.apply()
+        _track_tasks(process_obj)
+        return process_obj._bootstrap(parent_sentinel=data_r)
+
+    _run_and_exit(run)
 
 
 def _track_tasks(process_obj) -> None:
@@ -428,20 +410,24 @@ def _track_tasks(process_obj) -> None:
         process_obj._args = (RecordingQueue(process_obj._args[0], board), *process_obj._args[1:])
 
 
-def _print_exception() -> int:
+def _run_and_exit(run: Callable[[], int]) -> None:
+    """A worker's end: exit with run()'s status, or 1 after printing what it raised; never
+    return into the zygote's loop."""
+    code = 1
     try:
-        import traceback
-        traceback.print_exc()
+        code = run()
+    except BaseException:   # noqa: BLE001 - whatever it was, the worker must exit here
+        try:
+            import traceback
+            traceback.print_exc()
+        except BaseException:   # noqa: BLE001
+            pass
     finally:
-        return 1
-
-
-def _exit(code: int) -> None:
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 def _answer_one_task(process_obj, error: EnterError) -> None:
