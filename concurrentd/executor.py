@@ -177,7 +177,7 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
             res.plan = EntryPlan.from_pid(main_pid, anchor_exe=os.readlink(f"/proc/{main_pid}/exe"))
         res.counters_seen = res.read_counters()
         if zygote:   # before the caller starts any thread for it: forked single-threaded
-            res.zygote = Zygote(res.plan, res.path_map)
+            res.start_zygote()
     except BaseException:
         res.release()
         raise
