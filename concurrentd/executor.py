@@ -101,12 +101,13 @@ class _Resources:
     def read_counters(self) -> _deaths.Counters:
         return _deaths.read_counters(self.cgroup_dirs())
 
-    def start_zygote(self, inherit: list | None = None) -> Zygote:
+    def start_zygote(self, inherit: list | None = None, max_workers: int = 0) -> Zygote:
         """Forks the zygote (the caller has no thread of its own yet). With ``inherit`` it enters
         the unit at once and its workers take those objects from its memory; on failure the
         resources are released and the EnterError raised."""
         try:
-            self.zygote = Zygote(self.plan, self.path_map, inherit=inherit)
+            self.zygote = Zygote(self.plan, self.path_map, inherit=inherit,
+                                 max_workers=max_workers)
         except BaseException:
             self.release()
             raise
@@ -348,7 +349,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             # The queues exist and no thread yet: the zygote enters the unit with them, and its
             # workers use its copies (never pickled, nothing unpickled outside the unit).
             self._mp_context.zygote = res.start_zygote(
-                inherit=[self._call_queue, self._result_queue, self._initializer])
+                inherit=[self._call_queue, self._result_queue, self._initializer],
+                max_workers=self._max_workers)
         except BaseException:
             self._finalizer()
             raise

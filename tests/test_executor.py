@@ -381,3 +381,48 @@ def test_tasks_max_counts_the_zygote_and_a_refused_fork_says_so():
                                                     r"unavailable.*TasksMax=4\) was hit"):
             for f in futures:
                 f.result(timeout=30)
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _uid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+
+
+def test_a_spare_worker_waits_confined_and_never_exceeds_max_workers():
+    with TransientUnitPoolExecutor(2, {"User": "nobody"}) as pool:
+        zygote = pool._resources.zygote.pid
+        # Before any task: one worker-to-be, forked by the zygote, already in the unit.
+        (spare,) = _children(zygote)
+        assert _uid(spare) == 65534
+        assert pool.unit.control_group in open(f"/proc/{spare}/cgroup").read()
+        assert pool.submit(os.getpid).result() == spare   # the first worker
+        # Two at once: both workers run, and no spare beyond max_workers (it would take one of
+        # the unit's tasks, under TasksMax=, that no worker will use).
+        futures = [pool.submit(time.sleep, 0.3) for _ in range(2)]
+        _wait_until(lambda: len(pool._processes) == 2)
+        [f.result() for f in futures]
+        assert sorted(_children(zygote)) == sorted(pool._processes)
+        everyone = [zygote, *pool._processes]
+    assert not [pid for pid in everyone if os.path.exists(f"/proc/{pid}")]
+
+
+def test_a_spare_that_dies_unasked_is_not_missed():
+    with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+        (spare,) = _children(pool._resources.zygote.pid)
+        os.kill(spare, signal.SIGKILL)
+        _wait_until(lambda: not os.path.exists(f"/proc/{spare}"))   # reaped by the zygote
+        pid = pool.submit(os.getpid).result(timeout=30)   # forked when asked instead
+        assert pid != spare and pool.submit(abs, -1).result() == 1
+
+
+def test_the_spare_leaves_with_an_unused_pool():
+    pool = TransientUnitPoolExecutor(1, {"PrivateTmp": True})
+    zygote = pool._resources.zygote.pid
+    (spare,) = _children(zygote)
+    pool.shutdown()
+    assert not os.path.exists(f"/proc/{spare}") and not os.path.exists(f"/proc/{zygote}")
