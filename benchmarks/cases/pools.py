@@ -5,11 +5,12 @@ its unit), submit one task, wait for its result. Measured:
 
 - pool start → first result: from the constructor's call to the first result, in the owner.
 - cold start: from the owner's ``Process.start()`` of the first worker (multiprocessing's spawn
-  point: concurrentd asks its zygote there, ProcessPoolExecutor and pystemd fork there) to the
-  worker entering concurrent.futures' ``_process_worker`` loop — after concurrentd's enter(plan),
-  after pystemd's enter_unit(), i.e. inside the unit, ready for a task. CLOCK_MONOTONIC on both
-  sides. (Marked by wrapping ``_process_worker`` under its own name rather than by an
-  initializer, identically for the three contenders.)
+  point: ProcessPoolExecutor and pystemd fork there; concurrentd asks its zygote, which hands
+  over the spare worker it forked, inside the unit, before the pool's constructor returned —
+  that fork is in pool start, not here) to the worker entering concurrent.futures'
+  ``_process_worker`` loop: inside the unit (pystemd: after its enter_unit()), ready for a task.
+  CLOCK_MONOTONIC on both sides. (Marked by wrapping ``_process_worker`` under its own name
+  rather than by an initializer, identically for the three contenders.)
 
 The three contenders run back to back in each repetition (rotating order), so their ratios come
 from the same moments of this noisy machine.
