@@ -17,6 +17,7 @@ class SubCgroups:
     def __init__(self, hierarchies: list[Hierarchy], leaf: str):
         self.dirs = [os.path.join(h.own_dir, leaf) for h in hierarchies]
         self._cpuset = [h.options == ("cpuset",) for h in hierarchies]
+        self._v1 = [h.version == 1 for h in hierarchies]
 
     def create(self) -> None:
         for d, is_cpuset in zip(self.dirs, self._cpuset):
@@ -28,9 +29,13 @@ class SubCgroups:
                     with open(os.path.join(parent, f)) as src, open(os.path.join(d, f), "w") as dst:
                         dst.write(src.read())
 
-    def join(self, pid: int = 0) -> None:
-        """Moves ``pid`` (0: the caller) into the sub-cgroup of every hierarchy."""
-        for d in self.dirs:
+    def join(self, pid: int = 0, *, v1_only: bool = False) -> None:
+        """Moves ``pid`` (0: the caller) into the sub-cgroup of every hierarchy (``v1_only``:
+        of every cgroup v1 hierarchy; the box's systemd manages the unified one, whose
+        sub-cgroup takes no process once its systemd has enabled controllers below it)."""
+        for d, v1 in zip(self.dirs, self._v1):
+            if v1_only and not v1:
+                continue
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write(str(pid))
 
