@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import types
 from typing import Any, Callable
 
 import cloudpickle
@@ -47,20 +48,51 @@ def travels_plain(fn: Callable, args: tuple, kwargs: dict) -> bool:
     """Whether ProcessPoolExecutor's own pickling surely carries ``fn(*args, **kwargs)``: ``fn``
     found by name in an importable module, every argument a plain value. Such a call needs no
     Task around it (which would pickle it once more, ~6 % of a no-op task's cost)."""
-    for value in (*args, *kwargs.values()):
+    for value in args:
         if type(value) not in _ATOMS:
             return False
+    if kwargs:
+        for value in kwargs.values():
+            if type(value) not in _ATOMS:
+                return False
+    return _found_by_name(fn)
+
+
+#: Functions and classes already found by name: fn → (its module, the module's namespace). A
+#: submit loop asks about the same few functions again and again, and the full check costs more
+#: than 1 % of a no-op task. A hit is still checked: the module must be the one sys.modules
+#: holds and the name must still mean fn (a reload or a rebinding falls back to the full check).
+_FOUND: dict[Callable, tuple[Any, dict]] = {}
+_FOUND_MAX = 4096
+_BY_IDENTITY = frozenset({types.FunctionType, types.BuiltinFunctionType, type})
+
+
+def _found_by_name(fn: Callable) -> bool:
+    """Whether a worker unpickles the same object as ``fn`` from plain pickle's reference."""
+    cacheable = type(fn) in _BY_IDENTITY
+    if cacheable:
+        seen = _FOUND.get(fn)
+        if seen is not None and sys.modules.get(fn.__module__) is seen[0] \
+                and seen[1].get(fn.__qualname__) is fn:
+            return True
     module_name = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
     if not module_name or not isinstance(qualname, str) or module_name == "__main__" \
             or "<" in qualname:
         return False
-    found = sys.modules.get(module_name)
-    if found is None or _run_time_module(fn) is not None:
+    module = sys.modules.get(module_name)
+    if module is None or _run_time_module(fn) is not None:
         return False
+    found = module
     for part in qualname.split("."):
         found = getattr(found, part, None)
-    return found is fn
+    if found is not fn:
+        return False
+    if cacheable and "." not in qualname:
+        if len(_FOUND) >= _FOUND_MAX:
+            _FOUND.clear()
+        _FOUND[fn] = (module, module.__dict__)
+    return True
 
 
 class Task:

@@ -22,6 +22,7 @@ the pids limit), and the BrokenProcessPool says which unit, which signal, and wh
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import threading
@@ -185,6 +186,36 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
     return res
 
 
+class _IdleWorkers:
+    """ProcessPoolExecutor's count of idle workers (its ``_idle_worker_semaphore``) for one deque
+    operation where threading.Semaphore takes a round of its Condition (~1 µs).
+
+    The pool releases one per result, in the manager thread, and, as its workers are not forks of
+    the owner, takes one per submit without blocking, to decide whether to spawn a worker: the
+    only two uses in CPython 3.10 to 3.13, both on the busiest threads of a submit loop. A token is
+    an item of a deque (append and pop are atomic); there are at most max_workers of them, as
+    there cannot be more idle workers than workers (a semaphore counts past that, which only
+    delays the spawn of a replacement).
+    """
+
+    def __init__(self, max_workers: int):
+        self._tokens: collections.deque = collections.deque(maxlen=max_workers)
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._tokens.append(None)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if blocking:
+            raise NotImplementedError("concurrentd's idle-worker count is only taken without "
+                                      "blocking (as ProcessPoolExecutor does up to Python 3.13)")
+        try:
+            self._tokens.pop()
+        except IndexError:
+            return False
+        return True
+
+
 class _UnitManagerThread(_cf_process._ExecutorManagerThread):
     """concurrent.futures' manager thread, plus: a dead worker is diagnosed (see _deaths), and
     with on_worker_death="replace" only the task it ran fails and a new worker takes its place."""
@@ -346,6 +377,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
                              initializer=None if initializer is None else
                              _payload.Task(initializer, tuple(initargs)),
                              **kwargs)
+            self._idle_worker_semaphore = _IdleWorkers(self._max_workers)
             # The queues exist and no thread yet: the zygote enters the unit with them, and its
             # workers use its copies (never pickled, nothing unpickled outside the unit).
             self._mp_context.zygote = res.start_zygote(
@@ -381,7 +413,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         """Schedules ``fn(*args, **kwargs)`` in a worker; returns a Future. ``fn`` may be a lambda,
         a closure or a function defined in ``__main__``: it travels by cloudpickle if it must."""
         if self._on_worker_death != "replace" and _payload.travels_plain(fn, args, kwargs):
-            return super().submit(fn, *args, **kwargs)   # as ProcessPoolExecutor would send it
+            # as ProcessPoolExecutor would send it (called directly: a submit loop feels super())
+            return ProcessPoolExecutor.submit(self, fn, *args, **kwargs)
         # (With "replace", a Task also tells the task board when the call has returned.)
         return super().submit(_payload.Task(fn, args, kwargs))
 

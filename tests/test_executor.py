@@ -426,3 +426,27 @@ def test_the_spare_leaves_with_an_unused_pool():
     (spare,) = _children(zygote)
     pool.shutdown()
     assert not os.path.exists(f"/proc/{spare}") and not os.path.exists(f"/proc/{zygote}")
+
+
+def test_the_idle_worker_count_is_a_semaphore_capped_at_max_workers():
+    from concurrentd.executor import _IdleWorkers
+
+    idle = _IdleWorkers(2)
+    assert not idle.acquire(blocking=False)
+    idle.release()
+    assert idle.acquire(blocking=False) and not idle.acquire(blocking=False)
+    for _ in range(5):   # five results with no submit between: still at most two idle workers
+        idle.release()
+    assert [idle.acquire(blocking=False) for _ in range(3)] == [True, True, False]
+    with pytest.raises(NotImplementedError):
+        idle.acquire()
+
+
+def test_a_pool_spawns_a_worker_only_when_none_is_idle():
+    with TransientUnitPoolExecutor(3, {}) as pool:
+        for _ in range(20):   # one at a time: the first worker is always idle again
+            pool.submit(os.getpid).result()
+        assert len(pool._processes) == 1
+        for f in [pool.submit(time.sleep, 0.5) for _ in range(3)]:   # three at once: three
+            f.result()
+        assert len(pool._processes) == 3

@@ -46,3 +46,32 @@ def test_a_name_that_now_means_another_object_goes_in_a_task():
 def test_a_task_round_trips_what_plain_pickle_cannot():
     task = _payload.Task(_closure(), (), {})
     assert pickle.loads(pickle.dumps(task))() == 1
+
+
+def test_a_function_found_before_is_checked_again(monkeypatch):
+    # The answer for a function is remembered; a rebinding or a new module must still count.
+    made = types.ModuleType("made_and_imported")
+    made.__spec__ = types.SimpleNamespace(name="made_and_imported")   # importable, as it were
+    exec("def f(): return 1", made.__dict__)
+    f = made.f
+    monkeypatch.setitem(__import__("sys").modules, "made_and_imported", made)
+    assert _payload.travels_plain(f, (), {})
+    assert f in _payload._FOUND
+    made.f = lambda: 2                                    # the name now means another object
+    assert not _payload.travels_plain(f, (), {})
+    made.f = f
+    assert _payload.travels_plain(f, (), {})
+    again = types.ModuleType("made_and_imported")         # a fresh module under the same name
+    again.__spec__, again.f = made.__spec__, f
+    monkeypatch.setitem(__import__("sys").modules, "made_and_imported", again)
+    assert _payload.travels_plain(f, (), {})              # found by name there too
+    del again.f
+    assert not _payload.travels_plain(f, (), {})
+
+
+def test_the_memory_of_found_functions_is_bounded(monkeypatch):
+    monkeypatch.setattr(_payload, "_FOUND_MAX", 2)
+    _payload._FOUND.clear()
+    for fn in (abs, len, min, max):
+        assert _payload.travels_plain(fn, (), {})
+        assert len(_payload._FOUND) <= 2
