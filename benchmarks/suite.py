@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
 
 #: repetitions per case: (full run, --quick)
-REPS = {"entry": (300, 20), "pools": (20, 3), "throughput": (5, 2), "unit_start": (30, 5)}
+REPS = {"entry": (300, 20), "pools": (20, 3), "throughput": (11, 2), "unit_start": (30, 5)}
 TASKS = 20_000
 
 

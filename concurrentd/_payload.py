@@ -11,9 +11,11 @@ runs no user code.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import sys
 import types
+from concurrent.futures.process import _process_chunk
 from typing import Any, Callable
 
 import cloudpickle
@@ -93,6 +95,43 @@ def _found_by_name(fn: Callable) -> bool:
             _FOUND.clear()
         _FOUND[fn] = (module, module.__dict__)
     return True
+
+
+def plain_chunk(fn: Callable, args: tuple, kwargs: dict) -> "PlainChunk | None":
+    """For one chunk of ProcessPoolExecutor.map, ``fn(*args)`` = ``_process_chunk(user_fn, chunk)``:
+    the chunk, pickled already, if user_fn travels by name and plain pickle carries the chunk (no
+    reference into ``__main__``); else None, and the call goes in a Task.
+
+    A Task would pickle the chunk once more inside the call's own pickle, and unpickle it twice:
+    measured, 4.3 µs of the owner's and 2 µs of a worker's time per chunk of 100, 5 % of a map of
+    no-ops. Here the chunk is pickled once, and only its bytes are copied into the call's pickle.
+    """
+    if type(fn) is not functools.partial or fn.func is not _process_chunk or len(fn.args) != 1 \
+            or fn.keywords or len(args) != 1 or kwargs or not _found_by_name(fn.args[0]):
+        return None
+    try:
+        blob = pickle.dumps(args[0], protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return None
+    if b"__main__" in blob:   # by reference to __main__: the worker may not have it
+        return None
+    return PlainChunk(blob)
+
+
+class PlainChunk:
+    """A chunk of map's arguments as plain pickle's bytes; unpickled when the worker iterates it,
+    in _process_chunk (so that a failure fails the chunk's future, as in a Task)."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes):
+        self.blob = blob
+
+    def __reduce__(self):
+        return PlainChunk, (self.blob,)
+
+    def __iter__(self):
+        return iter(pickle.loads(self.blob))
 
 
 class Task:

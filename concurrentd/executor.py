@@ -412,9 +412,13 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
     def submit(self, fn: Callable, /, *args, **kwargs):
         """Schedules ``fn(*args, **kwargs)`` in a worker; returns a Future. ``fn`` may be a lambda,
         a closure or a function defined in ``__main__``: it travels by cloudpickle if it must."""
-        if self._on_worker_death != "replace" and _payload.travels_plain(fn, args, kwargs):
-            # as ProcessPoolExecutor would send it (called directly: a submit loop feels super())
-            return ProcessPoolExecutor.submit(self, fn, *args, **kwargs)
+        if self._on_worker_death != "replace":
+            if _payload.travels_plain(fn, args, kwargs):
+                # as ProcessPoolExecutor would send it (called directly: a submit loop feels super())
+                return ProcessPoolExecutor.submit(self, fn, *args, **kwargs)
+            chunk = _payload.plain_chunk(fn, args, kwargs)   # map()'s: pickled once, not in a Task
+            if chunk is not None:
+                return ProcessPoolExecutor.submit(self, fn, chunk)
         # (With "replace", a Task also tells the task board when the call has returned.)
         return super().submit(_payload.Task(fn, args, kwargs))
 

@@ -316,6 +316,15 @@ def test_argument_that_fails_to_unpickle_in_the_worker(pool, stdlib_ctx):
     assert pool.submit(square, 8).result(timeout=T) == 64
 
 
+def test_a_map_chunk_that_fails_to_unpickle_fails_only_its_results(pool):
+    # The same for map: a chunk of plain values travels as bytes read when the chunk runs.
+    it = pool.map(identity, [1, 2, FailsToUnpickle(), 4], chunksize=2)
+    assert [next(it), next(it)] == [1, 2]
+    with pytest.raises(RuntimeError, match="refusing to unpickle"):
+        next(it)
+    assert list(pool.map(square, range(6), chunksize=2)) == [0, 1, 4, 9, 16, 25]
+
+
 # -- what ProcessPoolExecutor cannot carry and we can (cloudpickle) --------------------------------
 
 def test_lambda_closure_and_local_class(pool, stdlib_ctx):
@@ -389,20 +398,25 @@ MAIN_SCRIPT = """
         print(pool.submit(norm1, Point(-2, 3)).result(timeout=20))
         print(list(pool.map(late, [1, 2], chunksize=2)))
         print(pool.submit(lambda: OFFSET * 2).result(timeout=20))
+        # a function found by name, with arguments plain pickle cannot carry to the worker
+        print(list(pool.map(vars, [Point(1, 2)])))
+        print(list(pool.map(callable, [lambda: 1, 3], chunksize=2)))
 """
 
 
 def test_functions_defined_in_main_after_the_pool_started(tmp_path):
     r = _run_script(tmp_path, MAIN_SCRIPT)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:4] == ["101", "5", "[101, 102]", "200"]
+    assert r.stdout.split("\n")[:6] == ["101", "5", "[101, 102]", "200", "[{'x': 1, 'y': 2}]",
+                                         "[True, False]"]
 
 
 def test_functions_defined_in_an_interactive_session(tmp_path):
     # `python -` reads the program from stdin: __main__ has no file to import from
     r = _run_script(tmp_path, "", stdin=MAIN_SCRIPT, args=("-",))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:4] == ["101", "5", "[101, 102]", "200"]
+    assert r.stdout.split("\n")[:6] == ["101", "5", "[101, 102]", "200", "[{'x': 1, 'y': 2}]",
+                                         "[True, False]"]
 
 
 @pytest.mark.xfail(reason="BUG: results travel by plain pickle (multiprocessing's queue): an "

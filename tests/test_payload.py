@@ -75,3 +75,29 @@ def test_the_memory_of_found_functions_is_bounded(monkeypatch):
     for fn in (abs, len, min, max):
         assert _payload.travels_plain(fn, (), {})
         assert len(_payload._FOUND) <= 2
+
+
+def test_a_plain_chunk_of_map_is_pickled_once_and_read_when_iterated():
+    import functools
+    from concurrent.futures.process import _process_chunk
+
+    chunk = ((-1,), (-2,))
+    got = _payload.plain_chunk(functools.partial(_process_chunk, abs), (chunk,), {})
+    assert isinstance(got, _payload.PlainChunk)
+    assert list(pickle.loads(pickle.dumps(got))) == list(chunk)
+    assert _process_chunk(abs, pickle.loads(pickle.dumps(got))) == [1, 2]
+
+
+def test_a_chunk_plain_pickle_cannot_carry_goes_in_a_task(monkeypatch):
+    import __main__
+    import functools
+    from concurrent.futures.process import _process_chunk
+
+    plain_fn = functools.partial(_process_chunk, abs)
+    assert _payload.plain_chunk(plain_fn, (((lambda: 1,),),), {}) is None
+    assert _payload.plain_chunk(functools.partial(_process_chunk, lambda x: x), (((1,),),), {}) is None
+    assert _payload.plain_chunk(functools.partial(abs), (((1,),),), {}) is None   # not map's
+    # found by name in this __main__, which a worker's (forked when the pool started) may lack
+    defined_late = type("DefinedLate", (), {"__module__": "__main__"})
+    monkeypatch.setattr(__main__, "DefinedLate", defined_late, raising=False)
+    assert _payload.plain_chunk(plain_fn, (((defined_late(),),),), {}) is None
