@@ -22,18 +22,17 @@ the pids limit), and the BrokenProcessPool says which unit, which signal, and wh
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 import threading
 import weakref
-from concurrent.futures import InvalidStateError, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import process as _cf_process
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _deaths, _payload, _pythonpath, _taskboard
+from . import _deaths, _payload, _pythonpath
 from ._context import UnitContext
+from ._manager import IdleWorkers, UnitManagerThread
 from ._entry import EntryPlan, anchor_argv
 from ._unitfiles import add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
@@ -186,131 +185,6 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
     return res
 
 
-class _IdleWorkers:
-    """ProcessPoolExecutor's count of idle workers (its ``_idle_worker_semaphore``) for one deque
-    operation where threading.Semaphore takes a round of its Condition (~1 µs).
-
-    The pool releases one per result, in the manager thread, and, as its workers are not forks of
-    the owner, takes one per submit without blocking, to decide whether to spawn a worker: the
-    only two uses in CPython 3.10 to 3.13, both on the busiest threads of a submit loop. A token is
-    an item of a deque (append and pop are atomic); there are at most max_workers of them, as
-    there cannot be more idle workers than workers (a semaphore counts past that, which only
-    delays the spawn of a replacement).
-    """
-
-    def __init__(self, max_workers: int):
-        self._tokens: collections.deque = collections.deque(maxlen=max_workers)
-
-    def release(self, n: int = 1) -> None:
-        for _ in range(n):
-            self._tokens.append(None)
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        if blocking:
-            raise NotImplementedError("concurrentd's idle-worker count is only taken without "
-                                      "blocking (as ProcessPoolExecutor does up to Python 3.13)")
-        try:
-            self._tokens.pop()
-        except IndexError:
-            return False
-        return True
-
-
-class _UnitManagerThread(_cf_process._ExecutorManagerThread):
-    """concurrent.futures' manager thread, plus: a dead worker is diagnosed (see _deaths), and
-    with on_worker_death="replace" only the task it ran fails and a new worker takes its place."""
-
-    def __init__(self, executor: "TransientUnitPoolExecutor"):
-        super().__init__(executor)
-        self._replace = executor._on_worker_death == "replace"
-        self._resources = executor._resources
-        self._unit_name = executor.unit.name
-        self._limits = executor._limits
-        self._diagnosis: str | None = None
-
-    def wait_result_broken_or_wakeup(self):
-        result_item, is_broken, cause = super().wait_result_broken_or_wakeup()
-        if not is_broken:
-            return result_item, is_broken, cause
-        dead = [(pid, p) for pid, p in list(self.processes.items()) if p.exitcode is not None]
-        if not dead:   # broken for another reason (a result that could not be read)
-            return result_item, is_broken, cause
-        deaths = [self._diagnose(pid, p) for pid, p in dead]
-        if self._replace and all(work_id >= 0 for _, work_id in deaths) and \
-                self._resources.zygote_gone() is None:
-            self._fail_and_replace(dead, deaths)
-            return None, False, None
-        self._diagnosis = "; ".join(error.args[0] for error, _ in deaths)
-        return result_item, is_broken, cause
-
-    def _diagnose(self, pid: int, p) -> tuple[_deaths.WorkerKilled, int]:
-        """(the error, the work id the worker held or a negative state; IDLE untracked)."""
-        counters = self._resources.read_counters()
-        new_ooms = counters.oom_kills - self._resources.counters_seen.oom_kills
-        new_pids = counters.pids_max_hits - self._resources.counters_seen.pids_max_hits
-        self._resources.counters_seen = counters
-        gone = self._resources.zygote_gone()
-        not_forked = getattr(p._popen, "not_forked", None)
-        if not_forked is not None:
-            cause = _deaths.ZYGOTE
-            message = f"no worker could start in unit {self._unit_name}: {gone or not_forked}"
-            if new_pids:
-                message += f"; the unit's task limit (TasksMax={self._limits.get('TasksMax', '?')})" \
-                           f" was hit {new_pids} time(s): the anchor and the pool's zygote are two" \
-                           " of its tasks"
-        else:
-            cause = _deaths.classify(p.exitcode, new_ooms)
-            message = _deaths.describe(cause, p.exitcode, pid, self._unit_name, self._limits,
-                                       new_pids)
-            if gone is not None:
-                message += f"; {gone}"
-        error = _deaths.WorkerKilled(message, cause=cause, exitcode=p.exitcode, pid=pid,
-                                     unit=self._unit_name)
-        board = p._board
-        return error, (board.get() if board is not None else _taskboard.IDLE)
-
-    def _fail_and_replace(self, dead, deaths) -> None:
-        for (pid, p), (error, work_id) in zip(dead, deaths):
-            self.processes.pop(pid, None)
-            p.join()
-            work_item = self.pending_work_items.pop(work_id, None)
-            if work_item is not None:
-                try:
-                    work_item.future.set_exception(error)
-                except InvalidStateError:   # cancelled meanwhile
-                    pass
-                del work_item
-        # One successor per dead worker. Not _adjust_process_count(): it spawns nobody while
-        # the idle-worker semaphore counts past results, and the pool could run dry.
-        executor = self.executor_reference()
-        if executor is not None:
-            with self.shutdown_lock:
-                for _ in dead:
-                    executor._spawn_process()
-            del executor
-
-    def terminate_broken(self, cause):
-        if self._diagnosis is None:
-            return super().terminate_broken(cause)
-        # Fail the pending futures with the diagnosis before the base class would (with its
-        # generic message): a caller waiting on one wakes up with the right words.
-        message = f"{self._diagnosis}; the process pool is not usable anymore"
-        error = BrokenProcessPool(message)
-        if cause is not None:
-            error.__cause__ = _cf_process._RemoteTraceback(f"\n'''\n{''.join(cause)}'''")
-        executor = self.executor_reference()
-        if executor is not None:
-            executor._death_message = message
-            executor._broken = message
-        for work_item in self.pending_work_items.values():
-            try:
-                work_item.future.set_exception(error)
-            except InvalidStateError:   # cancelled meanwhile
-                pass
-        self.pending_work_items.clear()
-        super().terminate_broken(cause)
-
-
 class TransientUnitPoolExecutor(ProcessPoolExecutor):
     """A ProcessPoolExecutor whose workers run confined in a transient systemd unit.
 
@@ -377,7 +251,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
                              initializer=None if initializer is None else
                              _payload.Task(initializer, tuple(initargs)),
                              **kwargs)
-            self._idle_worker_semaphore = _IdleWorkers(self._max_workers)
+            self._idle_worker_semaphore = IdleWorkers(self._max_workers)
             # The queues exist and no thread yet: the zygote enters the unit with them, and its
             # workers use its copies (never pickled, nothing unpickled outside the unit).
             self._mp_context.zygote = res.start_zygote(
@@ -402,7 +276,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
     def _start_executor_manager_thread(self):
         # As ProcessPoolExecutor's, with the manager thread that diagnoses dead workers.
         if self._executor_manager_thread is None:
-            self._executor_manager_thread = _UnitManagerThread(self)
+            self._executor_manager_thread = UnitManagerThread(self)
             self._resources.manager = self._executor_manager_thread
             self._executor_manager_thread.start()
             _cf_process._threads_wakeups[self._executor_manager_thread] = \

@@ -429,9 +429,9 @@ def test_the_spare_leaves_with_an_unused_pool():
 
 
 def test_the_idle_worker_count_is_a_semaphore_capped_at_max_workers():
-    from concurrentd.executor import _IdleWorkers
+    from concurrentd._manager import IdleWorkers
 
-    idle = _IdleWorkers(2)
+    idle = IdleWorkers(2)
     assert not idle.acquire(blocking=False)
     idle.release()
     assert idle.acquire(blocking=False) and not idle.acquire(blocking=False)
