@@ -543,7 +543,7 @@ def _set_credential(prop, s):
         return _one(prop, "a(say)", [])
     ident, sep, data = s.partition(":")
     if not sep:
-        raise _Bad(f"missing ':' (expected '<id>:<data>')")
+        raise _Bad("missing ':' (expected '<id>:<data>')")
     if prop == "SetCredentialEncrypted":
         import base64
         try:

@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from typing import Sequence
