@@ -11,6 +11,8 @@ Both speed-ups serve a submit loop, whose pace is the manager thread's: it handl
 from __future__ import annotations
 
 import collections
+import select
+import traceback
 from concurrent.futures import InvalidStateError
 from concurrent.futures import process as _cf_process
 from concurrent.futures.process import BrokenProcessPool
@@ -63,9 +65,12 @@ class UnitManagerThread(_cf_process._ExecutorManagerThread):
         self._unit_name = executor.unit.name
         self._limits = executor._limits
         self._diagnosis: str | None = None
+        self._polled: tuple[int, ...] = ()   # the fds self._poll watches, in that order
+        self._poll = select.poll()
+        self._wakeup_poll: select.poll | None = None
 
     def wait_result_broken_or_wakeup(self):
-        result_item, is_broken, cause = super().wait_result_broken_or_wakeup()
+        result_item, is_broken, cause = self._wait()
         if not is_broken:
             return result_item, is_broken, cause
         dead = [(pid, p) for pid, p in list(self.processes.items()) if p.exitcode is not None]
@@ -77,6 +82,50 @@ class UnitManagerThread(_cf_process._ExecutorManagerThread):
             self._fail_and_replace(dead, deaths)
             return None, False, None
         self._diagnosis = "; ".join(error.args[0] for error, _ in deaths)
+        return result_item, is_broken, cause
+
+    def _wait(self):
+        """ProcessPoolExecutor's wait_result_broken_or_wakeup (3.11 to 3.13), for less Python.
+
+        Its wait goes through multiprocessing.connection.wait, which builds, fills and closes a
+        selector on every call, and once more to drain the wakeup pipe (Connection.poll): the
+        manager thread's largest cost per result in a submit loop. Here one poll object serves all
+        calls, registered again only when the set of fds changes (a worker started or ended; poll
+        watches numbers, so an fd number reused by a new worker is still right), and the wakeup
+        pipe is drained only when poll found it readable: a wakeup written after the poll wakes
+        the next one. What is returned, and when, is as before.
+        """
+        result_reader = self.result_queue._reader
+        wakeup = self.thread_wakeup
+        assert not wakeup._closed
+        result_fd, wakeup_fd = result_reader.fileno(), wakeup._reader.fileno()
+        fds = (result_fd, wakeup_fd, *[p.sentinel for p in list(self.processes.values())])
+        if fds != self._polled:
+            self._poll = select.poll()
+            for fd in fds:
+                self._poll.register(fd, select.POLLIN)
+            self._polled = fds
+        ready = {fd for fd, _ in self._poll.poll()}
+
+        cause = None
+        is_broken = True
+        result_item = None
+        if result_fd in ready:
+            try:
+                result_item = result_reader.recv()
+                is_broken = False
+            except BaseException as e:   # noqa: BLE001 - as ProcessPoolExecutor: the pool breaks
+                cause = traceback.format_exception(type(e), e, e.__traceback__)
+        elif wakeup_fd in ready:
+            is_broken = False
+        if wakeup_fd in ready:
+            # Without the shutdown lock, as CPython since gh-105829: only this thread reads the
+            # pipe or closes it.
+            if self._wakeup_poll is None:
+                self._wakeup_poll = select.poll()
+                self._wakeup_poll.register(wakeup_fd, select.POLLIN)
+            while self._wakeup_poll.poll(0):
+                wakeup._reader.recv_bytes()
         return result_item, is_broken, cause
 
     def _diagnose(self, pid: int, p) -> tuple[_deaths.WorkerKilled, int]:

@@ -450,3 +450,21 @@ def test_a_pool_spawns_a_worker_only_when_none_is_idle():
         for f in [pool.submit(time.sleep, 0.5) for _ in range(3)]:   # three at once: three
             f.result()
         assert len(pool._processes) == 3
+
+
+def test_an_idle_pool_manager_thread_sleeps():
+    # The manager's wait keeps one poll object; a wakeup left unread would make it spin.
+    def cpu_ns(tid):
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            return int(f.read().split()[0])
+
+    with TransientUnitPoolExecutor(2, {}) as pool:
+        assert sum(pool.map(abs, range(-50, 50), chunksize=7)) == 2500
+        for _ in range(50):
+            pool.submit(abs, -1)   # wakeups, some read with a result, some not
+        assert pool.submit(abs, -2).result(timeout=10) == 2
+        tid = pool._executor_manager_thread.native_id
+        time.sleep(0.2)
+        before = cpu_ns(tid)
+        time.sleep(0.5)
+        assert cpu_ns(tid) - before < 20_000_000, "the manager thread ran while the pool was idle"
