@@ -129,6 +129,9 @@ class _Resources:
         with self._lock:
             zygote, plan, unit, systemd = self.zygote, self.plan, self.unit, self.systemd
             self.zygote = self.plan = self.unit = self.systemd = None
+            # The manager thread holds these resources: without this, the two form a cycle that
+            # keeps the workers' Popen objects, and their fds, until the garbage collector runs.
+            self.manager = None
             errors = []
             for step, action in (("closing the zygote", zygote and zygote.close),
                                  ("closing the entry plan", plan and plan.close),
