@@ -1,5 +1,5 @@
 """The suite's driver: run the chosen cases, judge the targets, print the table, write
-benchmarks/results/latest.json, benchmarks/RESULTS.md and (with matplotlib) a PNG chart."""
+benchmarks/results/latest.json, benchmarks/RESULTS.md and (with matplotlib) benchmarks/RESULTS.png."""
 
 from __future__ import annotations
 
@@ -253,8 +253,7 @@ def write_outputs(results: dict, command: str) -> list[str]:
     chart = _chart(results)
     if chart:
         written.append(chart)
-        md.insert(-1, f"\n![chart](results/{os.path.basename(chart)}) (not committed: "
-                      "benchmarks/results/ is ignored)\n")
+        md.insert(-1, f"\n![medians, with the interquartile range]({os.path.basename(chart)})\n")
     path = os.path.join(HERE, "RESULTS.md")
     with open(path, "w") as f:
         f.write("\n".join(md))
@@ -269,7 +268,7 @@ def _chart(results: dict) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    panels = []
+    panels = []   # (title, {bar: summary}) or (title, {bar: {group: summary}})
     e = results.get("entry")
     if e and "error" not in e:
         panels.append(("entry (µs)", {"os.fork": e["fork"], "worker fork\nin zygote": e["zygote_fork"],
@@ -277,10 +276,12 @@ def _chart(results: dict) -> str | None:
                                       "pystemd\nenter_unit": e.get("pystemd_enter_unit")}))
     r = results.get("cold_start")
     if r and "error" not in r:
-        panels.append(("worker fork → ready (ms)", r["contenders"]))
+        panels.append(("new worker → ready (ms)", r["contenders"]))
     r = results.get("pool_start")
     if r and "error" not in r:
-        panels.append(("pool start → first result, 2 workers (ms)", r["workers2"]))
+        panels.append(("pool start → first result (ms)",
+                       {k: {"1 worker": r["workers1"].get(k), "2 workers": r["workers2"].get(k)}
+                        for k in r["workers1"]}))
     t = results.get("throughput")
     if t and "error" not in t:
         for m in ("submit", "map"):
@@ -288,23 +289,39 @@ def _chart(results: dict) -> str | None:
                            {k: v for k, v in t[m].items() if k != "ratios"}))
     u = results.get("unit_start")
     if u and "error" not in u:
-        panels.append(("unit start (ms)", {k: u[k] for k in ("concurrentd connect+start",
-                                                             "concurrentd start (warm)", "systemd-run")}))
+        panels.append(("unit start (ms)", {"connect\n+start": u["concurrentd connect+start"],
+                                           "start\n(warm)": u["concurrentd start (warm)"],
+                                           "systemd-run": u["systemd-run"]}))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    for ax, (title, data) in zip(axes[0], panels):
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
+    for ax, (title, data) in zip(axes.flat, panels):
         data = {k.replace("ProcessPoolExecutor", "PPE"): v for k, v in data.items() if v}
         names = list(data)
-        med = [data[k]["median"] for k in names]
-        err = [[data[k]["median"] - data[k]["p25"] for k in names],
-               [data[k]["p75"] - data[k]["median"] for k in names]]
-        ax.bar(names, med, yerr=err, capsize=4, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][:len(names)])
+        grouped = bool(names) and "median" not in data[names[0]]
+        groups = list(data[names[0]]) if grouped else [None]
+        width = 0.8 / len(groups)
+        for g, group in enumerate(groups):
+            got = [(i, data[k][group] if grouped else data[k]) for i, k in enumerate(names)]
+            got = [(i, v) for i, v in got if v]
+            xs = [i + (g - (len(groups) - 1) / 2) * width for i, _ in got]
+            ax.bar(xs, [v["median"] for _, v in got], width=width, capsize=3,
+                   yerr=[[v["median"] - v["p25"] for _, v in got], [v["p75"] - v["median"] for _, v in got]],
+                   color=colors[g] if grouped else [colors[i % len(colors)] for i, _ in got],
+                   label=group)
+        ax.set_xticks(range(len(names)), names)
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
+        if grouped:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.tight_layout()
-    path = os.path.join(RESULTS_DIR, "latest.png")
-    fig.savefig(path, dpi=110)
+    path = os.path.join(HERE, "RESULTS.png")
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
