@@ -108,6 +108,21 @@ def test_failed_start_reports_systemds_reason(sd):
     assert exc.value.details.get("ExecMainStatus") == 217  # EXIT_USER
 
 
+def test_begin_service_returns_with_the_job_queued_and_wait_ends_it(sd):
+    starting = sd.begin_service(["/bin/sleep", "60"], {"PrivateTmp": True, "User": "nobody"})
+    assert starting.job.startswith("/org/freedesktop/systemd1/job/")
+    # Systemd's part runs meanwhile: the connection is free for other calls.
+    assert sd.unit(starting.unit.name).name == starting.unit.name
+    unit = starting.wait()
+    assert unit.active_state == "active" and unit.main_pid > 0
+    unit.stop()
+    failing = sd.begin_service(["/nonexistent/program"], {})
+    with pytest.raises(UnitStartError) as exc:
+        failing.wait()
+    assert exc.value.details.get("ExecMainStatus") == 203
+    assert not sd._watched, "a finished start leaves nothing watched"
+
+
 @pytest.mark.xfail(strict=False, raises=TimeoutError,
                    reason="known issue: after other clients used the system bus, systemd 252 in the "
                           "testbed stops answering our p2p calls on /run/systemd/private (under study)")

@@ -8,7 +8,7 @@ lifecycle), :mod:`.errors`.
 from .bus import Address
 from .errors import SystemdError, SystemdPermissionError, SystemdUnreachable, UnitStartError
 from .properties import convert_properties
-from .units import Systemd, Unit
+from .units import StartingService, Systemd, Unit
 
-__all__ = ["Address", "Systemd", "Unit", "SystemdError", "SystemdPermissionError",
+__all__ = ["Address", "StartingService", "Systemd", "Unit", "SystemdError", "SystemdPermissionError",
            "SystemdUnreachable", "UnitStartError", "convert_properties"]

@@ -131,6 +131,16 @@ class Systemd:
             UnitStartError: the start job did not end in ``done``; carries systemd's reason.
             SystemdError: systemd refused the request (UnitExists, InvalidArgs …).
         """
+        return self.begin_service(argv, properties, name=name, description=description).wait(timeout)
+
+    def begin_service(self, argv: list[str], properties: dict | None = None, *,
+                      name: str | None = None, description: str | None = None) -> "StartingService":
+        """start_service() in two halves: this one returns as soon as systemd has accepted the
+        unit and queued its start job; ``.wait()`` waits for the job (systemd takes ~10 ms to set
+        a sandboxed unit up, which the caller may spend on its own preparations).
+
+        Raises: ValueError and SystemdError, as start_service().
+        """
         argv = [os.fspath(a) for a in argv]
         if not argv:
             raise ValueError("argv must name a program to run (got an empty list)")
@@ -175,15 +185,12 @@ class Systemd:
             self._subscribed = True
             if isinstance(started, SystemdError):
                 raise started
-            (job,) = started
-            result = self.wait_job(job, timeout=timeout)
-            unit = Unit(self, name, unit_path)
-            if result != "done":
-                raise UnitStartError(name, result, unit._failure_details(self._changes(unit_path)))
-        finally:
+        except BaseException:
             self._watched.discard(unit_path)
             self._changes(unit_path)
-        return unit
+            raise
+        (job,) = started
+        return StartingService(Unit(self, name, unit_path), job)
 
     def _changes(self, path: str) -> dict:
         """Drain the kept PropertiesChanged signals of ``path``; return the merged changes."""
@@ -202,6 +209,30 @@ class Systemd:
         """
         (path,) = self.conn.call(self.manager.get_unit(name), step=f"GetUnit({name})")
         return Unit(self, name, path)
+
+
+class StartingService:
+    """A transient service whose start job systemd has queued (see Systemd.begin_service)."""
+
+    def __init__(self, unit: "Unit", job: str):
+        self.unit, self.job = unit, job
+
+    def wait(self, timeout: float | None = None) -> "Unit":
+        """Waits for the start job; returns the unit once it runs.
+
+        Raises:
+            UnitStartError: the start job did not end in ``done``; carries systemd's reason.
+        """
+        unit, systemd = self.unit, self.unit.systemd
+        try:
+            result = systemd.wait_job(self.job, timeout=timeout)
+            if result != "done":
+                raise UnitStartError(unit.name, result,
+                                     unit._failure_details(systemd._changes(unit.object_path)))
+        finally:
+            systemd._watched.discard(unit.object_path)
+            systemd._changes(unit.object_path)
+        return unit
 
 
 class Unit:
