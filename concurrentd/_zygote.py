@@ -5,12 +5,15 @@ A pool's zygote enters the unit itself, once, when the pool starts; each worker 
 fork of a process that is already confined, and inherits that confinement from its first
 instruction (seccomp filters, credentials, namespaces, cgroups: all are kept across fork):
 
-    owner (any threads)                 zygote, inside the unit            worker
-    ───────────────────                 ───────────────────────            ──────
-    Zygote(plan, inherit=[queues…]):
-      fork ───────────────────────────▶ close every fd it has no use for
-                                        enter(plan)  (C, once)
-      ready? ◀─────────────────────── ready, or the EnterError
+    owner (no thread yet)               zygote                             worker
+    ─────────────────────               ──────                             ──────
+    begin_service(anchor) ──D-Bus──▶ systemd sets the unit up (~10 ms)
+    Zygote(inherit=[queues…]):
+      fork ───────────────────────────▶ close every fd it has no use for,
+                                        wait for the anchor
+    (JobRemoved) zygote.enter(pid) ───▶ EntryPlan.from_pid(anchor)
+    its own plan (no seccomp filters)   enter(plan)  (C, once)
+    await_ready ◀────────────────────── ready, or the EnterError
                                         fork() a spare ────────────────────▶ wait for a request
     ZygotePopen._launch:
       pickle the Process object,
@@ -40,6 +43,7 @@ pool has any thread, and it keeps the owner's loaded modules, so a worker starts
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import select
@@ -61,9 +65,11 @@ MAX_FDS = 64
 #: A trial that has not reported after this long counts as failed (its filters then go per worker).
 TRIAL_TIMEOUT = 10.0
 
+# The owner's first word to the zygote: the anchor's pid, then its executable's path.
+_ANCHOR = struct.Struct("=i")
 # The zygote's first word to the owner: (kind, step, arg, errno).
 _READY = struct.Struct("=iiii")
-_CONFINED, _FILTERS_PER_WORKER, _FAILED = 0, 1, 2
+_CONFINED, _FILTERS_PER_WORKER, _FAILED, _OUTSIDE, _NO_PLAN = 0, 1, 2, 3, 4
 
 # Requests on the zygote's socket.
 _WORKER, _TRIAL = b"w", b"t"
@@ -94,21 +100,21 @@ def read_signed(fd: int) -> int:
 class Zygote:
     """The owner's handle on its zygote.
 
+    The zygote is forked at once, before the unit need exist (a pool forks it while systemd sets
+    the unit up), and waits; enter() tells it the unit's anchor, whose state it reads into an
+    entry plan of its own; await_ready() waits for its report.
+
     Args:
-        plan: the unit's entry plan.
         path_map: where the owner's sys.path is found inside the unit (see _pythonpath).
         inherit: objects the workers take from the zygote's memory instead of unpickling them
-            (a pool's queues and initializer). Given, the zygote enters the unit itself, once,
-            before this returns. None: it stays outside and each worker enters on its own.
+            (a pool's queues and initializer). Given, the zygote enters the unit itself, once;
+            None: it stays outside and each worker enters on its own.
         max_workers: with ``inherit``, the pool's size: while fewer workers run, the zygote
             keeps one forked ahead of its request (see _Spare).
-
-    Raises:
-        EnterError: the zygote could not enter the unit (nothing is left running).
     """
 
-    def __init__(self, plan: EntryPlan, path_map: PathMap = (), *,
-                 inherit: Sequence[object] | None = None, max_workers: int = 0):
+    def __init__(self, path_map: PathMap = (), *, inherit: Sequence[object] | None = None,
+                 max_workers: int = 0):
         self.entered = inherit is not None
         self.inherit = list(inherit or ())
         #: id() of an inherited object -> its key (see ZygotePopen's pickler)
@@ -116,7 +122,7 @@ class Zygote:
         #: with an entered zygote: each worker installs the unit's seccomp filters itself
         self.filters_per_worker = False
         self.status: int | None = None   # the zygote's exit status, once reaped
-        keep = {0, 1, 2, *_std_stream_fds(), *plan.fds(), *connection_fds(self.inherit)}
+        keep = {0, 1, 2, *_std_stream_fds(), *connection_fds(self.inherit)}
         # Where the workers will import from inside the unit: computed here, where reading every
         # module costs no copy-on-write fault (~1 ms less than in the zygote).
         rewrite = _pythonpath.Rewrite(path_map)
@@ -127,27 +133,40 @@ class Zygote:
             code = 70
             try:
                 self._sock.close()
-                code = _main(theirs, plan, rewrite, self.entered, self.inherit,
+                code = _main(theirs, rewrite, self.entered, self.inherit,
                              keep | {theirs.fileno()}, owner, max_workers)
             finally:
                 os._exit(code)
         theirs.close()
         self._pidfd = os.pidfd_open(self.pid)
-        if self.entered:
-            try:
-                self._await_ready(plan)
-            except BaseException:
-                self.close()
-                raise
 
-    def _await_ready(self, plan: EntryPlan) -> None:
+    def enter(self, anchor_pid: int, anchor_exe: str) -> None:
+        """Tells the zygote the unit's anchor (its MainPID and executable); returns at once."""
+        try:
+            self._sock.send(_ANCHOR.pack(anchor_pid) + os.fsencode(anchor_exe))
+        except OSError:
+            pass   # the zygote is gone: await_ready() says how it ended
+
+    def await_ready(self, plan: EntryPlan) -> None:
+        """Waits until the zygote has read the anchor (and entered the unit, if it is a pool's).
+        ``plan``, the owner's own plan of the same anchor, names a failed step.
+
+        Raises:
+            EnterError: the zygote could not read the anchor or enter the unit; it has exited.
+        """
         data = self._sock.recv(_READY.size)
         if len(data) != _READY.size:
             self.close()
             raise EnterError("zygote", 0, "the pool's zygote died while entering the unit: it "
                                           + how_it_ended(self.status))
         kind, step, arg, err = _READY.unpack(data)
+        if kind == _NO_PLAN:
+            self.close()
+            raise EnterError("plan", err, f"the zygote could not read the unit's main process "
+                                          f"(anchor pid {plan.anchor_pid}): {os.strerror(err)}"
+                                          + (": it has exited" if err == errno.ESRCH else ""))
         if kind == _FAILED:
+            self.close()
             raise enter_error(plan, step, arg, err)
         self.filters_per_worker = kind == _FILTERS_PER_WORKER
 
@@ -219,8 +238,8 @@ def _close_fds_except(keep: set[int]) -> None:
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
-def _main(sock: socket.socket, plan: EntryPlan, rewrite: _pythonpath.Rewrite, entered: bool,
-          inherit: list, keep: set[int], owner: int, max_workers: int) -> int:
+def _main(sock: socket.socket, rewrite: _pythonpath.Rewrite, entered: bool, inherit: list,
+          keep: set[int], owner: int, max_workers: int) -> int:
     """The zygote, from its fork to the owner's EOF. Returns its exit status."""
     # If the owner dies without closing the pool, the zygote goes too (the anchor stops the unit).
     _sys.set_parent_death_signal(signal.SIGKILL)
@@ -230,8 +249,20 @@ def _main(sock: socket.socket, plan: EntryPlan, rewrite: _pythonpath.Rewrite, en
     # Nothing of the owner's reaches the unit but what a worker needs: not its D-Bus connection,
     # not its open files. (A process systemd starts in a unit has only stdin, stdout, stderr.)
     _close_fds_except(keep)
+    msg = sock.recv(_ANCHOR.size + 4096)
+    if not msg:   # the owner gave up before the unit ran
+        return 0
+    (anchor_pid,) = _ANCHOR.unpack_from(msg)
+    try:
+        plan = EntryPlan.from_pid(anchor_pid, anchor_exe=os.fsdecode(msg[_ANCHOR.size:]),
+                                  owner_pid=owner)
+    except (OSError, ValueError) as e:
+        err = e.errno if isinstance(e, OSError) and e.errno else errno.EINVAL
+        os.write(sock.fileno(), _READY.pack(_NO_PLAN, 0, 0, err))
+        return ENTER_FAILED_EXIT_STATUS
     if not entered:
-        return _serve(sock, lambda data_r, passed: _worker_outside(plan, rewrite, data_r, passed))
+        return _serve(sock, lambda data_r, passed: _worker_outside(plan, rewrite, data_r, passed),
+                      ready=lambda: os.write(sock.fileno(), _READY.pack(_OUTSIDE, 0, 0, 0)))
     try:
         enter(plan, seccomp=False)
         rewrite.apply()

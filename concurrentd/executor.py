@@ -22,6 +22,7 @@ the pids limit), and the BrokenProcessPool says which unit, which signal, and wh
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -33,7 +34,8 @@ from typing import Any, Callable, Iterable, Mapping
 from . import _deaths, _payload, _pythonpath
 from ._context import UnitContext
 from ._manager import IdleWorkers, UnitManagerThread
-from ._entry import EntryPlan, anchor_argv
+from ._entry import EnterError, EntryPlan, anchor_argv
+from ._entry.plan import AnchorGone
 from ._unitfiles import add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
 from .systemd import Systemd, Unit
@@ -101,18 +103,6 @@ class _Resources:
     def read_counters(self) -> _deaths.Counters:
         return _deaths.read_counters(self.cgroup_dirs())
 
-    def start_zygote(self, inherit: list | None = None, max_workers: int = 0) -> Zygote:
-        """Forks the zygote (the caller has no thread of its own yet). With ``inherit`` it enters
-        the unit at once and its workers take those objects from its memory; on failure the
-        resources are released and the EnterError raised."""
-        try:
-            self.zygote = Zygote(self.plan, self.path_map, inherit=inherit,
-                                 max_workers=max_workers)
-        except BaseException:
-            self.release()
-            raise
-        return self.zygote
-
     def zygote_gone(self) -> str | None:
         """Why the zygote cannot fork workers anymore, or None while it can."""
         zygote, plan = self.zygote, self.plan
@@ -160,32 +150,64 @@ class _Resources:
 
 
 def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = None,
-                    unit: str | None = None, zygote: bool = True) -> _Resources:
-    """Starts (or joins) the unit, reads its anchor into a plan; forks a zygote that stays
-    outside the unit (a pool forks its own, later: see _Resources.start_zygote)."""
+                    unit: str | None = None,
+                    prepare: Callable[[], tuple[list, int]] | None = None) -> _Resources:
+    """Starts (or joins) the unit, forks the zygote while systemd sets the unit up, and returns
+    once the zygote has read the unit's anchor (and, for a pool, entered the unit).
+
+    Args:
+        prepare: a pool's preparations, made while systemd starts the unit, before the zygote's
+            fork (the caller has no thread yet): returns the objects the zygote's workers inherit
+            (the pool's queues) and the pool's size; the zygote then enters the unit. None: the
+            zygote stays outside and each worker enters on its own (TransientUnitProcess).
+
+    On failure, whatever was started is released before the error is raised.
+    """
     res = _Resources()
     try:
         res.systemd = Systemd.connect()
+        starting = None
         if unit is None:
             python_binds, res.path_map = _pythonpath.plan_binds(properties)
             properties = add_read_only_binds(properties, python_binds)
             argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
-            res.unit = res.systemd.start_service(argv, properties, name=unit_name)
-            res.plan = EntryPlan.from_pid(res.unit.main_pid, anchor_exe=argv[0])
+            anchor_exe = argv[0]
+            starting = res.systemd.begin_service(argv, properties, name=unit_name)
+            res.unit = starting.unit   # from here on, release() stops it
         else:
             res.owned = False
             res.unit = res.systemd.unit(unit)
             main_pid = res.unit.main_pid
             if not main_pid:
                 raise ValueError(f"unit {unit} has no main process to join (is it running?)")
-            res.plan = EntryPlan.from_pid(main_pid, anchor_exe=os.readlink(f"/proc/{main_pid}/exe"))
+            anchor_exe = os.readlink(f"/proc/{main_pid}/exe")
+        # systemd sets the unit up (~10 ms with a sandbox): meanwhile, the pool's queues and
+        # the zygote's fork, which waits for the anchor.
+        inherit, max_workers = prepare() if prepare is not None else (None, 0)
+        res.zygote = Zygote(res.path_map, inherit=inherit, max_workers=max_workers)
+        if starting is not None:
+            starting.wait()
+            main_pid = res.unit.main_pid
+            if not main_pid:   # it ran, and has exited already
+                raise _anchor_exited(main_pid)
+        res.zygote.enter(main_pid, anchor_exe)
+        # The owner's own plan, read while the zygote reads its own: the cgroups to watch, the
+        # steps to name. Without the seccomp filters: only one process at a time can copy them.
+        try:
+            res.plan = EntryPlan.from_pid(main_pid, anchor_exe=anchor_exe, seccomp=False)
+        except AnchorGone as e:
+            raise _anchor_exited(main_pid) from e
         res.counters_seen = res.read_counters()
-        if zygote:   # before the caller starts any thread for it: forked single-threaded
-            res.start_zygote()
+        res.zygote.await_ready(res.plan)
     except BaseException:
         res.release()
         raise
     return res
+
+
+def _anchor_exited(pid: int) -> EnterError:
+    return EnterError("anchor", errno.ESRCH, f"the unit's main process (anchor pid {pid or '?'}) "
+                                             "has exited: the unit is gone, start a new one")
 
 
 class TransientUnitPoolExecutor(ProcessPoolExecutor):
@@ -241,28 +263,25 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         self._limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        kwargs = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
+
+        def prepare() -> tuple[list, int]:
+            # ProcessPoolExecutor's own set-up: the queues, which the zygote inherits (never
+            # pickled, nothing unpickled outside the unit); no thread yet.
+            ProcessPoolExecutor.__init__(
+                self, max_workers, mp_context=UnitContext(track_tasks=on_worker_death == "replace"),
+                initializer=None if initializer is None else
+                _payload.Task(initializer, tuple(initargs)), **kwargs)
+            self._idle_worker_semaphore = IdleWorkers(self._max_workers)
+            return [self._call_queue, self._result_queue, self._initializer], self._max_workers
+
         self._resources = res = start_resources(properties, unit_name=unit_name, unit=unit,
-                                                zygote=False)
+                                                prepare=prepare)
+        self._mp_context.zygote = res.zygote
+        self.unit = PoolUnit(res.unit, res.owned)
         # Collected without shutdown(): the manager thread still finishes the submitted work,
         # so the unit must outlive it (ProcessPoolExecutor's own semantics).
         self._finalizer = weakref.finalize(self, res.release_after_work, False)
-        try:
-            self.unit = PoolUnit(res.unit, res.owned)
-            kwargs = {} if max_tasks_per_child is None else {"max_tasks_per_child": max_tasks_per_child}
-            super().__init__(max_workers,
-                             mp_context=UnitContext(track_tasks=on_worker_death == "replace"),
-                             initializer=None if initializer is None else
-                             _payload.Task(initializer, tuple(initargs)),
-                             **kwargs)
-            self._idle_worker_semaphore = IdleWorkers(self._max_workers)
-            # The queues exist and no thread yet: the zygote enters the unit with them, and its
-            # workers use its copies (never pickled, nothing unpickled outside the unit).
-            self._mp_context.zygote = res.start_zygote(
-                inherit=[self._call_queue, self._result_queue, self._initializer],
-                max_workers=self._max_workers)
-        except BaseException:
-            self._finalizer()
-            raise
 
     # ProcessPoolExecutor keeps why the pool broke in _broken; once a death is diagnosed, its
     # words replace the generic ones, whichever thread writes last.

@@ -114,14 +114,13 @@ def test_unknown_property_and_bad_value_fail_before_anything_starts():
     assert _units() == before
 
 
-def test_property_systemd_rejects_fails_at_start_with_no_fork():
-    children_before = set(os.listdir(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-                          if False else [])
+def test_a_unit_that_fails_to_start_fails_the_constructor_and_leaves_no_process():
+    # The zygote is forked while systemd starts the unit: a failed start must reap it.
+    children = _children(os.getpid())
     with pytest.raises(UnitStartError) as info:
         TransientUnitPoolExecutor(1, {"User": "no-such-user-concurrentd"})
     assert "concurrentd-" in str(info.value)
-    with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
-        assert f.read().split() == [] or set(f.read().split()) == children_before
+    assert _children(os.getpid()) == children
     assert not [u for u in _units() if "failed" in u]
 
 
@@ -195,17 +194,36 @@ def test_unit_gone_breaks_the_pool_and_says_why():
         pool.shutdown()
 
 
-def test_entry_failure_is_raised_by_the_constructor_and_releases_everything():
+def test_an_anchor_that_exits_during_the_start_fails_the_constructor_and_releases_all():
     from concurrentd.executor import start_resources
 
-    res = start_resources({"PrivateTmp": True}, zygote=False)
-    name, main_pid = res.unit.name, res.plan.anchor_pid
-    os.kill(main_pid, signal.SIGKILL)   # between the plan and the zygote's entry
-    _wait_until(lambda: not os.path.exists(f"/proc/{main_pid}"))
-    with pytest.raises(EnterError, match=f"anchor pid {main_pid}.* has exited"):
-        res.start_zygote(inherit=[])
-    assert res.unit is res.plan is res.zygote is res.systemd is None
-    _wait_until(lambda: not _unit_exists(name))
+    before, children = set(_units()), _children(os.getpid())
+    seen = {}
+
+    def prepare():   # runs while systemd starts the unit: kill its anchor as soon as it runs
+        _wait_until(lambda: set(_units()) - before)
+        (seen["unit"],) = set(_units()) - before
+        os.kill(_wait_for_anchor(seen["unit"]), signal.SIGKILL)
+        return [], 1
+
+    with pytest.raises(EnterError, match=r"anchor pid .* has exited"):
+        start_resources({"PrivateTmp": True}, prepare=prepare)
+    assert _children(os.getpid()) == children, "the zygote was reaped"
+    _wait_until(lambda: not _unit_exists(seen["unit"]))
+
+
+def _wait_for_anchor(unit):
+    """The unit's MainPID once it runs the anchor (exec'd: no longer systemd's fork)."""
+    def running():
+        out = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", unit],
+                             capture_output=True, text=True).stdout.strip()
+        pid = int(out or 0)
+        try:
+            return pid if pid and "anchor" in os.readlink(f"/proc/{pid}/exe") else 0
+        except OSError:
+            return 0
+    _wait_until(running)
+    return running()
 
 
 def _fd_links():
@@ -471,3 +489,20 @@ def test_an_idle_pool_manager_thread_sleeps():
         before = cpu_ns(tid)
         time.sleep(0.5)
         assert cpu_ns(tid) - before < 20_000_000, "the manager thread ran while the pool was idle"
+
+
+def test_a_zygote_that_cannot_read_the_anchor_says_so_and_exits():
+    from concurrentd._entry import ENTER_FAILED_EXIT_STATUS
+    from concurrentd._zygote import Zygote
+    from concurrentd.executor import start_resources
+
+    res = start_resources({})
+    try:
+        zygote = Zygote((), inherit=[])
+        # this process is no anchor: the zygote's own read of the plan fails, the owner's did not
+        zygote.enter(os.getpid(), os.readlink(f"/proc/{res.plan.anchor_pid}/exe"))
+        with pytest.raises(EnterError, match="the zygote could not read the unit's main process"):
+            zygote.await_ready(res.plan)
+        assert zygote.status == ENTER_FAILED_EXIT_STATUS
+    finally:
+        res.release()

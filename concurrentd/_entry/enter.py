@@ -107,6 +107,7 @@ def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True) -> dic
                            "built, not in the process that built it: it would confine that one")
     if plan.closed:
         raise ValueError("the plan is closed: build a new one with EntryPlan.from_pid()")
+    _check_complete(plan)
     # The anchor's environment for Python. libc's environ and /proc/self/environ are pointed at
     # the plan's block by the C call. os.environ's mapping is replaced directly: clear() + update()
     # would call unsetenv/setenv for every variable (~300 us after a fork, copy-on-write faults).
@@ -132,6 +133,13 @@ def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True) -> dic
     return None
 
 
+def _check_complete(plan: EntryPlan) -> None:
+    if not plan.filters_read:
+        raise ValueError("this plan was read without the anchor's seccomp filters "
+                         "(EntryPlan.from_pid(..., seccomp=False)): it describes the unit but "
+                         "cannot confine a process in it")
+
+
 def install_filters(plan: EntryPlan) -> None:
     """The step enter(plan, seccomp=False) left out: stack the unit's seccomp filters on the
     calling process, which entered (itself, or its parent) with that plan.
@@ -139,6 +147,7 @@ def install_filters(plan: EntryPlan) -> None:
     Raises:
         EnterError: ``seccomp(i)`` when the kernel refused filter i; the process must exit.
     """
+    _check_complete(plan)
     r = ffi.new("struct cd_enter_result *")
     if lib.cd_install_filters(plan._c, r) != 0:
         raise enter_error(plan, r.step, r.arg, r.err)

@@ -207,7 +207,8 @@ class EntryPlan:
     environ: dict[bytes, bytes]
     environ_block: bytes
     groups_host: tuple[int, ...] | None = None  # with a unit user ns: groups as our ids
-    owner_pid: int = field(default_factory=os.getpid)
+    owner_pid: int = field(default_factory=os.getpid)   # the process it must never confine
+    filters_read: bool = True              # False: read without seccomp=, it cannot confine
     _cgroup_fds: list[int] = field(default_factory=list, repr=False)
     _pidfd: int = -1
     _closed: bool = False
@@ -218,7 +219,8 @@ class EntryPlan:
 
     @classmethod
     def from_pid(cls, anchor_pid: int, *, anchor_exe: str | None = None,
-                 keyring: bool = True) -> "EntryPlan":
+                 keyring: bool = True, seccomp: bool = True,
+                 owner_pid: int | None = None) -> "EntryPlan":
         """Read the anchor ``anchor_pid`` (a unit's main process) into a plan.
 
         Args:
@@ -228,6 +230,11 @@ class EntryPlan:
                 is systemd's fork, not yet confined.
             keyring: give each worker a fresh session keyring, as systemd's KeyringMode=private
                 (the default for system services) does for the anchor.
+            seccomp: False: leave the anchor's seccomp filters unread. Copying them seizes the
+                anchor with ptrace, which one process at a time can do; such a plan describes the
+                unit (its namespaces, cgroups, credentials…) but enter() refuses it.
+            owner_pid: the process the plan must never confine (default: the caller). A pool's
+                zygote, which reads the plan for itself, names its owner.
 
         Raises:
             AnchorGone: the process does not exist or exited meanwhile.
@@ -285,7 +292,8 @@ class EntryPlan:
                 ("bounding", "Bnd"), ("permitted", "Prm"), ("effective", "Eff"),
                 ("inheritable", "Inh"), ("ambient", "Amb"))}
             securebits = _securebits(P)
-            filters = get_filters(pid) if st.get("Seccomp") == "2" else ()
+            filtered = st.get("Seccomp") == "2"
+            filters = get_filters(pid) if filtered and seccomp else ()
             environ_block = _read_bytes(f"{P}/environ")
             ioprio = lib.cd_ioprio_get(pid)
             if ioprio < 0:
@@ -319,6 +327,8 @@ class EntryPlan:
                 environ=parse_environ(environ_block),
                 environ_block=environ_block,
                 groups_host=groups_host if "user" in namespaces else None,
+                owner_pid=os.getpid() if owner_pid is None else owner_pid,
+                filters_read=seccomp or not filtered,
                 _cgroup_fds=cgroup_fds,
                 _pidfd=pidfd,
             )
