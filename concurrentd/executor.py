@@ -26,6 +26,7 @@ import errno
 import os
 import sys
 import threading
+import time
 import weakref
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import process as _cf_process
@@ -180,7 +181,7 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
             main_pid = res.unit.main_pid
             if not main_pid:
                 raise ValueError(f"unit {unit} has no main process to join (is it running?)")
-            anchor_exe = os.readlink(f"/proc/{main_pid}/exe")
+            anchor_exe = _program_of(main_pid)
         # systemd sets the unit up (~10 ms with a sandbox): meanwhile, the pool's queues and
         # the zygote's fork, which waits for the anchor.
         inherit, max_workers = prepare() if prepare is not None else (None, 0)
@@ -203,6 +204,26 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
         res.release()
         raise
     return res
+
+
+def _program_of(pid: int, timeout: float = 5.0) -> str:
+    """The executable of a joined unit's main process, once it runs it. A Type=simple unit is
+    reported started as soon as systemd has forked that process, which is then still systemd's
+    own child (systemd's executable, or systemd-executor's), not yet confined: wait for its exec."""
+    systemd = os.readlink("/proc/1/exe")
+    not_yet = {systemd, os.path.join(os.path.dirname(systemd), "systemd-executor")}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except FileNotFoundError:
+            raise _anchor_exited(pid) from None
+        if exe not in not_yet:
+            return exe
+        if time.monotonic() > deadline:
+            raise ValueError(f"the unit's main process (pid {pid}) has not exec'd its program "
+                             f"{timeout:.0f} s after systemd forked it: it is not confined yet")
+        time.sleep(0.001)
 
 
 def _anchor_exited(pid: int) -> EnterError:

@@ -345,6 +345,16 @@ def test_join_an_existing_unit_and_leave_it_running():
         subprocess.run(["systemctl", "stop", name], check=True)
 
 
+def test_a_joined_units_main_process_counts_only_once_it_has_execd():
+    # systemd-run's Type=simple unit is "started" while its main process is still systemd's own
+    # fork: joining then waits for the exec, and never reads that process as the unit's.
+    from concurrentd.executor import _program_of
+
+    assert _program_of(os.getpid()) == os.readlink("/proc/self/exe")
+    with pytest.raises(ValueError, match="has not exec'd its program"):
+        _program_of(1, timeout=0.05)   # PID 1 runs systemd's executable: as that fork would
+
+
 def test_transient_unit_process_own_unit_and_pool_unit(tmp_path):
     def report(path):
         import os
