@@ -5,10 +5,12 @@ Data flow (the arrows of concurrent.futures.process are unchanged; what concurre
     owner process                                          systemd (PID 1)
     ─────────────                                          ───────────────
     TransientUnitPoolExecutor(properties)
-      * StartTransientUnit(anchor, properties) ──D-Bus──▶  unit: anchor (main process), confined
-      * EntryPlan.from_pid(anchor)   reads /proc/<anchor>: namespaces, cgroups, creds, seccomp…
+      * StartTransientUnit(anchor, properties) ──D-Bus──▶  sets the unit up (~10 ms), meanwhile:
       ProcessPoolExecutor.__init__: the call and result queues
-      * Zygote: forked once, before any thread; * enters the unit (plan), inheriting the queues
+      * Zygote: forked once, before any thread, inheriting the queues; waits for the anchor
+      * JobRemoved ◀──────────────────────────────────────  unit: anchor (main process), confined
+      * zygote: EntryPlan.from_pid(anchor) reads /proc/<anchor> (namespaces, cgroups, creds,
+        seccomp…) and enters the unit; the owner reads its own plan (no seccomp filters)
     submit(fn) ─▶ pending work items ─▶ call queue ─┐
                                                     │      zygote ─fork─▶ worker, confined as
                   executor manager thread ◀─ result │                     the zygote already is
