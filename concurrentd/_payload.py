@@ -29,14 +29,19 @@ def _cloud(obj: Any) -> tuple[int, bytes]:
     return _CLOUD, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def dumps(obj: Any) -> tuple[int, bytes]:
+def _plain(obj: Any) -> bytes | None:
+    """``obj`` by plain pickle, or None where a worker may not read that back: plain pickle
+    cannot carry it, or it refers into ``__main__`` by name (the worker may not have it)."""
     try:
         blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError):
-        return _cloud(obj)
-    if b"__main__" in blob:   # by reference to __main__: the worker may not have it
-        return _cloud(obj)
-    return _PLAIN, blob
+        return None
+    return None if b"__main__" in blob else blob
+
+
+def dumps(obj: Any) -> tuple[int, bytes]:
+    blob = _plain(obj)
+    return _cloud(obj) if blob is None else (_PLAIN, blob)
 
 
 def loads(kind: int, blob: bytes) -> Any:
@@ -109,13 +114,8 @@ def plain_chunk(fn: Callable, args: tuple, kwargs: dict) -> "PlainChunk | None":
     if type(fn) is not functools.partial or fn.func is not _process_chunk or len(fn.args) != 1 \
             or fn.keywords or len(args) != 1 or kwargs or not _found_by_name(fn.args[0]):
         return None
-    try:
-        blob = pickle.dumps(args[0], protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, AttributeError, TypeError):
-        return None
-    if b"__main__" in blob:   # by reference to __main__: the worker may not have it
-        return None
-    return PlainChunk(blob)
+    blob = _plain(args[0])
+    return None if blob is None else PlainChunk(blob)
 
 
 class PlainChunk:
