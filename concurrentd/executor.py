@@ -24,7 +24,6 @@ the pids limit), and the BrokenProcessPool says which unit, which signal, and wh
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import threading
@@ -37,7 +36,8 @@ from typing import Any, Callable, Iterable, Mapping
 from . import _deaths, _payload, _pythonpath
 from ._context import UnitContext
 from ._manager import IdleWorkers, UnitManagerThread
-from ._entry import EnterError, EntryPlan, anchor_argv
+from ._entry import EntryPlan, anchor_argv
+from ._entry.enter import anchor_exited
 from ._entry.plan import AnchorGone
 from ._unitfiles import add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
@@ -192,14 +192,14 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
             starting.wait()
             main_pid = res.unit.main_pid
             if not main_pid:   # it ran, and has exited already
-                raise _anchor_exited(main_pid)
+                raise anchor_exited(main_pid)
         res.zygote.enter(main_pid, anchor_exe)
         # The owner's own plan, read while the zygote reads its own: the cgroups to watch, the
         # steps to name. Without the seccomp filters: only one process at a time can copy them.
         try:
             res.plan = EntryPlan.from_pid(main_pid, anchor_exe=anchor_exe, seccomp=False)
         except AnchorGone as e:
-            raise _anchor_exited(main_pid) from e
+            raise anchor_exited(main_pid) from e
         res.counters_seen = res.read_counters()
         res.zygote.await_ready(res.plan)
     except BaseException:
@@ -219,18 +219,13 @@ def _program_of(pid: int, timeout: float = 5.0) -> str:
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
         except FileNotFoundError:
-            raise _anchor_exited(pid) from None
+            raise anchor_exited(pid) from None
         if exe not in not_yet:
             return exe
         if time.monotonic() > deadline:
             raise ValueError(f"the unit's main process (pid {pid}) has not exec'd its program "
                              f"{timeout:.0f} s after systemd forked it: it is not confined yet")
         time.sleep(0.001)
-
-
-def _anchor_exited(pid: int) -> EnterError:
-    return EnterError("anchor", errno.ESRCH, f"the unit's main process (anchor pid {pid or '?'}) "
-                                             "has exited: the unit is gone, start a new one")
 
 
 class TransientUnitPoolExecutor(ProcessPoolExecutor):

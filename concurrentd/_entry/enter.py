@@ -16,6 +16,7 @@ ENTER_FAILED_EXIT_STATUS; nothing is pickled or allocated on that path.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 
@@ -74,14 +75,18 @@ def step_name(plan: EntryPlan, step: int, arg: int) -> str:
 
 def enter_error(plan: EntryPlan, step: int, arg: int, err: int) -> EnterError:
     """The EnterError for a (step, arg, errno) record, as cd_enter() reports a failure."""
-    name = step_name(plan, step, arg)
-    if step == lib.CD_STEP_ANCHOR and err == 3:  # ESRCH
-        e = EnterError(name, err, f"the unit's main process (anchor pid {plan.anchor_pid}) has "
-                                  "exited: the unit is gone, start a new one")
+    if step == lib.CD_STEP_ANCHOR and err == errno.ESRCH:
+        e = anchor_exited(plan.anchor_pid)
     else:
-        e = EnterError(name, err)
+        e = EnterError(step_name(plan, step, arg), err)
     e._raw = (step, arg, err)
     return e
+
+
+def anchor_exited(pid: int) -> EnterError:
+    """The EnterError for a unit whose main process (the anchor) has exited."""
+    return EnterError("anchor", errno.ESRCH, f"the unit's main process (anchor pid {pid or '?'}) "
+                                             "has exited: the unit is gone, start a new one")
 
 
 def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True) -> dict[str, int] | None:
