@@ -10,6 +10,7 @@ import codecs
 import re
 import shlex
 from fractions import Fraction
+from typing import Iterator
 
 UINT64_MAX = 2**64 - 1
 USEC_INFINITY = UINT64_MAX
@@ -51,6 +52,20 @@ _TIME_TERM = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(" + "|".join(
     sorted(map(re.escape, list(_TIME_UNITS_USEC) + ["nsec", "ns"]), key=len, reverse=True)) + r")?")
 
 
+def _terms(text: str, term: re.Pattern, what: str) -> Iterator[re.Match]:
+    """The matches of ``term`` that make up the whole of ``text``, in order (whitespace may
+    separate them); ValueError("not a <what>") where none matches."""
+    pos = 0
+    while pos < len(text):
+        m = term.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"not a {what}")
+        yield m
+        pos = m.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+
+
 def parse_time(s: str, default_unit_usec: Fraction | int = _SEC, *, nsec: bool = False) -> int:
     """A time span such as ``5s``, ``1min 30s``, ``0.5`` (default unit), ``infinity``.
 
@@ -62,11 +77,7 @@ def parse_time(s: str, default_unit_usec: Fraction | int = _SEC, *, nsec: bool =
     if not text:
         raise ValueError("empty time span")
     total = Fraction(0)
-    pos = 0
-    while pos < len(text):
-        m = _TIME_TERM.match(text, pos)
-        if not m or m.end() == pos:
-            raise ValueError("not a time span")
+    for m in _terms(text, _TIME_TERM, "time span"):
         number, unit = m.group(1), m.group(2)
         end = m.end()
         if unit is None and end < len(text) and not text[end].isspace():
@@ -78,9 +89,6 @@ def parse_time(s: str, default_unit_usec: Fraction | int = _SEC, *, nsec: bool =
         else:
             mult = Fraction(_TIME_UNITS_USEC[unit])
         total += Fraction(number) * mult
-        pos = end
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
     value = int(total * 1000) if nsec else int(total)
     if value >= UINT64_MAX:
         raise ValueError("time span too large")
@@ -98,16 +106,8 @@ def parse_size(s: str, base: int = 1024) -> int:
     text = s.strip()
     if not text:
         raise ValueError("empty size")
-    total = Fraction(0)
-    pos = 0
-    while pos < len(text):
-        m = _SIZE_TERM.match(text, pos)
-        if not m or m.end() == pos:
-            raise ValueError("not a size")
-        total += Fraction(m.group(1)) * table[m.group(2) or "B"]
-        pos = m.end()
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
+    total = sum((Fraction(m.group(1)) * table[m.group(2) or "B"]
+                 for m in _terms(text, _SIZE_TERM, "size")), Fraction(0))
     if total >= 2**64:
         raise ValueError("size too large")
     return int(total)
