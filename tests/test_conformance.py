@@ -137,6 +137,15 @@ def _refuse(msg):
     raise RuntimeError(msg)
 
 
+def _assert_broken(pool, futures):
+    """Each future fails with BrokenProcessPool, in order, and so does a new submit."""
+    for f in futures:
+        with pytest.raises(BrokenProcessPool):
+            f.result(timeout=T)
+    with pytest.raises(BrokenProcessPool):
+        pool.submit(square, 2)
+
+
 # -- fixtures ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -734,11 +743,7 @@ def test_failing_initializer_breaks_the_pool(stdlib_ctx):
         except BrokenProcessPool:   # the worker may have failed before the loop ended
             pass
         assert fs, "the first submit comes before any worker exists"
-        for f in fs:
-            with pytest.raises(BrokenProcessPool):
-                f.result(timeout=T)
-        with pytest.raises(BrokenProcessPool):
-            p.submit(square, 2)
+        _assert_broken(p, fs)
 
 
 def test_initializer_must_be_callable():
@@ -993,13 +998,8 @@ def test_worker_exit_breaks_the_pool(stdlib_ctx, gates):
         gates.wait(started)
         dying = p.submit(exit_now, 3)
         pending = [p.submit(square, i) for i in range(3)]
-        with pytest.raises(BrokenProcessPool):
-            dying.result(timeout=T)
-        for f in [running, *pending]:   # the other worker's task and the queued ones fail too
-            with pytest.raises(BrokenProcessPool):
-                f.result(timeout=T)
-        with pytest.raises(BrokenProcessPool):
-            p.submit(square, 2)
+        # the other worker's task and the queued ones fail too
+        _assert_broken(p, [dying, running, *pending])
         with pytest.raises(BrokenProcessPool):
             p.map(square, [1])
         gates.open(gate)
@@ -1009,12 +1009,7 @@ def test_worker_sigkilled_by_itself_breaks_the_pool():
     with TransientUnitPoolExecutor(1, PROPS) as p:
         f = p.submit(kill_self)
         pending = p.submit(square, 3)
-        with pytest.raises(BrokenProcessPool):
-            f.result(timeout=T)
-        with pytest.raises(BrokenProcessPool):
-            pending.result(timeout=T)
-        with pytest.raises(BrokenProcessPool):
-            p.submit(square, 2)
+        _assert_broken(p, [f, pending])
 
 
 def test_worker_sigkilled_from_outside_breaks_the_pool(gates):
@@ -1025,12 +1020,7 @@ def test_worker_sigkilled_from_outside_breaks_the_pool(gates):
         pid = p.submit(pid_after)   # queued behind
         (worker,) = p._processes.keys()
         os.kill(worker, signal.SIGKILL)
-        with pytest.raises(BrokenProcessPool):
-            f.result(timeout=T)
-        with pytest.raises(BrokenProcessPool):
-            pid.result(timeout=T)
-        with pytest.raises(BrokenProcessPool):
-            p.submit(square, 2)
+        _assert_broken(p, [f, pid])
 
 
 def test_idle_worker_killed_breaks_the_pool():
