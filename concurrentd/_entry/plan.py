@@ -272,8 +272,9 @@ class EntryPlan:
             root_fd = popen(f"{P}/root", os.O_PATH | os.O_DIRECTORY)
             cwd_fd = popen(f"{P}/cwd", os.O_PATH | os.O_DIRECTORY)
 
-            theirs_cg = cgroup_dirs(_read(f"{P}/cgroup"), _read("/proc/self/mountinfo"))
-            ours_cg = cgroup_dirs(_read("/proc/self/cgroup"), _read("/proc/self/mountinfo"))
+            mountinfo = _read("/proc/self/mountinfo")
+            theirs_cg = cgroup_dirs(_read(f"{P}/cgroup"), mountinfo)
+            ours_cg = cgroup_dirs(_read("/proc/self/cgroup"), mountinfo)
             procs = tuple(os.path.join(d, "cgroup.procs") for k, d in sorted(
                 theirs_cg.items(), key=lambda kv: kv[0][0]) if ours_cg.get(k) != d)
             cgroup_fds = [popen(p, os.O_WRONLY) for p in procs]
