@@ -25,6 +25,15 @@ def test_mountinfo_fields_and_escapes():
     assert mount_containing(mounts, "/srv/other").mount_point == "/"
 
 
+def test_every_kind_of_escape_is_undone_and_nothing_else():
+    # the kernel escapes space, tab, newline and backslash as \\ooo (octal)
+    line = "60 27 0:41 /a\\134b /m\\011t\\012n\\040s\\134\\1344x rw - tmpfs src\\040x rw\n"
+    (m,) = parse_mountinfo(line)
+    assert m.mount_point == "/m\tt\nn s\\\\4x"
+    assert m.root == "/a\\b"
+    assert m.source == "src x"
+
+
 def test_hierarchies_are_found_once_each_with_the_own_path():
     own = parse_proc_cgroup(PROC_CGROUP)
     hs = cgroup_hierarchies(parse_mountinfo(HYBRID), own, CONTROLLERS)

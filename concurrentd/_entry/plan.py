@@ -58,14 +58,16 @@ def parse_proc_cgroup(text: str) -> list[tuple[int, frozenset[str], str]]:
     return out
 
 
-def cgroup_dirs(proc_cgroup: str, mountinfo: str) -> dict[tuple[int, frozenset[str]], str]:
+def cgroup_dirs(proc_cgroup: str, mountinfo: "str | list[CgroupMount]"
+                ) -> dict[tuple[int, frozenset[str]], str]:
     """For each hierarchy of a process, the directory of its cgroup in the reader's view.
 
     Works for v1 (one hierarchy per controller set), hybrid (v1 plus cgroup2 at .../unified) and
     pure v2 ("0::/path"). A hierarchy the reader has not mounted, or whose mounted root does not
-    contain the cgroup, is left out.
+    contain the cgroup, is left out. ``mountinfo``: the reader's mountinfo text, or its cgroup
+    mounts as parse_mountinfo() gives them (a caller with two processes to place parses once).
     """
-    mounts = parse_mountinfo(mountinfo)
+    mounts = parse_mountinfo(mountinfo) if isinstance(mountinfo, str) else mountinfo
     out = {}
     for hid, ctrls, path in parse_proc_cgroup(proc_cgroup):
         for m in mounts:
@@ -272,7 +274,7 @@ class EntryPlan:
             root_fd = popen(f"{P}/root", os.O_PATH | os.O_DIRECTORY)
             cwd_fd = popen(f"{P}/cwd", os.O_PATH | os.O_DIRECTORY)
 
-            mountinfo = _read("/proc/self/mountinfo")
+            mountinfo = parse_mountinfo(_read("/proc/self/mountinfo"))   # once: both use it
             theirs_cg = cgroup_dirs(_read(f"{P}/cgroup"), mountinfo)
             ours_cg = cgroup_dirs(_read("/proc/self/cgroup"), mountinfo)
             procs = tuple(os.path.join(d, "cgroup.procs") for k, d in sorted(
