@@ -141,6 +141,37 @@ def test_unreachable_names_the_fix(tmp_path):
     assert "systemd is not reachable" in str(exc.value) and "concurrentd.testbed" in str(exc.value)
 
 
+def _answering(path, answer: bytes):
+    """A socket at ``path`` whose server reads the client's first bytes and answers ``answer``."""
+    import socket
+    import threading
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(answer)
+            conn.recv(4096)   # until the client closes
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.mark.parametrize("answer, says", [(b"REJECTED EXTERNAL\r\n", "AUTH EXTERNAL refused: REJECTED EXTERNAL"),
+                                          (b"", "no answer to AUTH in 0.3 s")])
+def test_a_refused_or_silent_handshake_names_the_address(tmp_path, answer, says):
+    server, thread = _answering(tmp_path / "bus", answer)
+    with server, pytest.raises(SystemdUnreachable) as exc:
+        Systemd.connect(f"unix:path={tmp_path}/bus", timeout=0.3)
+    thread.join(5)
+    assert f"(bus at {tmp_path}/bus: {says})" in str(exc.value)
+
+
 def test_not_root_is_permission_error():
     code = ("import os; os.setgid(65534); os.setuid(65534)\n"
             "from concurrentd.systemd import Systemd\n"

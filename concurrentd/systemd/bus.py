@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Callable
 
-from jeepney.auth import BEGIN, Authenticator
+from jeepney.auth import BEGIN, make_auth_external
 from jeepney.bus import get_connectable_addresses
 from jeepney.low_level import HeaderFields, Message, MessageType, Parser
 
@@ -101,33 +101,48 @@ class Connection:
             SystemdError: the bus refused Hello.
         """
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        conn = cls(sock, address)
         try:
             sock.settimeout(timeout)
             try:
                 sock.connect(address.path)
             except OSError as e:
                 raise type(e)(e.errno, f"connect to {address.describe()}: {e.strerror}") from None
-            sock.sendall(b"\0")
-            auth = Authenticator(enable_fds=False, inc_null_byte=False)
-            for data in auth:
-                sock.sendall(data)
-                reply = sock.recv(1024)
-                if not reply:
-                    raise ConnectionError(f"authenticate to {address.describe()}: connection closed")
-                auth.feed(reply)
-            sock.sendall(BEGIN)
+            # One write for the whole handshake, as sd-bus does: the server reads it in order,
+            # so BEGIN and Hello need not wait for the OK of AUTH (one round trip, not three).
+            hello = None if address.p2p else conn._next_serial()
+            sock.sendall(b"\0" + make_auth_external() + BEGIN
+                         + (messages.hello().serialise(serial=hello) if hello else b""))
+            conn._read_auth_reply(timeout)
+            if hello:
+                (reply,) = conn._replies([hello], ["Hello"], timeout)
+                if isinstance(reply, SystemdError):
+                    raise reply
+                conn.unique_name = reply[0]
             sock.settimeout(None)
         except BaseException:
-            sock.close()
+            conn.close()
             raise
-        conn = cls(sock, address)
-        if not address.p2p:
-            try:
-                conn.unique_name = conn.call(messages.hello(), step="Hello", timeout=timeout)[0]
-            except BaseException:
-                conn.close()
-                raise
         return conn
+
+    def _read_auth_reply(self, timeout: float) -> None:
+        """Reads the server's answer to AUTH (``OK <guid>``); what follows it is D-Bus messages.
+        The errors it raises are prefixed with the address by connect_first()."""
+        data = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n" not in data:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                chunk = self.sock.recv(4096)
+            except socket.timeout:
+                raise TimeoutError(f"no answer to AUTH in {timeout:g} s") from None
+            if not chunk:
+                raise ConnectionError("the connection was closed during AUTH")
+            data += chunk
+        line, _, rest = data.partition(b"\r\n")
+        if not line.startswith(b"OK"):
+            raise ConnectionError(f"AUTH EXTERNAL refused: {line.decode('ascii', 'replace')}")
+        self._parser.add_data(rest)
 
     # -- I/O ----------------------------------------------------------------------------------
 
@@ -138,10 +153,13 @@ class Connection:
             raise RuntimeError("a systemd connection cannot be used from a forked child; "
                                "open a new one with Systemd.connect()")
 
+    def _next_serial(self) -> int:
+        return next(self._serials)
+
     def send(self, msg: Message) -> int:
         """Send ``msg`` with a fresh serial; return the serial."""
         self._check_owner()
-        serial = next(self._serials)
+        serial = self._next_serial()
         self.sock.sendall(msg.serialise(serial=serial))
         return serial
 
@@ -195,21 +213,26 @@ class Connection:
         Raises:
             TimeoutError: not every reply came within ``timeout`` seconds.
         """
-        serials = {self.send(msg): i for i, (msg, _) in enumerate(calls)}
-        replies: list = [None] * len(calls)
+        serials = [self.send(msg) for msg, _ in calls]
+        return self._replies(serials, [step or msg.header.fields.get(HeaderFields.member, "")
+                                       for msg, step in calls], timeout)
+
+    def _replies(self, serials: list[int], steps: list[str],
+                 timeout: float | None) -> list["tuple | SystemdError"]:
+        """Waits for the replies to the calls sent with ``serials`` (see call_all)."""
+        waiting = {serial: i for i, serial in enumerate(serials)}
+        replies: list = [None] * len(serials)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while serials:
+        while waiting:
             reply = self._receive(deadline)
-            i = serials.pop(reply.header.fields.get(HeaderFields.reply_serial), None)
+            i = waiting.pop(reply.header.fields.get(HeaderFields.reply_serial), None)
             if i is None:
                 self._dispatch(reply)
                 continue
-            msg, step = calls[i]
             if reply.header.message_type == MessageType.error:
                 name = reply.header.fields.get(HeaderFields.error_name, "?")
                 text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
-                replies[i] = SystemdError.from_reply(name, text, step or
-                                                     msg.header.fields.get(HeaderFields.member, ""))
+                replies[i] = SystemdError.from_reply(name, text, steps[i])
             else:
                 replies[i] = reply.body
         return replies
