@@ -4,6 +4,7 @@ ProcessPoolExecutor's machinery, and why.
 - A dead worker is diagnosed (see _deaths); with on_worker_death="replace" only its task fails.
 - The wait for a result keeps one poll object across calls (see UnitManagerThread._wait).
 - The idle-worker count is a deque of tokens (see IdleWorkers).
+- A worker's exit is handled only once its spawn is recorded (see Spawns).
 
 Both speed-ups serve a submit loop, whose pace is the manager thread's: it handles every result.
 """
@@ -11,7 +12,9 @@ Both speed-ups serve a submit loop, whose pace is the manager thread's: it handl
 from __future__ import annotations
 
 import collections
+import contextlib
 import select
+import threading
 import traceback
 from concurrent.futures import InvalidStateError
 from concurrent.futures import process as _cf_process
@@ -54,6 +57,37 @@ class IdleWorkers:
         return True
 
 
+class Spawns:
+    """The workers being spawned, so that the manager thread handles a worker's exit only once
+    the executor has recorded the worker.
+
+    A worker handed over by the zygote runs at once, and the manager thread runs from the pool's
+    start: a worker that exits after its last task (max_tasks_per_child) can report its exit while
+    the thread that spawned it has not yet recorded it in ``executor._processes``, where
+    ProcessPoolExecutor's manager thread looks it up (a KeyError that would end that thread).
+    """
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._in_progress = 0
+
+    @contextlib.contextmanager
+    def spawning(self):
+        with self._changed:
+            self._in_progress += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._in_progress -= 1
+                self._changed.notify_all()
+
+    def await_recorded(self, pid: int, processes: dict) -> None:
+        """Returns once ``pid`` is in ``processes``, or no spawn is in progress anymore."""
+        with self._changed:
+            self._changed.wait_for(lambda: pid in processes or not self._in_progress)
+
+
 class UnitManagerThread(_cf_process._ExecutorManagerThread):
     """concurrent.futures' manager thread, plus: a dead worker is diagnosed (see _deaths), and
     with on_worker_death="replace" only the task it ran fails and a new worker takes its place."""
@@ -64,6 +98,7 @@ class UnitManagerThread(_cf_process._ExecutorManagerThread):
         self._resources = executor._resources
         self._unit_name = executor.unit.name
         self._limits = executor._limits
+        self._spawns = executor._spawns
         self._diagnosis: str | None = None
         self._polled: tuple[int, ...] = ()   # the fds self._poll watches, in that order
         self._poll = select.poll()
@@ -116,6 +151,9 @@ class UnitManagerThread(_cf_process._ExecutorManagerThread):
                 is_broken = False
             except BaseException as e:   # noqa: BLE001 - as ProcessPoolExecutor: the pool breaks
                 cause = traceback.format_exception(type(e), e, e.__traceback__)
+            exit_pid = getattr(result_item, "exit_pid", None)   # 3.11+: its last task
+            if exit_pid is not None and exit_pid not in self.processes:
+                self._spawns.await_recorded(exit_pid, self.processes)
         elif wakeup_fd in ready:
             is_broken = False
         if wakeup_fd in ready:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from . import _deaths, _payload, _pythonpath
 from ._context import UnitContext
-from ._manager import IdleWorkers, UnitManagerThread
+from ._manager import IdleWorkers, Spawns, UnitManagerThread
 from ._entry import EntryPlan, anchor_argv
 from ._entry.enter import anchor_exited
 from ._entry.plan import AnchorGone
@@ -154,7 +154,8 @@ class _Resources:
 
 def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = None,
                     unit: str | None = None,
-                    prepare: Callable[[], tuple[list, int]] | None = None) -> _Resources:
+                    prepare: Callable[[], tuple[list, int]] | None = None,
+                    meanwhile: Callable[[_Resources], None] | None = None) -> _Resources:
     """Starts (or joins) the unit, forks the zygote while systemd sets the unit up, and returns
     once the zygote has read the unit's anchor (and, for a pool, entered the unit).
 
@@ -163,6 +164,8 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
             fork (the caller has no thread yet): returns the objects the zygote's workers inherit
             (the pool's queues) and the pool's size; the zygote then enters the unit. None: the
             zygote stays outside and each worker enters on its own (TransientUnitProcess).
+        meanwhile: called once the zygote is forked, with the resources so far (the unit, the
+            zygote), while systemd may still be setting the unit up: a pool starts its threads.
 
     On failure, whatever was started is released before the error is raised.
     """
@@ -188,6 +191,8 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
         # the zygote's fork, which waits for the anchor.
         inherit, max_workers = prepare() if prepare is not None else (None, 0)
         res.zygote = Zygote(res.path_map, inherit=inherit, max_workers=max_workers)
+        if meanwhile is not None:
+            meanwhile(res)
         if starting is not None:
             starting.wait()
             main_pid = res.unit.main_pid
@@ -291,12 +296,28 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
                 initializer=None if initializer is None else
                 _payload.Task(initializer, tuple(initargs)), **kwargs)
             self._idle_worker_semaphore = IdleWorkers(self._max_workers)
+            self._spawns = Spawns()
             return [self._call_queue, self._result_queue, self._initializer], self._max_workers
 
-        self._resources = res = start_resources(properties, unit_name=unit_name, unit=unit,
-                                                prepare=prepare)
-        self._mp_context.zygote = res.zygote
-        self.unit = PoolUnit(res.unit, res.owned)
+        def meanwhile(res: _Resources) -> None:
+            # The zygote is forked: the pool may have threads now. Starting them costs ~1 ms
+            # each (the manager thread, the call queue's feeder), which the first submit would
+            # otherwise wait for; here they start while systemd sets the unit up.
+            self._resources = res
+            self._mp_context.zygote = res.zygote
+            self.unit = PoolUnit(res.unit, res.owned)
+            self._start_executor_manager_thread()
+            with self._call_queue._notempty:   # as Queue.put() starts it, at the first put
+                if self._call_queue._thread is None:
+                    self._call_queue._start_thread()
+
+        try:
+            res = start_resources(properties, unit_name=unit_name, unit=unit, prepare=prepare,
+                                  meanwhile=meanwhile)
+        except BaseException:
+            if getattr(self, "_executor_manager_thread", None) is not None:
+                ProcessPoolExecutor.shutdown(self, wait=True)   # no worker ran: threads only
+            raise
         # Collected without shutdown(): the manager thread still finishes the submitted work,
         # so the unit must outlive it (ProcessPoolExecutor's own semantics).
         self._finalizer = weakref.finalize(self, res.release_after_work, False)
@@ -321,6 +342,14 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             self._executor_manager_thread.start()
             _cf_process._threads_wakeups[self._executor_manager_thread] = \
                 self._executor_manager_thread_wakeup
+
+    def _spawn_process(self):
+        with self._spawns.spawning():
+            super()._spawn_process()
+        # The manager thread runs from the pool's start, and it may be polling already, on the
+        # fds it knew before this worker: wake it, so that it watches the new worker's sentinel
+        # too. (A worker that dies before any other event would otherwise go unnoticed.)
+        self._executor_manager_thread_wakeup.wakeup()
 
     # -- tasks -------------------------------------------------------------------------------------
     def submit(self, fn: Callable, /, *args, **kwargs):
