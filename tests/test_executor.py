@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -115,12 +116,14 @@ def test_unknown_property_and_bad_value_fail_before_anything_starts():
 
 
 def test_a_unit_that_fails_to_start_fails_the_constructor_and_leaves_no_process():
-    # The zygote is forked while systemd starts the unit: a failed start must reap it.
-    children = _children(os.getpid())
+    # The zygote is forked, and the pool's threads started, while systemd starts the unit: a
+    # failed start must reap the one and end the others.
+    children, threads = _children(os.getpid()), set(threading.enumerate())
     with pytest.raises(UnitStartError) as info:
         TransientUnitPoolExecutor(1, {"User": "no-such-user-concurrentd"})
     assert "concurrentd-" in str(info.value)
     assert _children(os.getpid()) == children
+    assert set(threading.enumerate()) == threads
     assert not [u for u in _units() if "failed" in u]
 
 
