@@ -195,7 +195,7 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
             meanwhile(res)
         if starting is not None:
             starting.wait()
-            main_pid = res.unit.main_pid
+            main_pid = starting.main_pid
             if not main_pid:   # it ran, and has exited already
                 raise anchor_exited(main_pid)
         res.zygote.enter(main_pid, anchor_exe)

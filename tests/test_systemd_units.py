@@ -115,6 +115,8 @@ def test_begin_service_returns_with_the_job_queued_and_wait_ends_it(sd):
     assert sd.unit(starting.unit.name).name == starting.unit.name
     unit = starting.wait()
     assert unit.active_state == "active" and unit.main_pid > 0
+    # announced before the job's end, so known without asking
+    assert starting.announced["MainPID"] == starting.main_pid == unit.main_pid
     unit.stop()
     failing = sd.begin_service(["/nonexistent/program"], {})
     with pytest.raises(UnitStartError) as exc:

@@ -216,6 +216,8 @@ class StartingService:
 
     def __init__(self, unit: "Unit", job: str):
         self.unit, self.job = unit, job
+        #: the unit's Service properties systemd announced while the job ran (PropertiesChanged)
+        self.announced: dict = {}
 
     def wait(self, timeout: float | None = None) -> "Unit":
         """Waits for the start job; returns the unit once it runs.
@@ -226,13 +228,19 @@ class StartingService:
         unit, systemd = self.unit, self.unit.systemd
         try:
             result = systemd.wait_job(self.job, timeout=timeout)
+            self.announced = systemd._changes(unit.object_path)
             if result != "done":
-                raise UnitStartError(unit.name, result,
-                                     unit._failure_details(systemd._changes(unit.object_path)))
+                raise UnitStartError(unit.name, result, unit._failure_details(self.announced))
         finally:
             systemd._watched.discard(unit.object_path)
             systemd._changes(unit.object_path)
         return unit
+
+    @property
+    def main_pid(self) -> int:
+        """After wait(): the main process's pid as systemd announced it (it sends a unit's
+        changes before its job's end: no round trip), else read live; 0 when there is none."""
+        return self.announced.get("MainPID") or self.unit.main_pid
 
 
 class Unit:
