@@ -107,11 +107,15 @@ class ZygotePopen(popen_fork.Popen):
         keep_w = os.dup(data_w)
         with open(data_w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
-        pid = _zygote.read_signed(self.sentinel)
-        if pid < 0:
+        try:
+            pid = _zygote.read_signed(self.sentinel)
+        except EOFError:   # it ended before it read the request (it could not enter the unit)
+            pid = None
+        if pid is None or pid < 0:
             os.close(keep_w)
             os.close(self.sentinel)
-            self._stillborn(f"the zygote's fork() failed: {os.strerror(-pid)}")
+            self._stillborn("the zygote exited before it forked the worker" if pid is None
+                            else f"the zygote's fork() failed: {os.strerror(-pid)}")
             return
         self.pid = pid
         self._pidfd = _open_child_pidfd(self.pid, zygote.pid)

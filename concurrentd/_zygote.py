@@ -290,7 +290,8 @@ def _serve(sock: socket.socket, run_worker: Callable[[int, list[int]], None], *,
     ``run_worker(data_r, passed_fds)`` is a worker's body (it never returns); ``install`` what a
     new worker does first, before it reads anything. With ``max_workers``, one worker is kept
     forked ahead of its request (see _Spare) while fewer than that many run. ``ready`` is called
-    once the first spare is there: the pool's first task then waits for no fork.
+    once the first spare is there (and a first worker, if one was asked for already): the pool's
+    first task then waits for no fork.
     """
     sigchld_r, sigchld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(sigchld_w)
@@ -307,8 +308,41 @@ def _serve(sock: socket.socket, run_worker: Callable[[int, list[int]], None], *,
             install()
 
     spare = _Spare(max_workers, become_worker, run_worker)
+
+    def serve_request() -> bool:
+        """Reads one request and forks its worker (or hands it to the spare); False on EOF."""
+        msg, fds, _, _ = socket.recv_fds(sock, 16, MAX_FDS)
+        if not msg:
+            return False
+        data_r, status_w, *passed = fds
+        pid = spare.take(data_r, passed)
+        if not pid:
+            try:
+                pid = os.fork()
+            except OSError as e:   # e.g. EAGAIN: the unit's TasksMax=; the zygote goes on
+                for fd in (data_r, *passed):
+                    os.close(fd)
+                write_signed(status_w, -e.errno)   # instead of a pid
+                os.close(status_w)
+                return True
+            if pid == 0:
+                if msg == _TRIAL:
+                    os._exit(0)
+                os.close(status_w)
+                become_worker()
+                run_worker(data_r, passed)   # never returns
+        for fd in (data_r, *passed):
+            os.close(fd)
+        write_signed(status_w, pid)
+        status_fds[pid] = status_w
+        return True
+
     try:
-        spare.refill(0)
+        # A pool asks for its first worker before the zygote is ready: fork it first (its start
+        # then overlaps the report and the owner's first submit), the spare after.
+        if select.select([sock], [], [], 0)[0] and not serve_request():
+            return 0
+        spare.refill(len(status_fds))
         if ready is not None:
             ready()
         while True:
@@ -318,31 +352,8 @@ def _serve(sock: socket.socket, run_worker: Callable[[int, list[int]], None], *,
                 while os.read(sigchld_r, 4096) == 4096:
                     pass
                 _reap(status_fds, spare)
-            if sock in readable:
-                msg, fds, _, _ = socket.recv_fds(sock, 16, MAX_FDS)
-                if not msg:
-                    return 0
-                data_r, status_w, *passed = fds
-                pid = spare.take(data_r, passed)
-                if not pid:
-                    try:
-                        pid = os.fork()
-                    except OSError as e:   # e.g. EAGAIN: the unit's TasksMax=; the zygote goes on
-                        for fd in (data_r, *passed):
-                            os.close(fd)
-                        write_signed(status_w, -e.errno)   # instead of a pid
-                        os.close(status_w)
-                        continue
-                    if pid == 0:
-                        if msg == _TRIAL:
-                            os._exit(0)
-                        os.close(status_w)
-                        become_worker()
-                        run_worker(data_r, passed)   # never returns
-                for fd in (data_r, *passed):
-                    os.close(fd)
-                write_signed(status_w, pid)
-                status_fds[pid] = status_w
+            if sock in readable and not serve_request():
+                return 0
     finally:
         spare.close()
 

@@ -340,6 +340,16 @@ class EntryPlan:
                 raise AnchorGone(3, f"anchor pid {pid} exited while its plan was read")
             plan._build_c(keyring)
             return plan
+        except OSError as e:
+            # A /proc file that vanished (ENOENT, ESRCH) because the anchor exited meanwhile: the
+            # kernel drops its namespaces before it marks it exited, hence the short wait.
+            exited = bool(fds) and not isinstance(e, AnchorGone) and _readable(fds[0], 0.1)
+            for fd in fds:
+                os.close(fd)
+            if exited:
+                raise AnchorGone(3, f"anchor pid {pid} exited while its plan was read "
+                                    f"({e})") from None
+            raise
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -459,9 +469,9 @@ def _read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def _readable(fd: int) -> bool:
+def _readable(fd: int, timeout: float = 0) -> bool:
     import select
-    return bool(select.select([fd], [], [], 0)[0])
+    return bool(select.select([fd], [], [], timeout)[0])
 
 
 def _check_exe(pid: int, exe: str) -> None:
