@@ -290,8 +290,7 @@ def _serve(sock: socket.socket, run_worker: Callable[[int, list[int]], None], *,
     ``run_worker(data_r, passed_fds)`` is a worker's body (it never returns); ``install`` what a
     new worker does first, before it reads anything. With ``max_workers``, one worker is kept
     forked ahead of its request (see _Spare) while fewer than that many run. ``ready`` is called
-    once the first spare is there (and a first worker, if one was asked for already): the pool's
-    first task then waits for no fork.
+    once the first spare is there: the pool's first task then waits for no fork.
     """
     sigchld_r, sigchld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(sigchld_w)
@@ -338,11 +337,7 @@ def _serve(sock: socket.socket, run_worker: Callable[[int, list[int]], None], *,
         return True
 
     try:
-        # A pool asks for its first worker before the zygote is ready: fork it first (its start
-        # then overlaps the report and the owner's first submit), the spare after.
-        if select.select([sock], [], [], 0)[0] and not serve_request():
-            return 0
-        spare.refill(len(status_fds))
+        spare.refill(0)
         if ready is not None:
             ready()
         while True:

@@ -159,8 +159,7 @@ class _Resources:
 def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = None,
                     unit: str | None = None,
                     prepare: Callable[[], tuple[list, int]] | None = None,
-                    meanwhile: Callable[[_Resources], None] | None = None,
-                    first_worker: Callable[[], None] | None = None) -> _Resources:
+                    meanwhile: Callable[[_Resources], None] | None = None) -> _Resources:
     """Starts (or joins) the unit, forks the zygote while systemd sets the unit up, and returns
     once the zygote has read the unit's anchor (and, for a pool, entered the unit).
 
@@ -171,8 +170,6 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
             zygote stays outside and each worker enters on its own (TransientUnitProcess).
         meanwhile: called once the zygote is forked, with the resources so far (the unit, the
             zygote), while systemd may still be setting the unit up: a pool starts its threads.
-        first_worker: called once the zygote knows the anchor, before its report: a pool asks
-            for its first worker, which the zygote forks once it has entered the unit.
 
     On failure, whatever was started is released before the error is raised.
     """
@@ -213,8 +210,6 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
         except AnchorGone as e:
             raise anchor_exited(main_pid) from e
         res.counters_seen = res.read_counters()
-        if first_worker is not None:
-            first_worker()
         res.zygote.await_ready(res.plan)
     except BaseException:
         res.release()
@@ -320,20 +315,9 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
                 if self._call_queue._thread is None:
                     self._call_queue._start_thread()
 
-        def first_worker() -> None:
-            # The first worker starts with the pool: its request waits in the zygote's queue
-            # while the zygote enters the unit, and the first task then waits for no spawn
-            # (~1.5 ms less from the constructor to the first result). It is idle: the first
-            # submit takes it, and spawns no other. Not with an initializer: a failing one must
-            # fail the first task, as with ProcessPoolExecutor, not the pool before any submit.
-            with self._shutdown_lock:
-                self._spawn_process()
-                self._idle_worker_semaphore.release()
-
         try:
             res = start_resources(properties, unit_name=unit_name, unit=unit, prepare=prepare,
-                                  meanwhile=meanwhile,
-                                  first_worker=first_worker if initializer is None else None)
+                                  meanwhile=meanwhile)
         except BaseException:
             if getattr(self, "_executor_manager_thread", None) is not None:
                 ProcessPoolExecutor.shutdown(self, wait=True)   # no worker ran: threads only

@@ -187,10 +187,7 @@ def test_unit_gone_breaks_the_pool_and_says_why():
         main_pid = pool.unit.main_pid
         os.kill(main_pid, signal.SIGKILL)   # the anchor: systemd stops the unit, zygote and all
         _wait_until(lambda: not pool._resources.zygote.alive())
-        try:
-            error = pool.submit(os.getpid).exception(timeout=30)
-        except BrokenProcessPool as e:   # its first worker, started with it, died with the unit
-            error = e
+        error = pool.submit(os.getpid).exception(timeout=30)
         assert isinstance(error, BrokenProcessPool), error
         assert f"the unit has stopped: its main process (the anchor, pid {main_pid}) exited" \
             in str(error), error
@@ -433,62 +430,36 @@ def _uid(pid):
 def test_a_spare_worker_waits_confined_and_never_exceeds_max_workers():
     with TransientUnitPoolExecutor(2, {"User": "nobody"}) as pool:
         zygote = pool._resources.zygote.pid
-        # Before any task: the first worker, started with the pool, and one worker-to-be, both
-        # forked by the zygote, already in the unit.
-        (first,) = pool._processes
-        # (forked before the zygote's report, or just after, if the first worker took it)
-        _wait_until(lambda: len(_children(zygote)) == 2)
-        (spare,) = set(_children(zygote)) - {first}
-        for pid in (first, spare):
-            assert _uid(pid) == 65534
-            assert pool.unit.control_group in open(f"/proc/{pid}/cgroup").read()
-        assert pool.submit(os.getpid).result() == first
-        assert list(pool._processes) == [first], "the first task spawned no other worker"
-        # Two at once: both workers run, the second is the spare, and no spare beyond
-        # max_workers (it would take one of the unit's tasks, under TasksMax=, that no worker
-        # will use).
+        # Before any task: one worker-to-be, forked by the zygote, already in the unit.
+        (spare,) = _children(zygote)
+        assert _uid(spare) == 65534
+        assert pool.unit.control_group in open(f"/proc/{spare}/cgroup").read()
+        assert pool.submit(os.getpid).result() == spare   # the first worker
+        # Two at once: both workers run, and no spare beyond max_workers (it would take one of
+        # the unit's tasks, under TasksMax=, that no worker will use).
         futures = [pool.submit(time.sleep, 0.3) for _ in range(2)]
         _wait_until(lambda: len(pool._processes) == 2)
-        assert sorted(pool._processes) == sorted([first, spare])
         [f.result() for f in futures]
         assert sorted(_children(zygote)) == sorted(pool._processes)
         everyone = [zygote, *pool._processes]
     assert not [pid for pid in everyone if os.path.exists(f"/proc/{pid}")]
 
 
-def _slow_pid():
-    time.sleep(0.3)
-    return os.getpid()
-
-
 def test_a_spare_that_dies_unasked_is_not_missed():
-    with TransientUnitPoolExecutor(2, {"PrivateTmp": True}) as pool:
-        (first,) = pool._processes
-        _wait_until(lambda: len(_children(pool._resources.zygote.pid)) == 2)
-        (spare,) = set(_children(pool._resources.zygote.pid)) - {first}
+    with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+        (spare,) = _children(pool._resources.zygote.pid)
         os.kill(spare, signal.SIGKILL)
         _wait_until(lambda: not os.path.exists(f"/proc/{spare}"))   # reaped by the zygote
-        pids = {f.result(timeout=30) for f in [pool.submit(_slow_pid) for _ in range(2)]}
-        (second,) = pids - {first}   # forked when asked instead
-        assert second != spare and pool.submit(abs, -1).result() == 1
+        pid = pool.submit(os.getpid).result(timeout=30)   # forked when asked instead
+        assert pid != spare and pool.submit(abs, -1).result() == 1
 
 
-def test_with_an_initializer_no_worker_starts_before_the_first_submit():
-    # A failing initializer must fail the first task, as with ProcessPoolExecutor: the pool
-    # cannot be broken before its first submit.
-    with TransientUnitPoolExecutor(1, {"PrivateTmp": True}, initializer=int) as pool:
-        assert not pool._processes
-        (spare,) = _children(pool._resources.zygote.pid)
-        assert pool.submit(os.getpid).result() == spare
-
-
-def test_the_first_worker_and_spare_leave_with_an_unused_pool():
-    pool = TransientUnitPoolExecutor(2, {"PrivateTmp": True})
+def test_the_spare_leaves_with_an_unused_pool():
+    pool = TransientUnitPoolExecutor(1, {"PrivateTmp": True})
     zygote = pool._resources.zygote.pid
-    _wait_until(lambda: len(_children(zygote)) == 2)   # the first worker, and a spare
-    children = _children(zygote)
+    (spare,) = _children(zygote)
     pool.shutdown()
-    assert not [pid for pid in [zygote, *children] if os.path.exists(f"/proc/{pid}")]
+    assert not os.path.exists(f"/proc/{spare}") and not os.path.exists(f"/proc/{zygote}")
 
 
 def test_the_idle_worker_count_is_a_semaphore_capped_at_max_workers():
