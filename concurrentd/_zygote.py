@@ -307,35 +307,6 @@ def _serve(sock: socket.socket, run_worker: Callable[[int, list[int]], None], *,
             install()
 
     spare = _Spare(max_workers, become_worker, run_worker)
-
-    def serve_request() -> bool:
-        """Reads one request and forks its worker (or hands it to the spare); False on EOF."""
-        msg, fds, _, _ = socket.recv_fds(sock, 16, MAX_FDS)
-        if not msg:
-            return False
-        data_r, status_w, *passed = fds
-        pid = spare.take(data_r, passed)
-        if not pid:
-            try:
-                pid = os.fork()
-            except OSError as e:   # e.g. EAGAIN: the unit's TasksMax=; the zygote goes on
-                for fd in (data_r, *passed):
-                    os.close(fd)
-                write_signed(status_w, -e.errno)   # instead of a pid
-                os.close(status_w)
-                return True
-            if pid == 0:
-                if msg == _TRIAL:
-                    os._exit(0)
-                os.close(status_w)
-                become_worker()
-                run_worker(data_r, passed)   # never returns
-        for fd in (data_r, *passed):
-            os.close(fd)
-        write_signed(status_w, pid)
-        status_fds[pid] = status_w
-        return True
-
     try:
         spare.refill(0)
         if ready is not None:
@@ -347,8 +318,31 @@ def _serve(sock: socket.socket, run_worker: Callable[[int, list[int]], None], *,
                 while os.read(sigchld_r, 4096) == 4096:
                     pass
                 _reap(status_fds, spare)
-            if sock in readable and not serve_request():
-                return 0
+            if sock in readable:
+                msg, fds, _, _ = socket.recv_fds(sock, 16, MAX_FDS)
+                if not msg:
+                    return 0
+                data_r, status_w, *passed = fds
+                pid = spare.take(data_r, passed)
+                if not pid:
+                    try:
+                        pid = os.fork()
+                    except OSError as e:   # e.g. EAGAIN: the unit's TasksMax=; the zygote goes on
+                        for fd in (data_r, *passed):
+                            os.close(fd)
+                        write_signed(status_w, -e.errno)   # instead of a pid
+                        os.close(status_w)
+                        continue
+                    if pid == 0:
+                        if msg == _TRIAL:
+                            os._exit(0)
+                        os.close(status_w)
+                        become_worker()
+                        run_worker(data_r, passed)   # never returns
+                for fd in (data_r, *passed):
+                    os.close(fd)
+                write_signed(status_w, pid)
+                status_fds[pid] = status_w
     finally:
         spare.close()
 
