@@ -340,19 +340,16 @@ class EntryPlan:
                 raise AnchorGone(3, f"anchor pid {pid} exited while its plan was read")
             plan._build_c(keyring)
             return plan
-        except OSError as e:
+        except BaseException as e:
             # A /proc file that vanished (ENOENT, ESRCH) because the anchor exited meanwhile: the
             # kernel drops its namespaces before it marks it exited, hence the short wait.
-            exited = bool(fds) and not isinstance(e, AnchorGone) and _readable(fds[0], 0.1)
+            exited = (isinstance(e, OSError) and not isinstance(e, AnchorGone) and bool(fds)
+                      and _readable(fds[0], 0.1))
             for fd in fds:
                 os.close(fd)
             if exited:
                 raise AnchorGone(3, f"anchor pid {pid} exited while its plan was read "
                                     f"({e})") from None
-            raise
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
             raise
 
     def _build_c(self, keyring: bool) -> None:
