@@ -137,6 +137,18 @@ def _refuse(msg):
     raise RuntimeError(msg)
 
 
+def _submit_until_broken(pool, n=3):
+    """The futures of square(0..n-1), submitted until the pool refuses one: it may notice a
+    death, and break, at any point of the loop."""
+    futures = []
+    try:
+        for i in range(n):
+            futures.append(pool.submit(square, i))
+    except BrokenProcessPool:
+        pass
+    return futures
+
+
 def _assert_broken(pool, futures):
     """Each future fails with BrokenProcessPool, in order, and so does a new submit."""
     for f in futures:
@@ -736,12 +748,7 @@ def test_failing_initializer_breaks_the_pool(stdlib_ctx):
         with pytest.raises(BrokenProcessPool):
             ref.submit(square, 2).result(timeout=T)
     with TransientUnitPoolExecutor(1, PROPS, initializer=failing_init) as p:
-        fs = []
-        try:
-            for i in range(3):
-                fs.append(p.submit(square, i))
-        except BrokenProcessPool:   # the worker may have failed before the loop ended
-            pass
+        fs = _submit_until_broken(p)   # the worker may fail before the loop ends
         assert fs, "the first submit comes before any worker exists"
         _assert_broken(p, fs)
 
@@ -997,12 +1004,7 @@ def test_worker_exit_breaks_the_pool(stdlib_ctx, gates):
         running = p.submit(mark_and_wait, started, gate)
         gates.wait(started)
         dying = p.submit(exit_now, 3)
-        pending = []
-        try:
-            for i in range(3):
-                pending.append(p.submit(square, i))
-        except BrokenProcessPool:   # the death may be seen before the loop ends
-            pass
+        pending = _submit_until_broken(p)   # the death may be seen before the loop ends
         # the other worker's task and the queued ones fail too
         _assert_broken(p, [dying, running, *pending])
         with pytest.raises(BrokenProcessPool):
