@@ -249,6 +249,8 @@ def _main(sock: socket.socket, rewrite: _pythonpath.Rewrite, entered: bool, inhe
     # Nothing of the owner's reaches the unit but what a worker needs: not its D-Bus connection,
     # not its open files. (A process systemd starts in a unit has only stdin, stdout, stderr.)
     _close_fds_except(keep)
+    if not select.select([sock], [], [], 0)[0]:   # the unit is not there yet
+        EntryPlan.rehearse()
     msg = sock.recv(_ANCHOR.size + 4096)
     if not msg:   # the owner gave up before the unit ran
         return 0

@@ -198,6 +198,7 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
         if meanwhile is not None:
             meanwhile(res)
         if starting is not None:
+            EntryPlan.rehearse()   # the owner reads the anchor too, once the unit runs
             starting.wait()
             main_pid = starting.main_pid
             if not main_pid:   # it ran, and has exited already

@@ -163,3 +163,14 @@ def test_private_users_parity():
         assert "user" in plan.namespaces
         rep, _ = _parity(pid, plan)
         assert rep["uid"] == NOBODY and rep["tmp"] == []
+
+
+def test_a_rehearsal_reads_the_process_itself_and_keeps_nothing():
+    """EntryPlan.rehearse() (run while waiting for systemd) ignores errors: check that the read it
+    makes succeeds on the calling process, and that it leaves no fd behind."""
+    with EntryPlan.from_pid(os.getpid(), anchor_exe="/proc/self/exe", seccomp=False) as plan:
+        assert plan.anchor_pid == os.getpid() and plan.uid == (os.getuid(),) * 3
+        assert not plan.namespaces and not plan.cgroup_procs   # nothing to enter: it is us
+    before = sorted(os.listdir("/proc/self/fd"))
+    EntryPlan.rehearse()
+    assert sorted(os.listdir("/proc/self/fd")) == before

@@ -352,6 +352,21 @@ class EntryPlan:
                                     f"({e})") from None
             raise
 
+    @classmethod
+    def rehearse(cls) -> None:
+        """Read the calling process itself as if it were an anchor, and drop the plan.
+
+        For a process that will read a real anchor soon, and is only waiting for it, e.g. for
+        systemd to start the unit. In a process just forked, the first plan it reads costs about
+        4× the next one: the code is cold, and every page it touches is a copy-on-write fault.
+        A rehearsal takes that cost off the real read (pool start: -1.6 ms, benchmarks/). Errors
+        are ignored: the real read will meet them, and report them.
+        """
+        try:
+            cls.from_pid(os.getpid(), anchor_exe="/proc/self/exe", seccomp=False).close()
+        except (OSError, ValueError):
+            pass
+
     def _build_c(self, keyring: bool) -> None:
         c = ffi.new("struct cd_plan *")
         keep = self._keep
