@@ -213,7 +213,10 @@ class Connection:
         Raises:
             TimeoutError: not every reply came within ``timeout`` seconds.
         """
-        serials = [self.send(msg) for msg, _ in calls]
+        self._check_owner()
+        serials = [self._next_serial() for _ in calls]
+        self.sock.sendall(b"".join(msg.serialise(serial=serial)
+                                   for (msg, _), serial in zip(calls, serials)))   # one write
         return self._replies(serials, [step or msg.header.fields.get(HeaderFields.member, "")
                                        for msg, step in calls], timeout)
 
