@@ -12,9 +12,10 @@ instruction (seccomp filters, credentials, namespaces, cgroups: all are kept acr
       fork ───────────────────────────▶ close every fd it has no use for,
                                         wait for the anchor
     (JobRemoved) zygote.enter(pid) ───▶ EntryPlan.from_pid(anchor)
-    its own plan (no seccomp filters)   enter(plan)  (C, once)
-    await_ready ◀────────────────────── ready, or the EnterError
-                                        fork() a spare ────────────────────▶ wait for a request
+                                        enter(plan)  (C, once)
+    await_entered ◀──────────────────── entered, or the EnterError
+    its own plan (no seccomp filters)   fork() a spare ────────────────────▶ wait for a request
+    await_ready ◀────────────────────── spare forked
     ZygotePopen._launch:
       pickle the Process object,
       queues as references ("inherit")
@@ -70,6 +71,8 @@ _ANCHOR = struct.Struct("=i")
 # The zygote's first word to the owner: (kind, step, arg, errno).
 _READY = struct.Struct("=iiii")
 _CONFINED, _FILTERS_PER_WORKER, _FAILED, _OUTSIDE, _NO_PLAN = 0, 1, 2, 3, 4
+# A pool's zygote, once confined, then: its first worker-to-be is forked (see _Spare).
+_SPARE_FORKED = b"s"
 
 # Requests on the zygote's socket.
 _WORKER, _TRIAL = b"w", b"t"
@@ -122,6 +125,7 @@ class Zygote:
         #: with an entered zygote: each worker installs the unit's seccomp filters itself
         self.filters_per_worker = False
         self.status: int | None = None   # the zygote's exit status, once reaped
+        self._report: bytes | None = None   # its _READY record, once received
         keep = {0, 1, 2, *_std_stream_fds(), *connection_fds(self.inherit)}
         # Where the workers will import from inside the unit: computed here, where reading every
         # module costs no copy-on-write fault (~1 ms less than in the zygote).
@@ -147,14 +151,24 @@ class Zygote:
         except OSError:
             pass   # the zygote is gone: await_ready() says how it ended
 
+    def await_entered(self) -> None:
+        """Waits until the zygote has read the anchor (and entered the unit, if it is a pool's),
+        successfully or not: await_ready() says which. Meanwhile a pool's zygote forks its first
+        worker-to-be, while the owner reads its own plan; before, the two reads would compete
+        for the CPUs."""
+        if self._report is None:
+            self._report = self._sock.recv(_READY.size)
+
     def await_ready(self, plan: EntryPlan) -> None:
-        """Waits until the zygote has read the anchor (and entered the unit, if it is a pool's).
-        ``plan``, the owner's own plan of the same anchor, names a failed step.
+        """Waits until the zygote has read the anchor and, if it is a pool's, entered the unit and
+        forked its first worker-to-be. ``plan``, the owner's own plan of the same anchor, names a
+        failed step.
 
         Raises:
             EnterError: the zygote could not read the anchor or enter the unit; it has exited.
         """
-        data = self._sock.recv(_READY.size)
+        self.await_entered()
+        data = self._report
         if len(data) != _READY.size:
             self.close()
             raise EnterError("zygote", 0, "the pool's zygote died while entering the unit: it "
@@ -169,6 +183,10 @@ class Zygote:
             self.close()
             raise enter_error(plan, step, arg, err)
         self.filters_per_worker = kind == _FILTERS_PER_WORKER
+        if self.entered and self._sock.recv(len(_SPARE_FORKED)) != _SPARE_FORKED:
+            self.close()
+            raise EnterError("zygote", 0, "the pool's zygote died after entering the unit: it "
+                                          + how_it_ended(self.status))
 
     def launch(self, fds: list[int]) -> tuple[int, int]:
         """Asks for a worker; returns (data pipe write end, status pipe read end).
@@ -278,10 +296,10 @@ def _main(sock: socket.socket, rewrite: _pythonpath.Rewrite, entered: bool, inhe
         step, arg, err = getattr(e, "_raw", (-1, 0, e.errno))
         os.write(sock.fileno(), _READY.pack(_FAILED, step, arg, err))
         return ENTER_FAILED_EXIT_STATUS
-    ready = _READY.pack(_FILTERS_PER_WORKER if per_worker else _CONFINED, 0, 0, 0)
+    os.write(sock.fileno(), _READY.pack(_FILTERS_PER_WORKER if per_worker else _CONFINED, 0, 0, 0))
     return _serve(sock, lambda data_r, passed: _worker_inside(inherit, data_r, passed),
                   install=(lambda: _install_filters_or_exit(plan)) if per_worker else None,
-                  max_workers=max_workers, ready=lambda: os.write(sock.fileno(), ready))
+                  max_workers=max_workers, ready=lambda: os.write(sock.fileno(), _SPARE_FORKED))
 
 
 def _serve(sock: socket.socket, run_worker: Callable[[int, list[int]], None], *,

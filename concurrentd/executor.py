@@ -10,7 +10,8 @@ Data flow (the arrows of concurrent.futures.process are unchanged; what concurre
       * Zygote: forked once, before any thread, inheriting the queues; waits for the anchor
       * JobRemoved ◀──────────────────────────────────────  unit: anchor (main process), confined
       * zygote: EntryPlan.from_pid(anchor) reads /proc/<anchor> (namespaces, cgroups, creds,
-        seccomp…) and enters the unit; the owner reads its own plan (no seccomp filters)
+        seccomp…) and enters the unit; then, while it forks its first worker-to-be, the owner
+        reads its own plan (no seccomp filters)
     submit(fn) ─▶ pending work items ─▶ call queue ─┐
                                                     │      zygote ─fork─▶ worker, confined as
                   executor manager thread ◀─ result │                     the zygote already is
@@ -204,8 +205,10 @@ def start_resources(properties: Mapping[str, Any], *, unit_name: str | None = No
             if not main_pid:   # it ran, and has exited already
                 raise anchor_exited(main_pid)
         res.zygote.enter(main_pid, anchor_exe)
-        # The owner's own plan, read while the zygote reads its own: the cgroups to watch, the
-        # steps to name. Without the seccomp filters: only one process at a time can copy them.
+        res.zygote.await_entered()
+        # The owner's own plan, read while the zygote forks its first worker-to-be: the cgroups
+        # to watch, the steps to name. Without the seccomp filters: only one process at a time
+        # can copy them.
         try:
             res.plan = EntryPlan.from_pid(main_pid, anchor_exe=anchor_exe, seccomp=False)
         except AnchorGone as e:

@@ -519,3 +519,31 @@ def test_a_zygote_that_cannot_read_the_anchor_says_so_and_exits():
         assert zygote.status == ENTER_FAILED_EXIT_STATUS
     finally:
         res.release()
+
+
+def test_a_zygote_that_dies_after_entering_is_reported_as_such():
+    import signal
+
+    from concurrentd._zygote import Zygote
+    from concurrentd.executor import start_resources
+
+    res = start_resources({})
+    try:
+        # The kill races the zygote's fork of its spare (~1 ms): the first try wins it but on a
+        # very busy machine; a zygote that reported first is a lost try, not a failure.
+        for _ in range(10):
+            zygote = Zygote((), inherit=[], max_workers=1)
+            zygote.enter(res.plan.anchor_pid, os.readlink(f"/proc/{res.plan.anchor_pid}/exe"))
+            zygote.await_entered()
+            os.kill(zygote.pid, signal.SIGKILL)   # before its report that its spare is forked
+            try:
+                zygote.await_ready(res.plan)
+            except EnterError as e:
+                assert "died after entering the unit: it was killed by SIGKILL" in str(e)
+                assert zygote.status == -signal.SIGKILL
+                break
+            zygote.close()
+        else:
+            pytest.fail("the zygote reported its spare before the kill, ten times")
+    finally:
+        res.release()
