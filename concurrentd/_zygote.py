@@ -153,9 +153,9 @@ class Zygote:
 
     def await_entered(self) -> None:
         """Waits until the zygote has read the anchor (and entered the unit, if it is a pool's),
-        successfully or not: await_ready() says which. Meanwhile a pool's zygote forks its first
-        worker-to-be, while the owner reads its own plan; before, the two reads would compete
-        for the CPUs."""
+        successfully or not: await_ready() says which. A pool's zygote then forks its first
+        worker-to-be, while the owner reads its own plan (read at the same time as the zygote's,
+        the two would compete for the CPUs)."""
         if self._report is None:
             self._report = self._sock.recv(_READY.size)
 
