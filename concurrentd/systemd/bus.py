@@ -156,12 +156,13 @@ class Connection:
     def _next_serial(self) -> int:
         return next(self._serials)
 
-    def send(self, msg: Message) -> int:
-        """Send ``msg`` with a fresh serial; return the serial."""
+    def send(self, *msgs: Message) -> list[int]:
+        """Send ``msgs`` in one write, in order, each with a fresh serial; return the serials."""
         self._check_owner()
-        serial = self._next_serial()
-        self.sock.sendall(msg.serialise(serial=serial))
-        return serial
+        serials = [self._next_serial() for _ in msgs]
+        self.sock.sendall(b"".join(msg.serialise(serial=serial)
+                                   for msg, serial in zip(msgs, serials)))
+        return serials
 
     def _receive(self, deadline: float | None) -> Message:
         while True:
@@ -213,10 +214,7 @@ class Connection:
         Raises:
             TimeoutError: not every reply came within ``timeout`` seconds.
         """
-        self._check_owner()
-        serials = [self._next_serial() for _ in calls]
-        self.sock.sendall(b"".join(msg.serialise(serial=serial)
-                                   for (msg, _), serial in zip(calls, serials)))   # one write
+        serials = self.send(*(msg for msg, _ in calls))
         return self._replies(serials, [step or msg.header.fields.get(HeaderFields.member, "")
                                        for msg, step in calls], timeout)
 
