@@ -170,9 +170,7 @@ class Zygote:
         self.await_entered()
         data = self._report
         if len(data) != _READY.size:
-            self.close()
-            raise EnterError("zygote", 0, "the pool's zygote died while entering the unit: it "
-                                          + how_it_ended(self.status))
+            raise self._died("while entering")
         kind, step, arg, err = _READY.unpack(data)
         if kind == _NO_PLAN:
             self.close()
@@ -184,9 +182,13 @@ class Zygote:
             raise enter_error(plan, step, arg, err)
         self.filters_per_worker = kind == _FILTERS_PER_WORKER
         if self.entered and self._sock.recv(len(_SPARE_FORKED)) != _SPARE_FORKED:
-            self.close()
-            raise EnterError("zygote", 0, "the pool's zygote died after entering the unit: it "
-                                          + how_it_ended(self.status))
+            raise self._died("after entering")
+
+    def _died(self, when: str) -> EnterError:
+        """Reaps the zygote, which closed its socket; the EnterError that says how it ended."""
+        self.close()
+        return EnterError("zygote", 0, f"the pool's zygote died {when} the unit: it "
+                                       + how_it_ended(self.status))
 
     def launch(self, fds: list[int]) -> tuple[int, int]:
         """Asks for a worker; returns (data pipe write end, status pipe read end).
