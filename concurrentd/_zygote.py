@@ -157,7 +157,7 @@ class Zygote:
         worker-to-be, while the owner reads its own plan (read at the same time as the zygote's,
         the two would compete for the CPUs)."""
         if self._report is None:
-            self._report = self._sock.recv(_READY.size)
+            self._report = self._recv(_READY.size)
 
     def await_ready(self, plan: EntryPlan) -> None:
         """Waits until the zygote has read the anchor and, if it is a pool's, entered the unit and
@@ -181,8 +181,16 @@ class Zygote:
             self.close()
             raise enter_error(plan, step, arg, err)
         self.filters_per_worker = kind == _FILTERS_PER_WORKER
-        if self.entered and self._sock.recv(len(_SPARE_FORKED)) != _SPARE_FORKED:
+        if self.entered and self._recv(len(_SPARE_FORKED)) != _SPARE_FORKED:
             raise self._died("after entering")
+
+    def _recv(self, size: int) -> bytes:
+        """The zygote's next report; b"" once it is gone (a reset, if it died with a message of
+        ours unread, is the same end)."""
+        try:
+            return self._sock.recv(size)
+        except ConnectionResetError:
+            return b""
 
     def _died(self, when: str) -> EnterError:
         """Reaps the zygote, which closed its socket; the EnterError that says how it ended."""

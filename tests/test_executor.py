@@ -547,3 +547,21 @@ def test_a_zygote_that_dies_after_entering_is_reported_as_such():
             pytest.fail("the zygote reported its spare before the kill, ten times")
     finally:
         res.release()
+
+
+def test_a_zygote_that_dies_before_its_entry_report_is_reported_as_such():
+    import signal
+
+    from concurrentd._zygote import Zygote
+    from concurrentd.executor import start_resources
+
+    res = start_resources({})
+    try:
+        zygote = Zygote((), inherit=[], max_workers=1)
+        os.kill(zygote.pid, signal.SIGKILL)   # before it is even told the anchor
+        zygote.enter(res.plan.anchor_pid, os.readlink(f"/proc/{res.plan.anchor_pid}/exe"))
+        with pytest.raises(EnterError, match="died while entering the unit: it was killed by SIGKILL"):
+            zygote.await_ready(res.plan)
+        assert zygote.status == -signal.SIGKILL
+    finally:
+        res.release()
