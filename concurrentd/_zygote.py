@@ -34,6 +34,10 @@ serves one request; if it did not survive, the zygote stays unfiltered (it runs 
 holds the unit's credentials and namespaces like any of its processes) and each worker installs the
 filters right after its fork, before reading anything.
 
+CPUSchedulingResetOnFork=: the kernel would give every fork of the zygote the default policy and
+no negative nice, so the zygote takes the unit's policy without that flag and each worker adds it
+to itself after its fork, before the filters (which then go per worker).
+
 Without ``inherit`` (TransientUnitProcess in a unit of its own), the zygote stays outside and
 each worker enters on its own after reading its Process object, as root, outside the unit.
 
@@ -56,7 +60,8 @@ from typing import Callable, Iterable, Sequence
 
 from . import _pythonpath, _sys, _taskboard
 from ._deaths import how_it_ended
-from ._entry import ENTER_FAILED_EXIT_STATUS, EnterError, EntryPlan, enter, install_filters
+from ._entry import (ENTER_FAILED_EXIT_STATUS, EnterError, EntryPlan, add_sched_reset, enter,
+                     install_filters)
 from ._entry.enter import enter_error
 from ._pythonpath import PathMap
 from ._taskboard import RecordingQueue
@@ -294,12 +299,16 @@ def _main(sock: socket.socket, rewrite: _pythonpath.Rewrite, entered: bool, inhe
         return _serve(sock, lambda data_r, passed: _worker_outside(plan, rewrite, data_r, passed),
                       ready=lambda: os.write(sock.fileno(), _READY.pack(_OUTSIDE, 0, 0, 0)))
     try:
-        enter(plan, seccomp=False)
+        # Without the reset-on-fork flag (CPUSchedulingResetOnFork=), which would give every
+        # worker the default policy: each sets it on itself (see _finish_worker_entry).
+        enter(plan, seccomp=False, sched_reset=False)
         rewrite.apply()
         _sys.set_parent_death_signal(signal.SIGKILL)   # the change of credentials cleared it
         if os.getppid() != owner:
             return 0
-        per_worker = bool(plan.filters) and not _filters_spare_the_zygote(plan)
+        # The flag is set after the fork, which the filters may forbid: then they come after it.
+        per_worker = bool(plan.filters) and (plan.sched_resets_on_fork
+                                             or not _filters_spare_the_zygote(plan))
         if plan.filters and not per_worker:
             install_filters(plan)
     except EnterError as e:
@@ -307,8 +316,9 @@ def _main(sock: socket.socket, rewrite: _pythonpath.Rewrite, entered: bool, inhe
         os.write(sock.fileno(), _READY.pack(_FAILED, step, arg, err))
         return ENTER_FAILED_EXIT_STATUS
     os.write(sock.fileno(), _READY.pack(_FILTERS_PER_WORKER if per_worker else _CONFINED, 0, 0, 0))
+    finish = per_worker or plan.sched_resets_on_fork
     return _serve(sock, lambda data_r, passed: _worker_inside(inherit, data_r, passed),
-                  install=(lambda: _install_filters_or_exit(plan)) if per_worker else None,
+                  install=(lambda: _finish_worker_entry(plan, per_worker)) if finish else None,
                   max_workers=max_workers, ready=lambda: os.write(sock.fileno(), _SPARE_FORKED))
 
 
@@ -536,10 +546,13 @@ class _InheritingUnpickler(pickle.Unpickler):
         return self._inherit[key]
 
 
-def _install_filters_or_exit(plan: EntryPlan) -> None:
-    """A new worker's first step when the unit's filters are the workers' to install."""
+def _finish_worker_entry(plan: EntryPlan, filters: bool) -> None:
+    """A new worker's first steps when the zygote left some to each fork: the reset-on-fork flag
+    of the unit's scheduling policy, then (``filters``) the unit's seccomp filters."""
     try:
-        install_filters(plan)
+        add_sched_reset(plan)
+        if filters:
+            install_filters(plan)
     except EnterError as e:
         print(f"concurrentd: a worker could not enter the unit: {e}", file=sys.stderr)
         sys.stderr.flush()

@@ -9,8 +9,10 @@
  *   2. cgroups            first, so everything after (page tables, keyrings) is charged to the
  *                         unit, and while we are still root of the initial user namespace (the
  *                         cgroup.procs files belong to it).
- *   3. environ, rlimits, umask, nice, oom_score_adj, affinity, ioprio, personality, timer slack:
- *                         raising a hard rlimit and lowering nice or oom_score_adj check capable(),
+ *   3. environ, rlimits, umask, nice, scheduling policy, oom_score_adj, affinity, ioprio,
+ *      personality, timer slack:
+ *                         raising a hard rlimit, lowering nice or oom_score_adj and a realtime
+ *                         policy check capable(),
  *                         i.e. a capability in the INITIAL user namespace, which is lost once we
  *                         join a unit's user namespace (PrivateUsers=). So they come before setns.
  *   4. setns              non-user namespaces first (we hold CAP_SYS_ADMIN over all of them while in
@@ -300,6 +302,18 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     if (setpriority(PRIO_PROCESS, 0, p->nice) != 0)
         FAIL(0);
 
+    /* CPUSchedulingPolicy=, CPUSchedulingPriority=, CPUSchedulingResetOnFork=: a realtime
+     * policy needs CAP_SYS_NICE. With reset-on-fork, the kernel gives a fork the default policy
+     * and no negative nice: a zygote takes the policy without the flag, so that the workers it
+     * forks keep what the unit's process has, and each of them adds the flag to itself. */
+    STEP(CD_STEP_SCHED);
+    {
+        struct sched_param sp = {.sched_priority = p->sched_priority};
+        int policy = p->defer_sched_reset ? p->sched_policy & ~SCHED_RESET_ON_FORK : p->sched_policy;
+        if (sched_setscheduler(0, policy, &sp) != 0)
+            FAIL(0);
+    }
+
     /* Lowering oom_score_adj needs CAP_SYS_RESOURCE. */
     STEP(CD_STEP_OOM);
     {
@@ -476,6 +490,15 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
         int nice = getpriority(PRIO_PROCESS, 0);
         if (errno || nice != p->nice) {
             FAIL(CD_VERIFY_NICE);
+        }
+        int policy = sched_getscheduler(0);
+        struct sched_param sp;
+        if (policy < 0 || sched_getparam(0, &sp) != 0)
+            FAIL(CD_VERIFY_SCHED);
+        if (policy != (p->defer_sched_reset ? p->sched_policy & ~SCHED_RESET_ON_FORK : p->sched_policy) ||
+            sp.sched_priority != p->sched_priority) {
+            errno = 0;
+            FAIL(CD_VERIFY_SCHED);
         }
         if ((unsigned long)personality(0xffffffff) != p->personality) {
             errno = 0;

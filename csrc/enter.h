@@ -25,27 +25,28 @@
 #define CD_STEP_RLIMIT 4       /* arg = resource */
 #define CD_STEP_UMASK 5
 #define CD_STEP_NICE 6
-#define CD_STEP_OOM 7
-#define CD_STEP_AFFINITY 8
-#define CD_STEP_IOPRIO 9
-#define CD_STEP_PERSONALITY 10
-#define CD_STEP_TIMERSLACK 11
-#define CD_STEP_SETNS 12       /* arg = CLONE_NEW* of the namespace */
-#define CD_STEP_ROOT 13        /* arg: 0 fchdir(root), 1 chroot, 2 fchdir(cwd) */
-#define CD_STEP_BOUNDING 14    /* arg = capability */
-#define CD_STEP_SECUREBITS 15  /* arg: 0 before the uid change, 1 the anchor's exact bits */
-#define CD_STEP_SETGROUPS 16
-#define CD_STEP_SETRESGID 17
-#define CD_STEP_SETRESUID 18
-#define CD_STEP_KEYRING 19
-#define CD_STEP_CAPSET 20      /* arg: 0 re-raise effective, 1 the anchor's sets */
-#define CD_STEP_AMBIENT 21     /* arg = capability */
-#define CD_STEP_DUMPABLE 22
-#define CD_STEP_NO_NEW_PRIVS 23
-#define CD_STEP_CLOSE 24
-#define CD_STEP_SECCOMP 25     /* arg = index in plan.filters (install order) */
-#define CD_STEP_VERIFY 26      /* arg = what was read back (CD_VERIFY_*); errno 0 = differs */
-#define CD_NSTEPS 27
+#define CD_STEP_SCHED 7        /* sched_setscheduler: the anchor's policy, priority, reset-on-fork */
+#define CD_STEP_OOM 8
+#define CD_STEP_AFFINITY 9
+#define CD_STEP_IOPRIO 10
+#define CD_STEP_PERSONALITY 11
+#define CD_STEP_TIMERSLACK 12
+#define CD_STEP_SETNS 13       /* arg = CLONE_NEW* of the namespace */
+#define CD_STEP_ROOT 14        /* arg: 0 fchdir(root), 1 chroot, 2 fchdir(cwd) */
+#define CD_STEP_BOUNDING 15    /* arg = capability */
+#define CD_STEP_SECUREBITS 16  /* arg: 0 before the uid change, 1 the anchor's exact bits */
+#define CD_STEP_SETGROUPS 17
+#define CD_STEP_SETRESGID 18
+#define CD_STEP_SETRESUID 19
+#define CD_STEP_KEYRING 20
+#define CD_STEP_CAPSET 21      /* arg: 0 re-raise effective, 1 the anchor's sets */
+#define CD_STEP_AMBIENT 22     /* arg = capability */
+#define CD_STEP_DUMPABLE 23
+#define CD_STEP_NO_NEW_PRIVS 24
+#define CD_STEP_CLOSE 25
+#define CD_STEP_SECCOMP 26     /* arg = index in plan.filters (install order) */
+#define CD_STEP_VERIFY 27      /* arg = what was read back (CD_VERIFY_*); errno 0 = differs */
+#define CD_NSTEPS 28
 
 #define CD_VERIFY_UID 0
 #define CD_VERIFY_GID 1
@@ -56,6 +57,7 @@
 #define CD_VERIFY_TIMERSLACK 6
 #define CD_VERIFY_NO_NEW_PRIVS 7
 #define CD_VERIFY_GROUPS 8
+#define CD_VERIFY_SCHED 9
 
 struct cd_ns {
     int fd;      /* O_CLOEXEC fd on /proc/<anchor>/ns/<name> */
@@ -89,6 +91,11 @@ struct cd_plan {
     struct cd_rlim rlimits[CD_MAX_RLIMITS];
     unsigned int umask;
     int nice;
+    int sched_policy;                     /* sched_getscheduler(): SCHED_RESET_ON_FORK included */
+    int sched_priority;
+    int defer_sched_reset;                /* apply the policy without SCHED_RESET_ON_FORK (a
+                                             zygote: its forks then keep the policy, and each
+                                             adds the flag itself) */
     int oom_score_adj;
     size_t affinity_size;                 /* bytes of the cpu_set_t at affinity; 0: skip */
     const void *affinity;

@@ -101,7 +101,8 @@ def proc_snapshot(pid: int) -> dict[str, object]:
     snap["personality"] = _read(f"{P}/personality").strip()
     snap["oom_score_adj"] = _read(f"{P}/oom_score_adj").strip()
     snap["timerslack_ns"] = _read(f"{P}/timerslack_ns").strip()
-    snap["sched"] = os.sched_getscheduler(pid)
+    snap["sched"] = os.sched_getscheduler(pid)   # SCHED_RESET_ON_FORK included
+    snap["sched_priority"] = os.sched_getparam(pid).sched_priority
     snap["seccomp_programs"] = [(f.flags, f.program.hex()) for f in get_filters(pid)]
     snap["proc_owner"] = os.stat(P).st_uid  # dumpable
     return snap

@@ -27,7 +27,8 @@ KITCHEN_SINK = [
     "AmbientCapabilities=CAP_NET_BIND_SERVICE",
     "SystemCallFilter=@system-service", "SystemCallArchitectures=native",
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-    "LimitNOFILE=1234", "LimitNPROC=321", "UMask=0027", "Nice=5", "OOMScoreAdjust=300",
+    "LimitNOFILE=1234", "LimitNPROC=321", "UMask=0027", "Nice=5", "CPUSchedulingPolicy=batch",
+    "OOMScoreAdjust=300",
     "CPUAffinity=0", "IOSchedulingClass=best-effort", "IOSchedulingPriority=6",
     "WorkingDirectory=/var/tmp", "Environment=CONCURRENTD_TEST=kitchen-sink",
     "CPUQuota=50%", "MemoryMax=200M", "TasksMax=50",
@@ -66,7 +67,8 @@ def test_kitchen_sink_parity_and_behaviour():
         with Worker(None, do_enter=False) as plain:
             differs = diff_table(anchor, proc_snapshot(plain.pid))
         for key in ("status.Uid", "status.CapEff", "status.Seccomp_filters", "ns.net", "ns.mnt",
-                    "limits", "cgroup", "environ", "seccomp_programs", "nice", "affinity"):
+                    "limits", "cgroup", "environ", "seccomp_programs", "nice", "sched",
+                    "affinity"):
             assert f"  {key} " in differs, key
 
 
@@ -152,6 +154,21 @@ def test_plan_refuses_a_process_that_is_not_the_anchor():
             with Worker(plan) as w:
                 assert "ok" in w.report, w.report
                 assert not diff_table(proc_snapshot(pid), proc_snapshot(w.pid))
+
+
+@pytest.mark.parametrize("settings", [
+    ["CPUSchedulingPolicy=idle"],
+    ["CPUSchedulingPolicy=batch", "Nice=7", "CPUSchedulingResetOnFork=yes"],
+    ["CPUSchedulingPolicy=other", "Nice=-5", "CPUSchedulingResetOnFork=yes", "User=nobody"],
+], ids=["idle", "batch-reset-on-fork", "negative-nice-reset-on-fork"])
+def test_scheduling_policy_parity(settings):
+    with transient_unit(settings) as (_unit, pid), EntryPlan.from_pid(
+            pid, anchor_exe=public_anchor()) as plan:
+        _, anchor = _parity(pid, plan)
+    policy = {"idle": os.SCHED_IDLE, "batch": os.SCHED_BATCH, "other": os.SCHED_OTHER}[
+        settings[0].partition("=")[2]]
+    reset = os.SCHED_RESET_ON_FORK if "CPUSchedulingResetOnFork=yes" in settings else 0
+    assert anchor["sched"] == policy | reset   # what systemd set, which the worker matched
 
 
 def test_private_users_parity():

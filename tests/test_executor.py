@@ -277,6 +277,25 @@ def test_filters_that_forbid_fork_are_installed_by_each_worker():
             pool.submit(os.fork).result()
 
 
+def test_scheduling_reset_on_fork_survives_the_zygotes_fork():
+    # The kernel gives a fork of a process with SCHED_RESET_ON_FORK the default policy and no
+    # negative nice: the zygote takes the policy without the flag, and each worker adds it,
+    # before the unit's filters (which here forbid the call).
+    properties = {"CPUSchedulingPolicy": "batch", "CPUSchedulingResetOnFork": True, "Nice": -5,
+                  "User": "nobody", "SystemCallFilter": "~sched_setscheduler"}
+    with TransientUnitPoolExecutor(2, properties) as pool:
+        from entry_helpers import diff_table, proc_snapshot
+
+        pids = {pool.submit(os.getpid).result() for _ in range(4)}
+        anchor = proc_snapshot(pool.unit.main_pid)
+        assert anchor["sched"] == os.SCHED_BATCH | os.SCHED_RESET_ON_FORK and anchor["nice"] == -5
+        for pid in pids:
+            table = diff_table(anchor, proc_snapshot(pid))
+            assert not table, "the pool's worker differs from the anchor:\n" + table
+        with pytest.raises(BrokenProcessPool, match="SIGSYS"):
+            pool.submit(lambda: os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))).result()
+
+
 def test_owner_killed_takes_unit_and_workers_along():
     code = textwrap.dedent("""
         import time, concurrentd

@@ -89,7 +89,8 @@ def anchor_exited(pid: int) -> EnterError:
                                              "has exited: the unit is gone, start a new one")
 
 
-def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True) -> dict[str, int] | None:
+def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True,
+          sched_reset: bool = True) -> dict[str, int] | None:
     """Make the calling process a process of the plan's unit. Call it in the child, right after
     os.fork(), before anything else.
 
@@ -98,6 +99,9 @@ def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True) -> dic
         timing: also return the nanoseconds each step took.
         seccomp: False leaves out the last step, the unit's seccomp filters: the caller is then
             not confined as the unit until it (or each child it forks) calls install_filters(plan).
+        sched_reset: False takes the unit's scheduling policy without its reset-on-fork flag
+            (CPUSchedulingResetOnFork=), which would give every fork of the caller the default
+            policy: each child it forks then calls add_sched_reset(plan).
 
     Returns:
         None, or with ``timing`` a dict step name -> ns.
@@ -126,6 +130,7 @@ def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True) -> dic
     c = plan._c
     c.timing = int(timing)
     c.defer_seccomp = int(not seccomp)
+    c.defer_sched_reset = int(not sched_reset)
     r = ffi.new("struct cd_enter_result *")
     _KEEPALIVE.append(plan._keep)
     rc = lib.cd_enter(c, r)
@@ -143,6 +148,22 @@ def _check_complete(plan: EntryPlan) -> None:
         raise ValueError("this plan was read without the anchor's seccomp filters "
                          "(EntryPlan.from_pid(..., seccomp=False)): it describes the unit but "
                          "cannot confine a process in it")
+
+
+def add_sched_reset(plan: EntryPlan) -> None:
+    """The part enter(plan, sched_reset=False) left out: the reset-on-fork flag of the unit's
+    scheduling policy, on the calling process, a fork of the one that entered. Setting the flag
+    needs no privilege; do it before install_filters(plan), which may forbid the call.
+
+    Raises:
+        EnterError: ``sched`` when the kernel refused; the process must exit.
+    """
+    if plan.sched_resets_on_fork:
+        try:
+            os.sched_setscheduler(0, plan.sched_policy, os.sched_param(plan.sched_priority))
+        except OSError as e:
+            raise EnterError("sched", e.errno, "setting the unit's reset-on-fork flag: "
+                                               f"{e.strerror}") from None
 
 
 def install_filters(plan: EntryPlan) -> None:

@@ -199,6 +199,8 @@ class EntryPlan:
     rlimits: dict[int, tuple[int, int]]
     umask: int
     nice: int
+    sched_policy: int                      # sched_getscheduler(), SCHED_RESET_ON_FORK included
+    sched_priority: int
     oom_score_adj: int
     affinity: frozenset[int]
     ioprio: int
@@ -319,6 +321,8 @@ class EntryPlan:
                 rlimits=parse_limits(_read(f"{P}/limits")),
                 umask=int(st["Umask"], 8),
                 nice=os.getpriority(os.PRIO_PROCESS, pid),
+                sched_policy=os.sched_getscheduler(pid),
+                sched_priority=os.sched_getparam(pid).sched_priority,
                 oom_score_adj=int(_read(f"{P}/oom_score_adj")),
                 affinity=frozenset(os.sched_getaffinity(pid)),
                 ioprio=ioprio,
@@ -400,6 +404,7 @@ class EntryPlan:
             c.rlimits[i].cur = cur & _U64  # RLIM_INFINITY is -1 in Python
             c.rlimits[i].max = mx & _U64
         c.umask, c.nice, c.oom_score_adj = self.umask, self.nice, self.oom_score_adj
+        c.sched_policy, c.sched_priority = self.sched_policy, self.sched_priority
         mask = affinity_mask(self.affinity)
         aff = ffi.new("char[]", mask)
         keep.append(aff)
@@ -430,6 +435,12 @@ class EntryPlan:
             keep.append(prog)
             c.filters[i].flags, c.filters[i].len, c.filters[i].insns = f.flags, f.length, prog
         self._c = c
+
+    @property
+    def sched_resets_on_fork(self) -> bool:
+        """CPUSchedulingResetOnFork=yes: the kernel gives a fork of the anchor the default policy
+        and no negative nice (see enter(sched_reset=))."""
+        return bool(self.sched_policy & os.SCHED_RESET_ON_FORK)
 
     # -- lifetime --------------------------------------------------------------------------
 
