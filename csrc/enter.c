@@ -9,8 +9,8 @@
  *   2. cgroups            first, so everything after (page tables, keyrings) is charged to the
  *                         unit, and while we are still root of the initial user namespace (the
  *                         cgroup.procs files belong to it).
- *   3. environ, rlimits, umask, nice, scheduling policy, oom_score_adj, affinity, ioprio,
- *      personality, timer slack:
+ *   3. environ, rlimits, umask, nice, scheduling policy, oom_score_adj, affinity, NUMA memory
+ *      policy, ioprio, personality, timer slack:
  *                         raising a hard rlimit, lowering nice or oom_score_adj and a realtime
  *                         policy check capable(),
  *                         i.e. a capability in the INITIAL user namespace, which is lost once we
@@ -50,6 +50,7 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/keyctl.h>
+#include <linux/mempolicy.h>
 #include <linux/ptrace.h>
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
@@ -329,6 +330,17 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     if (p->affinity_size && sched_setaffinity(0, p->affinity_size, (const cpu_set_t *)p->affinity) != 0)
         FAIL(0);
 
+    /* NUMAPolicy=, NUMAMask=: inherited across fork like the rest, so set even when it is the
+     * default (the owner's own policy may not be). default and local take no nodes. */
+    STEP(CD_STEP_MEMPOLICY);
+    if (p->mempolicy >= 0) {
+        int mode = p->mempolicy & ~MPOL_MODE_FLAGS;
+        int nodes = mode != MPOL_DEFAULT && mode != MPOL_LOCAL;
+        if (syscall(SYS_set_mempolicy, p->mempolicy, nodes ? p->mempolicy_nodes : NULL,
+                    nodes ? 8 * sizeof p->mempolicy_nodes + 1 : 0) != 0)
+            FAIL(0);
+    }
+
     /* The realtime I/O class needs CAP_SYS_ADMIN or CAP_SYS_NICE. */
     STEP(CD_STEP_IOPRIO);
     if (p->ioprio >= 0 && syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, p->ioprio) != 0)
@@ -499,6 +511,15 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
             sp.sched_priority != p->sched_priority) {
             errno = 0;
             FAIL(CD_VERIFY_SCHED);
+        }
+        int mode;
+        if (p->mempolicy >= 0) {
+            if (syscall(SYS_get_mempolicy, &mode, NULL, 0, NULL, 0) != 0)
+                FAIL(CD_VERIFY_MEMPOLICY);
+            if (mode != p->mempolicy) {
+                errno = 0;
+                FAIL(CD_VERIFY_MEMPOLICY);
+            }
         }
         if ((unsigned long)personality(0xffffffff) != p->personality) {
             errno = 0;

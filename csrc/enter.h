@@ -28,25 +28,26 @@
 #define CD_STEP_SCHED 7        /* sched_setscheduler: the anchor's policy, priority, reset-on-fork */
 #define CD_STEP_OOM 8
 #define CD_STEP_AFFINITY 9
-#define CD_STEP_IOPRIO 10
-#define CD_STEP_PERSONALITY 11
-#define CD_STEP_TIMERSLACK 12
-#define CD_STEP_SETNS 13       /* arg = CLONE_NEW* of the namespace */
-#define CD_STEP_ROOT 14        /* arg: 0 fchdir(root), 1 chroot, 2 fchdir(cwd) */
-#define CD_STEP_BOUNDING 15    /* arg = capability */
-#define CD_STEP_SECUREBITS 16  /* arg: 0 before the uid change, 1 the anchor's exact bits */
-#define CD_STEP_SETGROUPS 17
-#define CD_STEP_SETRESGID 18
-#define CD_STEP_SETRESUID 19
-#define CD_STEP_KEYRING 20
-#define CD_STEP_CAPSET 21      /* arg: 0 re-raise effective, 1 the anchor's sets */
-#define CD_STEP_AMBIENT 22     /* arg = capability */
-#define CD_STEP_DUMPABLE 23
-#define CD_STEP_NO_NEW_PRIVS 24
-#define CD_STEP_CLOSE 25
-#define CD_STEP_SECCOMP 26     /* arg = index in plan.filters (install order) */
-#define CD_STEP_VERIFY 27      /* arg = what was read back (CD_VERIFY_*); errno 0 = differs */
-#define CD_NSTEPS 28
+#define CD_STEP_MEMPOLICY 10   /* set_mempolicy: NUMAPolicy=, NUMAMask= */
+#define CD_STEP_IOPRIO 11
+#define CD_STEP_PERSONALITY 12
+#define CD_STEP_TIMERSLACK 13
+#define CD_STEP_SETNS 14       /* arg = CLONE_NEW* of the namespace */
+#define CD_STEP_ROOT 15        /* arg: 0 fchdir(root), 1 chroot, 2 fchdir(cwd) */
+#define CD_STEP_BOUNDING 16    /* arg = capability */
+#define CD_STEP_SECUREBITS 17  /* arg: 0 before the uid change, 1 the anchor's exact bits */
+#define CD_STEP_SETGROUPS 18
+#define CD_STEP_SETRESGID 19
+#define CD_STEP_SETRESUID 20
+#define CD_STEP_KEYRING 21
+#define CD_STEP_CAPSET 22      /* arg: 0 re-raise effective, 1 the anchor's sets */
+#define CD_STEP_AMBIENT 23     /* arg = capability */
+#define CD_STEP_DUMPABLE 24
+#define CD_STEP_NO_NEW_PRIVS 25
+#define CD_STEP_CLOSE 26
+#define CD_STEP_SECCOMP 27     /* arg = index in plan.filters (install order) */
+#define CD_STEP_VERIFY 28      /* arg = what was read back (CD_VERIFY_*); errno 0 = differs */
+#define CD_NSTEPS 29
 
 #define CD_VERIFY_UID 0
 #define CD_VERIFY_GID 1
@@ -58,6 +59,7 @@
 #define CD_VERIFY_NO_NEW_PRIVS 7
 #define CD_VERIFY_GROUPS 8
 #define CD_VERIFY_SCHED 9
+#define CD_VERIFY_MEMPOLICY 10
 
 struct cd_ns {
     int fd;      /* O_CLOEXEC fd on /proc/<anchor>/ns/<name> */
@@ -97,6 +99,8 @@ struct cd_plan {
                                              zygote: its forks then keep the policy, and each
                                              adds the flag itself) */
     int oom_score_adj;
+    int mempolicy;                        /* set_mempolicy() mode | flags; -1: skip (no NUMA) */
+    unsigned long mempolicy_nodes[16];    /* its nodemask: up to 1024 nodes */
     size_t affinity_size;                 /* bytes of the cpu_set_t at affinity; 0: skip */
     const void *affinity;
     int ioprio;                           /* -1: skip */

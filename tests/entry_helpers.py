@@ -103,6 +103,8 @@ def proc_snapshot(pid: int) -> dict[str, object]:
     snap["timerslack_ns"] = _read(f"{P}/timerslack_ns").strip()
     snap["sched"] = os.sched_getscheduler(pid)   # SCHED_RESET_ON_FORK included
     snap["sched_priority"] = os.sched_getparam(pid).sched_priority
+    numa = [line.split()[1] for line in _read(f"{P}/numa_maps").splitlines() if " stack" in line]
+    snap["numa_policy"] = numa[0] if numa else None   # the task's policy (NUMAPolicy=)
     snap["seccomp_programs"] = [(f.flags, f.program.hex()) for f in get_filters(pid)]
     snap["proc_owner"] = os.stat(P).st_uid  # dumpable
     return snap

@@ -2,8 +2,11 @@
 
 import resource
 
+import pytest
+
 from concurrentd._entry.plan import (affinity_mask, cgroup_dirs, map_id, parse_environ,
-                                     parse_id_map, parse_limits, parse_mountinfo, parse_state)
+                                     parse_id_map, parse_limits, parse_mempolicy,
+                                     parse_mountinfo, parse_state)
 
 HYBRID_MOUNTINFO = """\
 22 1 0:20 / /sys rw - sysfs sysfs rw
@@ -58,3 +61,24 @@ def test_limits_environ_state_affinity():
     assert parse_state(b"/anchor\0--owner-pid\0001\0--state\0sb=2f\0\0\0") == 0x2F
     assert parse_state(b"/anchor\0--state\0----\0") is None
     assert affinity_mask([0, 9], size=2) == bytes([1, 2])
+
+
+NUMA_MAPS = """\
+00400000 bind:0 file=/run/concurrentd/anchor-1 mapped=1 N0=1 kernelpagesize_kB=4
+7ffd5000 bind:0 stack anon=3 dirty=3 N0=3 kernelpagesize_kB=4
+"""
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ("default", (0, set())), ("local", (4, set())), ("bind:0", (2, {0})),
+    ("interleave:0-2,5", (3, {0, 1, 2, 5})), ("prefer=static:1", (1 | 1 << 15, {1})),
+    ("prefer (many)=relative:0-1", (5 | 1 << 14, {0, 1})),
+    ("weighted interleave=static|balancing:3", (6 | 1 << 15 | 1 << 13, {3})),
+])
+def test_mempolicy_from_numa_maps(policy, expected):
+    # The stack's line: a mapping with a policy of its own (mbind) must not be taken for it.
+    text = f"00400000 interleave:0 anon=1\n7ffd5000 {policy} stack anon=3 N0=3\n"
+    assert parse_mempolicy(text) == (expected[0], frozenset(expected[1]))
+    assert parse_mempolicy(NUMA_MAPS) == (2, frozenset({0}))
+    with pytest.raises(ValueError, match="unknown memory policy"):
+        parse_mempolicy("7ffd5000 sideways:0 stack\n")

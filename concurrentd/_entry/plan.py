@@ -153,6 +153,44 @@ def parse_state(cmdline: bytes) -> int | None:
     return None
 
 
+#: set_mempolicy() modes by the names /proc/<pid>/numa_maps gives them (mm/mempolicy.c)
+MEMPOLICY_MODES = {"default": 0, "prefer": 1, "bind": 2, "interleave": 3, "local": 4,
+                   "prefer (many)": 5, "weighted interleave": 6}
+MEMPOLICY_FLAGS = {"static": 1 << 15, "relative": 1 << 14, "balancing": 1 << 13}
+
+
+def parse_mempolicy(numa_maps: str) -> tuple[int, frozenset[int]]:
+    """The process's NUMA memory policy (NUMAPolicy=, NUMAMask=): (mode | flags, nodes).
+
+    The kernel offers no call to read another process's policy, but /proc/<pid>/numa_maps shows
+    it on every mapping that has no policy of its own: the stack's line is the one to read.
+    Each line is ``address policy details``; the policy is ``mode[=flags][:nodes]``, e.g.
+    ``bind=static:0-1``.
+    """
+    lines = numa_maps.splitlines()
+    if not lines:
+        raise ValueError("numa_maps is empty")
+    line = next((l for l in lines if " stack" in l), lines[0])
+    # "prefer (many)" and "weighted interleave" hold a space: the policy ends at the first
+    # field after it that is a detail (key=value, or a word such as "stack", "heap", "anon").
+    rest = line.split(" ", 1)[1]
+    policy = next((rest[:len(name)] + rest[len(name):].split(" ", 1)[0]
+                   for name in sorted(MEMPOLICY_MODES, key=len, reverse=True)
+                   if rest.startswith(name)), None)
+    if policy is None:
+        raise ValueError(f"unknown memory policy in numa_maps: {rest.split(' ', 1)[0]!r}")
+    head, _, nodelist = policy.partition(":")
+    name, _, flags = head.partition("=")
+    mode = MEMPOLICY_MODES[name]
+    for flag in filter(None, flags.split("|")):
+        mode |= MEMPOLICY_FLAGS[flag]
+    nodes: set[int] = set()
+    for part in filter(None, nodelist.split(",")):
+        lo, _, hi = part.partition("-")
+        nodes.update(range(int(lo), int(hi or lo) + 1))
+    return mode, frozenset(nodes)
+
+
 def affinity_mask(cpus: Iterable[int], size: int = 128) -> bytes:
     """A cpu_set_t of ``size`` bytes with the given CPUs set."""
     mask = bytearray(size)
@@ -201,6 +239,7 @@ class EntryPlan:
     nice: int
     sched_policy: int                      # sched_getscheduler(), SCHED_RESET_ON_FORK included
     sched_priority: int
+    mempolicy: tuple[int, frozenset[int]] | None   # (mode | flags, nodes); None: no NUMA kernel
     oom_score_adj: int
     affinity: frozenset[int]
     ioprio: int
@@ -323,6 +362,7 @@ class EntryPlan:
                 nice=os.getpriority(os.PRIO_PROCESS, pid),
                 sched_policy=os.sched_getscheduler(pid),
                 sched_priority=os.sched_getparam(pid).sched_priority,
+                mempolicy=_mempolicy(P),
                 oom_score_adj=int(_read(f"{P}/oom_score_adj")),
                 affinity=frozenset(os.sched_getaffinity(pid)),
                 ioprio=ioprio,
@@ -405,6 +445,9 @@ class EntryPlan:
             c.rlimits[i].max = mx & _U64
         c.umask, c.nice, c.oom_score_adj = self.umask, self.nice, self.oom_score_adj
         c.sched_policy, c.sched_priority = self.sched_policy, self.sched_priority
+        c.mempolicy = -1 if self.mempolicy is None else self.mempolicy[0]
+        nodes = affinity_mask(self.mempolicy[1] if self.mempolicy else (), ffi.sizeof(c.mempolicy_nodes))
+        ffi.memmove(c.mempolicy_nodes, nodes, len(nodes))
         mask = affinity_mask(self.affinity)
         aff = ffi.new("char[]", mask)
         keep.append(aff)
@@ -481,6 +524,13 @@ class EntryPlan:
     def __del__(self) -> None:
         if not self._closed and self.owner_pid == os.getpid():
             self.close()
+
+
+def _mempolicy(proc: str) -> tuple[int, frozenset[int]] | None:
+    try:
+        return parse_mempolicy(_read(f"{proc}/numa_maps"))
+    except FileNotFoundError:   # a kernel without CONFIG_NUMA: there is no policy to copy
+        return None
 
 
 def _read(path: str) -> str:
