@@ -50,6 +50,7 @@ int cd_pidfd_open(int pid, unsigned int flags);
 #define CD_STEP_NICE ...
 #define CD_STEP_SCHED ...
 #define CD_STEP_OOM ...
+#define CD_STEP_COREDUMP ...
 #define CD_STEP_AFFINITY ...
 #define CD_STEP_MEMPOLICY ...
 #define CD_STEP_IOPRIO ...
@@ -104,6 +105,7 @@ struct cd_plan {
     int sched_priority;
     int defer_sched_reset;
     int oom_score_adj;
+    int coredump_filter;
     int mempolicy;
     unsigned long mempolicy_nodes[16];
     size_t affinity_size;
@@ -127,7 +129,7 @@ struct cd_plan {
     int defer_seccomp;
     int timing;
 };
-struct cd_enter_result { int step; int arg; int err; uint64_t step_ns[29]; };
+struct cd_enter_result { int step; int arg; int err; uint64_t step_ns[30]; };
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r);
 int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r);
 int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,

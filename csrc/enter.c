@@ -9,8 +9,8 @@
  *   2. cgroups            first, so everything after (page tables, keyrings) is charged to the
  *                         unit, and while we are still root of the initial user namespace (the
  *                         cgroup.procs files belong to it).
- *   3. environ, rlimits, umask, nice, scheduling policy, oom_score_adj, affinity, NUMA memory
- *      policy, ioprio, personality, timer slack:
+ *   3. environ, rlimits, umask, nice, scheduling policy, oom_score_adj, coredump filter,
+ *      affinity, NUMA memory policy, ioprio, personality, timer slack:
  *                         raising a hard rlimit, lowering nice or oom_score_adj and a realtime
  *                         policy check capable(),
  *                         i.e. a capability in the INITIAL user namespace, which is lost once we
@@ -324,6 +324,23 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
             FAIL(0);
         close(oom_fd);
         oom_fd = -1;
+    }
+
+    /* CoredumpFilter=: what a core dump of the process may contain. /proc is still ours. */
+    STEP(CD_STEP_COREDUMP);
+    if (p->coredump_filter >= 0) {
+        char buf[16];
+        size_t n = fmt_int(buf, p->coredump_filter);   /* the kernel reads base 0: decimal */
+        int fd = open("/proc/self/coredump_filter", O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            FAIL(0);
+        ssize_t w = write(fd, buf, n);
+        int saved = errno;
+        close(fd);
+        if (w != (ssize_t)n) {
+            errno = w < 0 ? saved : EIO;
+            FAIL(1);
+        }
     }
 
     STEP(CD_STEP_AFFINITY);

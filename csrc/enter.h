@@ -27,27 +27,28 @@
 #define CD_STEP_NICE 6
 #define CD_STEP_SCHED 7        /* sched_setscheduler: the anchor's policy, priority, reset-on-fork */
 #define CD_STEP_OOM 8
-#define CD_STEP_AFFINITY 9
-#define CD_STEP_MEMPOLICY 10   /* set_mempolicy: NUMAPolicy=, NUMAMask= */
-#define CD_STEP_IOPRIO 11
-#define CD_STEP_PERSONALITY 12
-#define CD_STEP_TIMERSLACK 13
-#define CD_STEP_SETNS 14       /* arg = CLONE_NEW* of the namespace */
-#define CD_STEP_ROOT 15        /* arg: 0 fchdir(root), 1 chroot, 2 fchdir(cwd) */
-#define CD_STEP_BOUNDING 16    /* arg = capability */
-#define CD_STEP_SECUREBITS 17  /* arg: 0 before the uid change, 1 the anchor's exact bits */
-#define CD_STEP_SETGROUPS 18
-#define CD_STEP_SETRESGID 19
-#define CD_STEP_SETRESUID 20
-#define CD_STEP_KEYRING 21
-#define CD_STEP_CAPSET 22      /* arg: 0 re-raise effective, 1 the anchor's sets */
-#define CD_STEP_AMBIENT 23     /* arg = capability */
-#define CD_STEP_DUMPABLE 24
-#define CD_STEP_NO_NEW_PRIVS 25
-#define CD_STEP_CLOSE 26
-#define CD_STEP_SECCOMP 27     /* arg = index in plan.filters (install order) */
-#define CD_STEP_VERIFY 28      /* arg = what was read back (CD_VERIFY_*); errno 0 = differs */
-#define CD_NSTEPS 29
+#define CD_STEP_COREDUMP 9     /* /proc/self/coredump_filter: CoredumpFilter= */
+#define CD_STEP_AFFINITY 10
+#define CD_STEP_MEMPOLICY 11   /* set_mempolicy: NUMAPolicy=, NUMAMask= */
+#define CD_STEP_IOPRIO 12
+#define CD_STEP_PERSONALITY 13
+#define CD_STEP_TIMERSLACK 14
+#define CD_STEP_SETNS 15       /* arg = CLONE_NEW* of the namespace */
+#define CD_STEP_ROOT 16        /* arg: 0 fchdir(root), 1 chroot, 2 fchdir(cwd) */
+#define CD_STEP_BOUNDING 17    /* arg = capability */
+#define CD_STEP_SECUREBITS 18  /* arg: 0 before the uid change, 1 the anchor's exact bits */
+#define CD_STEP_SETGROUPS 19
+#define CD_STEP_SETRESGID 20
+#define CD_STEP_SETRESUID 21
+#define CD_STEP_KEYRING 22
+#define CD_STEP_CAPSET 23      /* arg: 0 re-raise effective, 1 the anchor's sets */
+#define CD_STEP_AMBIENT 24     /* arg = capability */
+#define CD_STEP_DUMPABLE 25
+#define CD_STEP_NO_NEW_PRIVS 26
+#define CD_STEP_CLOSE 27
+#define CD_STEP_SECCOMP 28     /* arg = index in plan.filters (install order) */
+#define CD_STEP_VERIFY 29      /* arg = what was read back (CD_VERIFY_*); errno 0 = differs */
+#define CD_NSTEPS 30
 
 #define CD_VERIFY_UID 0
 #define CD_VERIFY_GID 1
@@ -99,6 +100,7 @@ struct cd_plan {
                                              zygote: its forks then keep the policy, and each
                                              adds the flag itself) */
     int oom_score_adj;
+    int coredump_filter;                  /* -1: skip */
     int mempolicy;                        /* set_mempolicy() mode | flags; -1: skip (no NUMA) */
     unsigned long mempolicy_nodes[16];    /* its nodemask: up to 1024 nodes */
     size_t affinity_size;                 /* bytes of the cpu_set_t at affinity; 0: skip */

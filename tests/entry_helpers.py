@@ -100,6 +100,7 @@ def proc_snapshot(pid: int) -> dict[str, object]:
     snap["affinity"] = sorted(os.sched_getaffinity(pid))
     snap["personality"] = _read(f"{P}/personality").strip()
     snap["oom_score_adj"] = _read(f"{P}/oom_score_adj").strip()
+    snap["coredump_filter"] = _read(f"{P}/coredump_filter").strip()
     snap["timerslack_ns"] = _read(f"{P}/timerslack_ns").strip()
     snap["sched"] = os.sched_getscheduler(pid)   # SCHED_RESET_ON_FORK included
     snap["sched_priority"] = os.sched_getparam(pid).sched_priority

@@ -28,7 +28,7 @@ KITCHEN_SINK = [
     "SystemCallFilter=@system-service", "SystemCallArchitectures=native",
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
     "LimitNOFILE=1234", "LimitNPROC=321", "UMask=0027", "Nice=5", "CPUSchedulingPolicy=batch",
-    "OOMScoreAdjust=300",
+    "OOMScoreAdjust=300", "CoredumpFilter=private-anonymous shared-anonymous",
     "CPUAffinity=0", "NUMAPolicy=bind", "NUMAMask=0", "IOSchedulingClass=best-effort",
     "IOSchedulingPriority=6",
     "WorkingDirectory=/var/tmp", "Environment=CONCURRENTD_TEST=kitchen-sink",
@@ -69,7 +69,7 @@ def test_kitchen_sink_parity_and_behaviour():
             differs = diff_table(anchor, proc_snapshot(plain.pid))
         for key in ("status.Uid", "status.CapEff", "status.Seccomp_filters", "ns.net", "ns.mnt",
                     "limits", "cgroup", "environ", "seccomp_programs", "nice", "sched",
-                    "numa_policy", "affinity"):
+                    "numa_policy", "coredump_filter", "affinity"):
             assert f"  {key} " in differs, key
 
 

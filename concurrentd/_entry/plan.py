@@ -241,6 +241,7 @@ class EntryPlan:
     sched_priority: int
     mempolicy: tuple[int, frozenset[int]] | None   # (mode | flags, nodes); None: no NUMA kernel
     oom_score_adj: int
+    coredump_filter: int | None            # None: the kernel has no /proc/<pid>/coredump_filter
     affinity: frozenset[int]
     ioprio: int
     personality: int
@@ -364,6 +365,7 @@ class EntryPlan:
                 sched_priority=os.sched_getparam(pid).sched_priority,
                 mempolicy=_mempolicy(P),
                 oom_score_adj=int(_read(f"{P}/oom_score_adj")),
+                coredump_filter=_coredump_filter(P),
                 affinity=frozenset(os.sched_getaffinity(pid)),
                 ioprio=ioprio,
                 personality=int(_read(f"{P}/personality"), 16),
@@ -445,6 +447,7 @@ class EntryPlan:
             c.rlimits[i].max = mx & _U64
         c.umask, c.nice, c.oom_score_adj = self.umask, self.nice, self.oom_score_adj
         c.sched_policy, c.sched_priority = self.sched_policy, self.sched_priority
+        c.coredump_filter = -1 if self.coredump_filter is None else self.coredump_filter
         c.mempolicy = -1 if self.mempolicy is None else self.mempolicy[0]
         nodes = affinity_mask(self.mempolicy[1] if self.mempolicy else (), ffi.sizeof(c.mempolicy_nodes))
         ffi.memmove(c.mempolicy_nodes, nodes, len(nodes))
@@ -524,6 +527,13 @@ class EntryPlan:
     def __del__(self) -> None:
         if not self._closed and self.owner_pid == os.getpid():
             self.close()
+
+
+def _coredump_filter(proc: str) -> int | None:
+    try:
+        return int(_read(f"{proc}/coredump_filter"), 16)
+    except FileNotFoundError:   # a kernel without CONFIG_ELF_CORE
+        return None
 
 
 def _mempolicy(proc: str) -> tuple[int, frozenset[int]] | None:
