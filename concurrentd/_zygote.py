@@ -279,6 +279,10 @@ def _main(sock: socket.socket, rewrite: _pythonpath.Rewrite, entered: bool, inhe
     if os.getppid() != owner:
         return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C is the owner's to handle
+    # A session of its own, as systemd gives a unit's process: no controlling terminal. A worker
+    # in the owner's session could push input into the owner's terminal (TIOCSTI), open
+    # /dev/tty, or get the terminal's job-control signals.
+    os.setsid()
     # Nothing of the owner's reaches the unit but what a worker needs: not its D-Bus connection,
     # not its open files. (A process systemd starts in a unit has only stdin, stdout, stderr.)
     _close_fds_except(keep)

@@ -296,6 +296,54 @@ def test_scheduling_reset_on_fork_survives_the_zygotes_fork():
             pool.submit(lambda: os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))).result()
 
 
+def _terminal_probe() -> dict:
+    import errno as errno_
+    import fcntl
+    import termios
+
+    def attempt(action) -> str:
+        try:
+            action()
+            return "ok"
+        except OSError as e:
+            return errno_.errorcode[e.errno]
+
+    return {"sid": os.getsid(0), "tiocsti": attempt(lambda: fcntl.ioctl(1, termios.TIOCSTI, b"#")),
+            "dev_tty": attempt(lambda: os.close(os.open("/dev/tty", os.O_RDWR)))}
+
+
+def test_a_worker_cannot_type_into_the_owners_terminal():
+    # The owner runs on a terminal, which is its controlling terminal and its stdout, as in an
+    # interactive session. A worker writes to that stdout, but it is in a session of its own
+    # (as a unit's process is), so it cannot push input into the terminal (TIOCSTI) or open it.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            os.setsid()
+            _, tty = os.openpty()
+            import fcntl
+            import termios
+            fcntl.ioctl(tty, termios.TIOCSCTTY, 0)
+            os.dup2(tty, 1)
+            with TransientUnitPoolExecutor(1, {"User": "nobody"}) as pool:
+                report = pool.submit(_terminal_probe).result()
+            report["owner_sid"] = os.getsid(0)
+            os.write(w, repr(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        data = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    report = eval(data)   # noqa: S307 - our own child's repr of a dict of str and int
+    assert report["sid"] != report["owner_sid"], report
+    assert report["tiocsti"] == "EPERM" and report["dev_tty"] == "ENXIO", report
+
+
 def test_owner_killed_takes_unit_and_workers_along():
     code = textwrap.dedent("""
         import time, concurrentd
