@@ -135,6 +135,25 @@ static size_t fmt_int(char *buf, int v)
     return k;
 }
 
+/* Write v, in decimal, to fd (a /proc file): 0, or -1 with errno set (EIO: a short write). */
+static int write_int(int fd, int v)
+{
+    char buf[16];
+    size_t n = fmt_int(buf, v);
+    ssize_t w = write(fd, buf, n);
+    if (w == (ssize_t)n)
+        return 0;
+    if (w >= 0)
+        errno = EIO;
+    return -1;
+}
+
+/* The policy a process takes: the anchor's, without its reset-on-fork flag for a zygote. */
+static int sched_policy_to_take(const struct cd_plan *p)
+{
+    return p->defer_sched_reset ? p->sched_policy & ~SCHED_RESET_ON_FORK : p->sched_policy;
+}
+
 /* The current mm map of this process from /proc/self/stat (fields 26-28, 45-51), without stdio. */
 static int read_mm_map(struct prctl_mm_map *m)
 {
@@ -310,35 +329,28 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     STEP(CD_STEP_SCHED);
     {
         struct sched_param sp = {.sched_priority = p->sched_priority};
-        int policy = p->defer_sched_reset ? p->sched_policy & ~SCHED_RESET_ON_FORK : p->sched_policy;
-        if (sched_setscheduler(0, policy, &sp) != 0)
+        if (sched_setscheduler(0, sched_policy_to_take(p), &sp) != 0)
             FAIL(0);
     }
 
     /* Lowering oom_score_adj needs CAP_SYS_RESOURCE. */
     STEP(CD_STEP_OOM);
-    {
-        char buf[16];
-        size_t n = fmt_int(buf, p->oom_score_adj);
-        if (write(oom_fd, buf, n) != (ssize_t)n)
-            FAIL(0);
-        close(oom_fd);
-        oom_fd = -1;
-    }
+    if (write_int(oom_fd, p->oom_score_adj) != 0)
+        FAIL(0);
+    close(oom_fd);
+    oom_fd = -1;
 
     /* CoredumpFilter=: what a core dump of the process may contain. /proc is still ours. */
     STEP(CD_STEP_COREDUMP);
     if (p->coredump_filter >= 0) {
-        char buf[16];
-        size_t n = fmt_int(buf, p->coredump_filter);   /* the kernel reads base 0: decimal */
         int fd = open("/proc/self/coredump_filter", O_WRONLY | O_CLOEXEC);
         if (fd < 0)
             FAIL(0);
-        ssize_t w = write(fd, buf, n);
+        int rc = write_int(fd, p->coredump_filter);   /* the kernel reads base 0: decimal */
         int saved = errno;
         close(fd);
-        if (w != (ssize_t)n) {
-            errno = w < 0 ? saved : EIO;
+        if (rc != 0) {
+            errno = saved;
             FAIL(1);
         }
     }
@@ -524,13 +536,12 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
         struct sched_param sp;
         if (policy < 0 || sched_getparam(0, &sp) != 0)
             FAIL(CD_VERIFY_SCHED);
-        if (policy != (p->defer_sched_reset ? p->sched_policy & ~SCHED_RESET_ON_FORK : p->sched_policy) ||
-            sp.sched_priority != p->sched_priority) {
+        if (policy != sched_policy_to_take(p) || sp.sched_priority != p->sched_priority) {
             errno = 0;
             FAIL(CD_VERIFY_SCHED);
         }
-        int mode;
         if (p->mempolicy >= 0) {
+            int mode;
             if (syscall(SYS_get_mempolicy, &mode, NULL, 0, NULL, 0) != 0)
                 FAIL(CD_VERIFY_MEMPOLICY);
             if (mode != p->mempolicy) {

@@ -25,7 +25,7 @@
 #define CD_STEP_RLIMIT 4       /* arg = resource */
 #define CD_STEP_UMASK 5
 #define CD_STEP_NICE 6
-#define CD_STEP_SCHED 7        /* sched_setscheduler: the anchor's policy, priority, reset-on-fork */
+#define CD_STEP_SCHED 7        /* sched_setscheduler: policy, priority, reset-on-fork */
 #define CD_STEP_OOM 8
 #define CD_STEP_COREDUMP 9     /* /proc/self/coredump_filter: CoredumpFilter= */
 #define CD_STEP_AFFINITY 10

@@ -72,7 +72,7 @@ def test_limits_environ_state_affinity():
 def test_mempolicy_from_numa_maps(policy, expected):
     # The first line, the program's text; later ones may have a policy of their own (mbind), or
     # be cut short (only the first lines are read).
-    text = f"00400000 {policy} file=/run/concurrentd/anchor-1 mapped=1 N0=1\n7ffd5000 interleave:0 st"
+    text = f"00400000 {policy} file=/run/concurrentd/anchor-1 N0=1\n7ffd5000 interleave:0 st"
     assert parse_mempolicy(text) == (expected[0], frozenset(expected[1]))
     with pytest.raises(ValueError, match="unknown memory policy"):
         parse_mempolicy("7ffd5000 sideways:0 stack\n")

@@ -2,6 +2,7 @@
 nothing is left behind. (What it shares with ProcessPoolExecutor: test_conformance.py.)"""
 
 import gc
+import json
 import os
 import signal
 import socket
@@ -293,7 +294,8 @@ def test_scheduling_reset_on_fork_survives_the_zygotes_fork():
             table = diff_table(anchor, proc_snapshot(pid))
             assert not table, "the pool's worker differs from the anchor:\n" + table
         with pytest.raises(BrokenProcessPool, match="SIGSYS"):
-            pool.submit(lambda: os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))).result()
+            pool.submit(lambda: os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+                        ).result()
 
 
 def _terminal_probe() -> dict:
@@ -331,7 +333,7 @@ def test_a_worker_cannot_type_into_the_owners_terminal():
             with TransientUnitPoolExecutor(1, {"User": "nobody"}) as pool:
                 report = pool.submit(_terminal_probe).result()
             report["owner_sid"] = os.getsid(0)
-            os.write(w, repr(report).encode())
+            os.write(w, json.dumps(report).encode())
             code = 0
         finally:
             os._exit(code)
@@ -339,7 +341,7 @@ def test_a_worker_cannot_type_into_the_owners_terminal():
     with os.fdopen(r) as f:
         data = f.read()
     assert os.waitpid(pid, 0)[1] == 0
-    report = eval(data)   # noqa: S307 - our own child's repr of a dict of str and int
+    report = json.loads(data)
     assert report["sid"] != report["owner_sid"], report
     assert report["tiocsti"] == "EPERM" and report["dev_tty"] == "ENXIO", report
 

@@ -19,7 +19,8 @@ from .seccomp import SeccompFilter, get_filters
 
 __all__ = [
     "ENTER_FAILED_EXIT_STATUS", "AnchorGone", "EnterError", "EntryPlan", "SeccompFilter",
-    "add_sched_reset", "anchor_argv", "anchor_path", "enter", "fork_and_enter", "get_filters", "install_filters",
+    "add_sched_reset", "anchor_argv", "anchor_path", "enter", "fork_and_enter", "get_filters",
+    "install_filters",
 ]
 
 #: Placeholder the anchor overwrites with its securebits (see csrc/anchor.c).

@@ -165,8 +165,9 @@ def parse_mempolicy(numa_maps: str) -> tuple[int, frozenset[int]]:
     The kernel offers no call to read another process's policy, but /proc/<pid>/numa_maps shows
     it on every mapping that has no policy of its own (mbind), such as the first one, the
     program's text, which is the line read here: generating the whole file walks the page tables
-    of every mapping (0.7 ms for a Python process, 10 µs for the start of its first line). Each line is ``address policy details``; the
-    policy is ``mode[=flags][:nodes]``, e.g. ``bind=static:0-1``.
+    of every mapping (0.7 ms for a Python process, 10 µs for the start of its first line). Each
+    line is ``address policy details``; the policy is ``mode[=flags][:nodes]``, e.g.
+    ``bind=static:0-1``.
     """
     line = numa_maps.split("\n", 1)[0]
     if not line:
@@ -447,8 +448,10 @@ class EntryPlan:
         c.sched_policy, c.sched_priority = self.sched_policy, self.sched_priority
         c.coredump_filter = -1 if self.coredump_filter is None else self.coredump_filter
         c.mempolicy = -1 if self.mempolicy is None else self.mempolicy[0]
-        nodes = affinity_mask(self.mempolicy[1] if self.mempolicy else (), ffi.sizeof(c.mempolicy_nodes))
-        ffi.memmove(c.mempolicy_nodes, nodes, len(nodes))
+        # The nodemask is a bit per node, as a cpu_set_t is a bit per CPU.
+        nodes = self.mempolicy[1] if self.mempolicy else ()
+        ffi.memmove(c.mempolicy_nodes, affinity_mask(nodes, ffi.sizeof(c.mempolicy_nodes)),
+                    ffi.sizeof(c.mempolicy_nodes))
         mask = affinity_mask(self.affinity)
         aff = ffi.new("char[]", mask)
         keep.append(aff)
