@@ -186,11 +186,15 @@ class Systemd:
             if isinstance(started, SystemdError):
                 raise started
         except BaseException:
-            self._watched.discard(unit_path)
-            self._changes(unit_path)
+            self._unwatch(unit_path)
             raise
         (job,) = started
         return StartingService(Unit(self, name, unit_path), job)
+
+    def _unwatch(self, path: str) -> None:
+        """Stop keeping the PropertiesChanged signals of ``path``, and drop those kept."""
+        self._watched.discard(path)
+        self._changes(path)
 
     def _changes(self, path: str) -> dict:
         """Drain the kept PropertiesChanged signals of ``path``; return the merged changes."""
@@ -232,8 +236,7 @@ class StartingService:
             if result != "done":
                 raise UnitStartError(unit.name, result, unit._failure_details(self.announced))
         finally:
-            systemd._watched.discard(unit.object_path)
-            systemd._changes(unit.object_path)
+            systemd._unwatch(unit.object_path)
         return unit
 
     @property
