@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from ._entry import ENTER_FAILED_EXIT_STATUS
 
-OOM, SECCOMP, SIGNAL, EXIT, ENTRY, ZYGOTE = "oom", "seccomp", "signal", "exit", "entry", "zygote"
+OOM, SECCOMP, SIGNAL, EXIT, ENTRY, ZYGOTE, PROTOCOL = (
+    "oom", "seccomp", "signal", "exit", "entry", "zygote", "protocol")
 
 
 class WorkerKilled(BrokenProcessPool):
@@ -26,7 +27,8 @@ class WorkerKilled(BrokenProcessPool):
         cause: "oom" (the unit's MemoryMax=), "seccomp" (SIGSYS from SystemCallFilter=),
             "signal" (another signal), "exit" (the worker exited, e.g. os._exit), "entry",
             "zygote" (no worker could be started: the unit stopped, the pool's zygote exited, or
-            its fork() failed, e.g. at TasksMax=).
+            its fork() failed, e.g. at TasksMax=), "protocol" (the owner killed it: it wrote
+            what no worker writes on its result pipe, or stopped in the middle of a result).
         signal: the signal number that killed it, or None.
         exitcode: as multiprocessing reports it (negative: killed by that signal).
         pid: the worker's pid.
@@ -99,7 +101,7 @@ def describe(cause: str, exitcode: int, pid: int, unit: str, limits: dict[str, s
         OOM: f"the unit's memory limit was reached (MemoryMax={limits.get('MemoryMax', '?')}) and "
              "the kernel's OOM killer ended it",
         SECCOMP: "it made a system call that the unit's seccomp filter (SystemCallFilter=) forbids",
-        ENTRY: "it could not enter the unit (the EnterError is on the task it took)",
+        ENTRY: "it could not enter the unit (its stderr says at which step)",
         SIGNAL: "no limit of the unit's accounts for it (killed from outside, or by the task itself)",
         EXIT: "the task ended the process (os._exit or similar) without returning",
     }[cause]

@@ -1,234 +1,498 @@
-"""The pool's manager thread and its count of idle workers: what concurrentd changes in
-ProcessPoolExecutor's machinery, and why.
+"""The pool's manager thread: the only thread that talks to workers.
 
-- A dead worker is diagnosed (see _deaths); with on_worker_death="replace" only its task fails.
-- The wait for a result keeps one poll object across calls (see UnitManagerThread._wait).
-- The idle-worker count is a deque of tokens (see IdleWorkers).
-- A worker's exit is handled only once its spawn is recorded (see Spawns).
+    submit() ──▶ pending {work id: item} + queue ──wakeup──▶ manager thread
+                                                          │ dispatch: an idle worker, else a new
+                                                          │ one (up to max_workers), else the
+                                                          │ least busy (at most DEPTH calls each)
+                                                          ▼
+                              worker's call pipe ◀── CALL frame (non-blocking, via its outbox)
+                              worker's result pipe ──▶ RESULT / EXCEPTION frame, read as bytes
+                                                       arrive, at most max_frame bytes
+                                                          │ the work id must be the one this
+                                                          │ worker runs; the value is unpickled
+                                                          ▼ as data (see _results)
+                                                     future.set_result / set_exception
+    a worker's status pipe (from the zygote) ──▶ its exit: expected (STOP, max_tasks_per_child)
+                                                 or a death, diagnosed (see _deaths)
 
-Both speed-ups serve a submit loop, whose pace is the manager thread's: it handles every result.
+Every worker has its own pipes, so no worker can read another's calls or answer for another's
+tasks; the owner holds no write end of a result pipe, so a dead worker is EOF at once. A worker
+that writes what no worker of ours writes (an unknown frame, a frame over the cap, a result for
+a task it was not given), or stops in the middle of a frame for ``stall_timeout`` seconds, is
+killed, and its death reported as any other.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
-import contextlib
+import os
 import select
+import signal
 import threading
+import time
 import traceback
-from concurrent.futures import InvalidStateError
-from concurrent.futures import process as _cf_process
+import weakref
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
+from typing import Any
 
-from . import _deaths, _taskboard
+from . import _deaths
+from . import _protocol as P
+from ._channel import Channel, ProtocolError
+from ._results import ResultPolicy, ResultRefused
+from ._session import UnitSession
+from ._zygote import ZygoteGone
 
-if TYPE_CHECKING:
-    from .executor import TransientUnitPoolExecutor
+#: the most calls a worker holds at once: the one it runs and the next, so it never waits
+DEPTH = 2
+#: seconds a worker that closed its result pipe may take to exit before it is killed
+_EXIT_GRACE = 1.0
 
 
-class IdleWorkers:
-    """ProcessPoolExecutor's count of idle workers (its ``_idle_worker_semaphore``) for one deque
-    operation where threading.Semaphore takes a round of its Condition (~1 µs).
+class WorkItem:
+    __slots__ = ("future", "cloud", "blob", "started")
 
-    The pool releases one per result, in the manager thread, and, as its workers are not forks of
-    the owner, takes one per submit without blocking, to decide whether to spawn a worker: the
-    only two uses in CPython 3.10 to 3.13, both on the busiest threads of a submit loop. A token is
-    an item of a deque (append and pop are atomic); there are at most max_workers of them, as
-    there cannot be more idle workers than workers (a semaphore counts past that, which only
-    delays the spawn of a replacement).
+    def __init__(self, future: Future, cloud: bool, blob: bytes):
+        self.future, self.cloud, self.blob = future, cloud, blob
+        self.started = False   # given to a worker (again, after a death with "replace")
+
+
+class WorkerHandle:
+    """The owner's view of one worker: its pid, pidfd, status pipe and channel, and the work
+    ids it was given, in order."""
+
+    def __init__(self, pid: int, status_fd: int, channel: Channel, pidfd: int | None,
+                 max_tasks: int | None):
+        self.pid, self.status_fd, self.channel, self.pidfd = pid, status_fd, channel, pidfd
+        self.inflight: collections.deque[int] = collections.deque()
+        self.assigned = 0
+        self.max_tasks = max_tasks
+        self.stopping = False
+        self.violation: str | None = None   # why the owner killed it
+        self.eof_at: float | None = None
+        self.exitcode: int | None = None
+
+    def can_take(self) -> bool:
+        return not self.stopping and (self.max_tasks is None or self.assigned < self.max_tasks)
+
+    def retiring(self) -> bool:
+        return self.max_tasks is not None and self.assigned >= self.max_tasks
+
+    def kill(self, why: str | None = None) -> None:
+        if why and self.violation is None:
+            self.violation = why
+        if self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        self.channel.close()
+        for fd in (self.status_fd, self.pidfd):
+            if fd is not None:
+                os.close(fd)
+
+
+class PoolManager(threading.Thread):
+    """Everything a pool does after submit(): dispatch, results, deaths, shutdown, release.
+
+    Args:
+        session: the pool's unit session (released by this thread when it ends).
+        hello: the first frame's payload for every worker (initializer, initargs, limits).
+        policy: what results the owner accepts.
+        on_worker_death: "break" or "replace" (see TransientUnitPoolExecutor).
     """
 
-    def __init__(self, max_workers: int):
-        self._tokens: collections.deque = collections.deque(maxlen=max_workers)
+    def __init__(self, session: UnitSession, *, max_workers: int, max_tasks: int | None,
+                 hello: bytes, policy: ResultPolicy, on_worker_death: str, unit_name: str,
+                 limits: dict[str, str], max_frame: int, stall_timeout: float):
+        super().__init__(name="concurrentd-manager", daemon=True)
+        self.session = session
+        self.max_workers, self.max_tasks = max_workers, max_tasks
+        self._hello = P.frame(P.HELLO, 0, hello)
+        self.policy = policy
+        self._replace = on_worker_death == "replace"
+        self.unit_name, self.limits = unit_name, limits
+        self.max_frame, self.stall_timeout = max_frame, stall_timeout
+        # Shared with the submitting threads, under the lock:
+        self.lock = threading.RLock()   # re-entered: a future's callback may submit
+        self.pending: dict[int, WorkItem] = {}
+        self.queue: collections.deque[int] = collections.deque()
+        self.shutting_down = False
+        self.cancel_pending = False
+        self.broken: str | None = None
+        self.release_error: BaseException | None = None
+        # The manager's own:
+        self.workers: dict[int, WorkerHandle] = {}
+        self._by_fd: dict[int, tuple[WorkerHandle, str]] = {}
+        self._poll = select.poll()
+        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poll.register(self._wakeup, select.POLLIN)
+        self._writing: set[int] = set()
 
-    def release(self, n: int = 1) -> None:
-        for _ in range(n):
-            self._tokens.append(None)
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        if blocking:
-            raise NotImplementedError("concurrentd's idle-worker count is only taken without "
-                                      "blocking (as ProcessPoolExecutor does up to Python 3.13)")
+    # -- from other threads ------------------------------------------------------------------
+    def wakeup(self) -> None:
         try:
-            self._tokens.pop()
-        except IndexError:
+            os.eventfd_write(self._wakeup, 1)
+        except OSError:   # closed: the manager has ended
+            pass
+
+    def request_shutdown(self, cancel_pending: bool = False) -> None:
+        with self.lock:
+            self.cancel_pending = self.cancel_pending or cancel_pending
+            self.shutting_down = True
+        self.wakeup()
+
+    # -- the thread ----------------------------------------------------------------------------
+    def run(self) -> None:
+        _running.add(self)
+        try:
+            self._loop()
+        except BaseException as e:   # noqa: BLE001 - a bug of ours: no future may hang on it
+            cause = traceback.format_exception(type(e), e, e.__traceback__)
+            self._break(f"the pool's manager thread failed: {e!r}", cause)
+        finally:
+            for worker in list(self.workers.values()):
+                worker.kill()
+                self._reap(worker, blocking=True)
+            os.close(self._wakeup)
+            try:
+                self.session.release()
+            except BaseException as e:   # noqa: BLE001 - shutdown() raises it
+                self.release_error = e
+            _running.discard(self)
+
+    def _loop(self) -> None:
+        while True:
+            self._dispatch()
+            if self._done():
+                return
+            for fd, events in self._poll.poll(self._timeout_ms()):
+                if fd == self._wakeup:
+                    try:
+                        os.eventfd_read(self._wakeup)
+                    except BlockingIOError:
+                        pass
+                    continue
+                entry = self._by_fd.get(fd)
+                if entry is None:
+                    continue
+                worker, role = entry
+                if role == "result":
+                    self._receive(worker)
+                elif role == "call":
+                    worker.channel.flush()
+                    self._watch_writes(worker)
+                else:   # status: it has exited
+                    self._receive(worker)
+                    self._reap(worker)
+            self._check_stalls()
+
+    def _done(self) -> bool:
+        with self.lock:
+            closing = self.shutting_down or _exiting or self.broken is not None
+            if not closing or self.pending:
+                return False
+        if self.workers:
+            for worker in self.workers.values():
+                if not worker.stopping:
+                    worker.stopping = True
+                    worker.channel.close_calls()   # EOF: the worker returns from its loop
             return False
         return True
 
+    def _timeout_ms(self) -> int | None:
+        deadlines = []
+        for w in self.workers.values():
+            if w.channel.stalled_since is not None:
+                deadlines.append(w.channel.stalled_since + self.stall_timeout)
+            if w.eof_at is not None and w.exitcode is None:
+                deadlines.append(w.eof_at + _EXIT_GRACE)
+        if not deadlines:
+            return None
+        return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
 
-class Spawns:
-    """The workers being spawned, so that the manager thread handles a worker's exit only once
-    the executor has recorded the worker.
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            since = w.channel.stalled_since
+            if since is not None and now - since > self.stall_timeout:
+                w.kill(f"it stopped for {self.stall_timeout:g} s in the middle of sending a "
+                       "result")
+            if w.eof_at is not None and now - w.eof_at > _EXIT_GRACE:
+                w.kill("it closed its result pipe and went on running")
 
-    A worker handed over by the zygote runs at once, and the manager thread runs from the pool's
-    start: a worker that exits after its last task (max_tasks_per_child) can report its exit while
-    the thread that spawned it has not yet recorded it in ``executor._processes``, where
-    ProcessPoolExecutor's manager thread looks it up (a KeyError that would end that thread).
-    """
+    # -- dispatch ------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        if self.broken is not None:
+            return
+        with self.lock:
+            if self.cancel_pending and (self.shutting_down or _exiting):
+                for work_id in self.queue:
+                    item = self.pending.pop(work_id, None)
+                    if item is not None:
+                        item.future.cancel()
+                self.queue.clear()
+            while self.queue:
+                worker = self._pick()
+                if worker is None:
+                    return
+                work_id = self.queue.popleft()
+                item = self.pending.get(work_id)
+                if item is None:
+                    continue
+                if not item.started and not item.future.set_running_or_notify_cancel():
+                    del self.pending[work_id]
+                    continue
+                item.started = True
+                worker.inflight.append(work_id)
+                worker.assigned += 1
+                worker.channel.send(P.frame(P.CALL_CLOUD if item.cloud else P.CALL_PLAIN,
+                                            work_id, item.blob))
+                self._watch_writes(worker)
 
-    def __init__(self):
-        self._changed = threading.Condition()
-        self._in_progress = 0
+    def _pick(self) -> WorkerHandle | None:
+        """The worker for the next call: an idle one, else a new one, else the least busy."""
+        takers = [w for w in self.workers.values() if w.can_take()]
+        for w in takers:
+            if not w.inflight:
+                return w
+        if len(self.workers) < self.max_workers:
+            return self._spawn()
+        busy = [w for w in takers if len(w.inflight) < DEPTH]
+        return min(busy, key=lambda w: len(w.inflight)) if busy else None
 
-    @contextlib.contextmanager
-    def spawning(self):
-        with self._changed:
-            self._in_progress += 1
+    def _spawn(self) -> WorkerHandle | None:
+        zygote = self.session.zygote
+        call_r, call_w = os.pipe()
+        result_r, result_w = os.pipe()
         try:
-            yield
+            if zygote is None:
+                raise ZygoteGone(0, "the pool has been shut down")
+            status_fd = zygote.launch(P.WORKER, [call_r, result_w])
+        except ZygoteGone as e:
+            for fd in (call_w, result_r):
+                os.close(fd)
+            self._not_forked(str(e))
+            return None
         finally:
-            with self._changed:
-                self._in_progress -= 1
-                self._changed.notify_all()
+            os.close(call_r)
+            os.close(result_w)
+        try:
+            pid = P.read_signed(status_fd)
+        except EOFError:
+            pid = None
+        if pid is None or pid < 0:
+            for fd in (call_w, result_r, status_fd):
+                os.close(fd)
+            self._not_forked("the zygote exited before it forked the worker" if pid is None
+                             else f"the zygote's fork() failed: {os.strerror(-pid)}")
+            return None
+        worker = WorkerHandle(pid, status_fd, Channel(call_w, result_r, self.max_frame),
+                              _child_pidfd(pid, zygote.pid), self.max_tasks)
+        self.workers[pid] = worker
+        self._by_fd[result_r] = (worker, "result")
+        self._by_fd[status_fd] = (worker, "status")
+        self._poll.register(result_r, select.POLLIN)
+        self._poll.register(status_fd, select.POLLIN)
+        worker.channel.send(self._hello)
+        return worker
 
-    def await_recorded(self, pid: int, processes: dict) -> None:
-        """Returns once ``pid`` is in ``processes``, or no spawn is in progress anymore."""
-        with self._changed:
-            self._changed.wait_for(lambda: pid in processes or not self._in_progress)
+    def _watch_writes(self, worker: WorkerHandle) -> None:
+        fd = worker.channel.call_fd
+        wants = worker.channel.wants_to_write()
+        if wants and fd not in self._writing:
+            self._writing.add(fd)
+            self._by_fd[fd] = (worker, "call")
+            self._poll.register(fd, select.POLLOUT)
+        elif not wants and fd in self._writing:
+            self._writing.discard(fd)
+            self._by_fd.pop(fd, None)
+            self._poll.unregister(fd)
 
+    # -- results -------------------------------------------------------------------------------
+    def _receive(self, worker: WorkerHandle) -> None:
+        channel = worker.channel
+        if channel.result_fd < 0 or channel.eof:
+            return
+        try:
+            for kind, work_id, payload in channel.receive():
+                self._handle(worker, kind, work_id, payload)
+        except ProtocolError as e:
+            worker.kill(f"it wrote {e} on its result pipe")
+            self._stop_reading(worker)
+            return
+        if channel.eof:
+            self._stop_reading(worker)
+            if not worker.stopping and not worker.retiring():
+                worker.eof_at = time.monotonic()
 
-class UnitManagerThread(_cf_process._ExecutorManagerThread):
-    """concurrent.futures' manager thread, plus: a dead worker is diagnosed (see _deaths), and
-    with on_worker_death="replace" only the task it ran fails and a new worker takes its place."""
+    def _stop_reading(self, worker: WorkerHandle) -> None:
+        fd = worker.channel.result_fd
+        if self._by_fd.pop(fd, None) is not None:
+            self._poll.unregister(fd)
 
-    def __init__(self, executor: "TransientUnitPoolExecutor"):
-        super().__init__(executor)
-        self._replace = executor._on_worker_death == "replace"
-        self._resources = executor._resources
-        self._unit_name = executor.unit.name
-        self._limits = executor._limits
-        self._spawns = executor._spawns
-        self._diagnosis: str | None = None
-        self._polled: tuple[int, ...] = ()   # the fds self._poll watches, in that order
-        self._poll = select.poll()
-        self._wakeup_poll: select.poll | None = None
+    def _handle(self, worker: WorkerHandle, kind: int, work_id: int, payload: bytes) -> None:
+        if kind == P.INIT_FAILED:
+            text = _exception_text(self.policy, payload)
+            worker.kill()
+            self._break(f"the initializer failed in worker {worker.pid} of unit "
+                        f"{self.unit_name}: {text}")
+            return
+        if not worker.inflight or worker.inflight[0] != work_id:
+            raise ProtocolError(f"a result for work item {work_id}, which it was not running")
+        worker.inflight.popleft()
+        with self.lock:
+            item = self.pending.pop(work_id, None)
+        if item is None:
+            return
+        try:
+            if kind == P.RESULT:
+                outcome: Any = self.policy.loads(payload)
+            else:
+                outcome = self.policy.rebuild_exception(payload)
+        except ResultRefused as e:
+            kind, outcome = P.EXCEPTION, e
+        except Exception as e:   # noqa: BLE001 - bytes from the unit: any error is theirs
+            kind, outcome = P.EXCEPTION, ResultRefused(
+                f"worker {worker.pid} sent a result the owner could not read: {e!r}")
+        try:
+            if kind == P.RESULT:
+                item.future.set_result(outcome)
+            else:
+                item.future.set_exception(outcome)
+        except InvalidStateError:   # cancelled meanwhile
+            pass
 
-    def wait_result_broken_or_wakeup(self):
-        result_item, is_broken, cause = self._wait()
-        if not is_broken:
-            return result_item, is_broken, cause
-        dead = [(pid, p) for pid, p in list(self.processes.items()) if p.exitcode is not None]
-        if not dead:   # broken for another reason (a result that could not be read)
-            return result_item, is_broken, cause
-        deaths = [self._diagnose(pid, p) for pid, p in dead]
-        if self._replace and all(work_id >= 0 for _, work_id in deaths) and \
-                self._resources.zygote_gone() is None:
-            self._fail_and_replace(dead, deaths)
-            return None, False, None
-        self._diagnosis = "; ".join(error.args[0] for error, _ in deaths)
-        return result_item, is_broken, cause
+    # -- exits and deaths ----------------------------------------------------------------------
+    def _reap(self, worker: WorkerHandle, blocking: bool = False) -> None:
+        if not blocking and not select.select([worker.status_fd], [], [], 0)[0]:
+            return
+        try:
+            os.set_blocking(worker.status_fd, True)
+            worker.exitcode = P.read_signed(worker.status_fd)
+        except (OSError, EOFError):
+            worker.exitcode = P.NOT_FORKED_EXIT_STATUS   # the zygote itself died
+        for fd in (worker.status_fd, worker.channel.result_fd):
+            if self._by_fd.pop(fd, None) is not None:
+                self._poll.unregister(fd)
+        if worker.channel.call_fd in self._writing:
+            self._writing.discard(worker.channel.call_fd)
+            self._by_fd.pop(worker.channel.call_fd, None)
+            self._poll.unregister(worker.channel.call_fd)
+        del self.workers[worker.pid]
+        worker.close()
+        expected = (worker.stopping or worker.retiring()) and not worker.inflight \
+            and worker.violation is None and worker.exitcode == 0
+        if not expected and self.broken is None:
+            self._died(worker)
 
-    def _wait(self):
-        """ProcessPoolExecutor's wait_result_broken_or_wakeup (3.11 to 3.13), for less Python.
+    def _died(self, worker: WorkerHandle) -> None:
+        error = self._diagnose(worker)
+        if self._replace and self.session.zygote_gone() is None:
+            if worker.inflight:
+                with self.lock:
+                    item = self.pending.pop(worker.inflight.popleft(), None)
+                    # the calls it held but never started go to the others
+                    self.queue.extendleft(reversed(worker.inflight))
+                if item is not None:
+                    try:
+                        item.future.set_exception(error)
+                    except InvalidStateError:
+                        pass
+            return
+        self._break(error.args[0])
 
-        Its wait goes through multiprocessing.connection.wait, which builds, fills and closes a
-        selector on every call, and once more to drain the wakeup pipe (Connection.poll): the
-        manager thread's largest cost per result in a submit loop. Here one poll object serves all
-        calls, registered again only when the set of fds changes (a worker started or ended; poll
-        watches numbers, so an fd number reused by a new worker is still right), and the wakeup
-        pipe is drained only when poll found it readable: a wakeup written after the poll wakes
-        the next one. What is returned, and when, is as before.
-        """
-        result_reader = self.result_queue._reader
-        wakeup = self.thread_wakeup
-        assert not wakeup._closed
-        result_fd, wakeup_fd = result_reader.fileno(), wakeup._reader.fileno()
-        fds = (result_fd, wakeup_fd, *[p.sentinel for p in list(self.processes.values())])
-        if fds != self._polled:
-            self._poll = select.poll()
-            for fd in fds:
-                self._poll.register(fd, select.POLLIN)
-            self._polled = fds
-        ready = {fd for fd, _ in self._poll.poll()}
+    def _diagnose(self, worker: WorkerHandle) -> _deaths.WorkerKilled:
+        counters = self.session.read_counters()
+        seen = self.session.counters_seen
+        self.session.counters_seen = counters
+        cause = _deaths.classify(worker.exitcode, counters.oom_kills - seen.oom_kills)
+        message = _deaths.describe(cause, worker.exitcode, worker.pid, self.unit_name,
+                                   self.limits, counters.pids_max_hits - seen.pids_max_hits)
+        if worker.violation is not None:
+            cause = _deaths.PROTOCOL
+            message = (f"worker {worker.pid} of unit {self.unit_name} was killed by the owner: "
+                       f"{worker.violation}")
+        gone = self.session.zygote_gone()
+        if gone is not None:
+            message += f"; {gone}"
+        return _deaths.WorkerKilled(message, cause=cause, exitcode=worker.exitcode,
+                                    pid=worker.pid, unit=self.unit_name)
 
-        cause = None
-        is_broken = True
-        result_item = None
-        if result_fd in ready:
-            try:
-                result_item = result_reader.recv()
-                is_broken = False
-            except BaseException as e:   # noqa: BLE001 - as ProcessPoolExecutor: the pool breaks
-                cause = traceback.format_exception(type(e), e, e.__traceback__)
-            exit_pid = getattr(result_item, "exit_pid", None)   # 3.11+: its last task
-            if exit_pid is not None and exit_pid not in self.processes:
-                self._spawns.await_recorded(exit_pid, self.processes)
-        elif wakeup_fd in ready:
-            is_broken = False
-        if wakeup_fd in ready:
-            # Without the shutdown lock, as CPython since gh-105829: only this thread reads the
-            # pipe or closes it.
-            if self._wakeup_poll is None:
-                self._wakeup_poll = select.poll()
-                self._wakeup_poll.register(wakeup_fd, select.POLLIN)
-            while self._wakeup_poll.poll(0):
-                wakeup._reader.recv_bytes()
-        return result_item, is_broken, cause
+    def _not_forked(self, why: str) -> None:
+        counters = self.session.read_counters()
+        new_pids = counters.pids_max_hits - self.session.counters_seen.pids_max_hits
+        gone = self.session.zygote_gone()
+        message = f"no worker could start in unit {self.unit_name}: {gone or why}"
+        if new_pids:
+            message += (f"; the unit's task limit (TasksMax={self.limits.get('TasksMax', '?')})"
+                        f" was hit {new_pids} time(s): the anchor and the pool's zygote are two"
+                        " of its tasks")
+        self._break(message)
 
-    def _diagnose(self, pid: int, p) -> tuple[_deaths.WorkerKilled, int]:
-        """(the error, the work id the worker held or a negative state; IDLE untracked)."""
-        counters = self._resources.read_counters()
-        new_ooms = counters.oom_kills - self._resources.counters_seen.oom_kills
-        new_pids = counters.pids_max_hits - self._resources.counters_seen.pids_max_hits
-        self._resources.counters_seen = counters
-        gone = self._resources.zygote_gone()
-        not_forked = getattr(p._popen, "not_forked", None)
-        if not_forked is not None:
-            cause = _deaths.ZYGOTE
-            message = f"no worker could start in unit {self._unit_name}: {gone or not_forked}"
-            if new_pids:
-                message += f"; the unit's task limit (TasksMax={self._limits.get('TasksMax', '?')})" \
-                           f" was hit {new_pids} time(s): the anchor and the pool's zygote are two" \
-                           " of its tasks"
-        else:
-            cause = _deaths.classify(p.exitcode, new_ooms)
-            message = _deaths.describe(cause, p.exitcode, pid, self._unit_name, self._limits,
-                                       new_pids)
-            if gone is not None:
-                message += f"; {gone}"
-        error = _deaths.WorkerKilled(message, cause=cause, exitcode=p.exitcode, pid=pid,
-                                     unit=self._unit_name)
-        board = p._board
-        return error, (board.get() if board is not None else _taskboard.IDLE)
-
-    def _fail_and_replace(self, dead, deaths) -> None:
-        for (pid, p), (error, work_id) in zip(dead, deaths):
-            self.processes.pop(pid, None)
-            p.join()
-            work_item = self.pending_work_items.pop(work_id, None)
-            if work_item is not None:
-                try:
-                    work_item.future.set_exception(error)
-                except InvalidStateError:   # cancelled meanwhile
-                    pass
-                del work_item
-        # One successor per dead worker. Not _adjust_process_count(): it spawns nobody while
-        # the idle-worker semaphore counts past results, and the pool could run dry.
-        executor = self.executor_reference()
-        if executor is not None:
-            with self.shutdown_lock:
-                for _ in dead:
-                    executor._spawn_process()
-            del executor
-
-    def terminate_broken(self, cause):
-        if self._diagnosis is None:
-            return super().terminate_broken(cause)
-        # Fail the pending futures with the diagnosis before the base class would (with its
-        # generic message): a caller waiting on one wakes up with the right words.
-        message = f"{self._diagnosis}; the process pool is not usable anymore"
+    def _break(self, why: str, cause: list[str] | None = None) -> None:
+        """Every pending future fails with BrokenProcessPool; every worker is killed."""
+        message = f"{why}; the process pool is not usable anymore"
         error = BrokenProcessPool(message)
         if cause is not None:
-            error.__cause__ = _cf_process._RemoteTraceback(f"\n'''\n{''.join(cause)}'''")
-        executor = self.executor_reference()
-        if executor is not None:
-            executor._death_message = message
-            executor._broken = message
-        for work_item in self.pending_work_items.values():
+            from concurrent.futures.process import _RemoteTraceback
+            error.__cause__ = _RemoteTraceback(f"\n'''\n{''.join(cause)}'''")
+        with self.lock:
+            if self.broken is not None:
+                return
+            self.broken = message
+            items = list(self.pending.values())
+            self.pending.clear()
+            self.queue.clear()
+        for item in items:
             try:
-                work_item.future.set_exception(error)
+                item.future.set_exception(error)
             except InvalidStateError:   # cancelled meanwhile
                 pass
-        self.pending_work_items.clear()
-        super().terminate_broken(cause)
+        for worker in self.workers.values():
+            worker.stopping = True
+            worker.kill()
+
+
+def _exception_text(policy: ResultPolicy, payload: bytes) -> str:
+    try:
+        exc = policy.rebuild_exception(payload)
+    except Exception:   # noqa: BLE001 - from the unit: only for the message
+        return "(its exception could not be read)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _child_pidfd(pid: int, parent: int) -> int | None:
+    """A pidfd on ``pid`` if it is (still) a child of ``parent``, else None: it has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        ppid = -1
+    if ppid != parent:   # exited, and the pid taken by another process since
+        os.close(fd)
+        return None
+    return fd
+
+
+# -- interpreter exit: every pool finishes its work, as ProcessPoolExecutor's do -------------------
+_running: "weakref.WeakSet[PoolManager]" = weakref.WeakSet()
+_exiting = False
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    global _exiting
+    _exiting = True
+    managers = list(_running)
+    for manager in managers:
+        manager.wakeup()
+    for manager in managers:
+        manager.join()

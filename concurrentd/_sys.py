@@ -70,6 +70,17 @@ def set_parent_death_signal(sig: int) -> None:
     _check(lib.prctl(lib.PR_SET_PDEATHSIG, ffi.cast("unsigned long", sig)), "prctl(PR_SET_PDEATHSIG)")
 
 
+def set_dumpable(dumpable: bool) -> None:
+    """A non-dumpable process cannot be ptraced, have its memory written through /proc/<pid>/mem,
+    or its fds taken with pidfd_getfd() by any process without CAP_SYS_PTRACE, whatever its uid."""
+    _check(lib.prctl(lib.PR_SET_DUMPABLE, ffi.cast("unsigned long", int(dumpable))),
+           "prctl(PR_SET_DUMPABLE)")
+
+
+def is_dumpable() -> bool:
+    return bool(_check(lib.prctl(lib.PR_GET_DUMPABLE), "prctl(PR_GET_DUMPABLE)"))
+
+
 def pidfd_open(pid: int) -> int:
     """An fd that becomes readable when process ``pid`` exits (close it when done)."""
     return _check(lib.cd_pidfd_open(pid, 0), f"pidfd_open({pid})")

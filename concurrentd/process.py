@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from ._context import UnitProcess
-from .executor import TransientUnitPoolExecutor, _Resources, start_resources
+from ._popen import UnitProcess
+from ._session import UnitSession
+from .executor import PoolUnit, TransientUnitPoolExecutor
 
 __all__ = ["TransientUnitProcess"]
 
@@ -37,16 +38,16 @@ class TransientUnitProcess(UnitProcess):
         super().__init__(target=target, name=name, args=args, kwargs=kwargs or {}, daemon=daemon)
         self._pool = pool
         self._properties = dict(properties or {})
-        self._own: _Resources | None = None
+        self._own: UnitSession | None = None
 
     def start(self) -> None:
         if self._pool is not None:
-            resources = self._pool._resources
+            session = self._pool._session
         else:
-            self._own = resources = start_resources(self._properties)
-        if resources.zygote is None:
+            self._own = session = UnitSession.begin(self._properties, enters=False).finish()
+        if session.zygote is None:
             raise ValueError("the pool has been shut down")
-        self._zygote = resources.zygote
+        self._zygote = session.zygote
         try:
             super().start()
         except BaseException:
@@ -56,8 +57,6 @@ class TransientUnitProcess(UnitProcess):
     @property
     def unit(self):
         """The unit the process runs in (a PoolUnit), once started."""
-        from .executor import PoolUnit
-
         if self._pool is not None:
             return self._pool.unit
         if self._own is None or self._own.unit is None:

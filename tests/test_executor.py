@@ -187,7 +187,7 @@ def test_unit_gone_breaks_the_pool_and_says_why():
     try:
         main_pid = pool.unit.main_pid
         os.kill(main_pid, signal.SIGKILL)   # the anchor: systemd stops the unit, zygote and all
-        _wait_until(lambda: not pool._resources.zygote.alive())
+        _wait_until(lambda: not pool._session.zygote.alive())
         error = pool.submit(os.getpid).exception(timeout=30)
         assert isinstance(error, BrokenProcessPool), error
         assert f"the unit has stopped: its main process (the anchor, pid {main_pid}) exited" \
@@ -199,21 +199,18 @@ def test_unit_gone_breaks_the_pool_and_says_why():
 
 
 def test_an_anchor_that_exits_during_the_start_fails_the_constructor_and_releases_all():
-    from concurrentd.executor import start_resources
+    from concurrentd._session import UnitSession
 
     before, children = set(_units()), _children(os.getpid())
-    seen = {}
-
-    def prepare():   # runs while systemd starts the unit: kill its anchor as soon as it runs
-        _wait_until(lambda: set(_units()) - before)
-        (seen["unit"],) = set(_units()) - before
-        os.kill(_wait_for_anchor(seen["unit"]), signal.SIGKILL)
-        return [], 1
-
+    # begin() returns while systemd starts the unit: kill its anchor as soon as it runs
+    session = UnitSession.begin({"PrivateTmp": True}, max_workers=1)
+    _wait_until(lambda: set(_units()) - before)
+    (unit,) = set(_units()) - before
+    os.kill(_wait_for_anchor(unit), signal.SIGKILL)
     with pytest.raises(EnterError, match=r"anchor pid .* has exited"):
-        start_resources({"PrivateTmp": True}, prepare=prepare)
+        session.finish()
     assert _children(os.getpid()) == children, "the zygote was reaped"
-    _wait_until(lambda: not _unit_exists(seen["unit"]))
+    _wait_until(lambda: not _unit_exists(unit))
 
 
 def _wait_for_anchor(unit):
@@ -252,7 +249,7 @@ def test_pool_worker_is_confined_exactly_as_the_anchor():
     properties = dict(setting.split("=", 1) for setting in KITCHEN_SINK)
     with TransientUnitPoolExecutor(1, properties) as pool:
         # The zygote entered the unit, filters and all; a worker is a plain fork of it.
-        assert not pool._resources.zygote.filters_per_worker
+        assert not pool._session.zygote.filters_per_worker
         pid = pool.submit(os.getpid).result()
         anchor, worker = proc_snapshot(pool.unit.main_pid), proc_snapshot(pid)
         assert anchor["status.Seccomp"] == "2" and anchor["seccomp_programs"]
@@ -268,7 +265,7 @@ def test_filters_that_forbid_fork_are_installed_by_each_worker():
     properties = {"User": "nobody", "SystemCallFilter": "~clone clone3 fork vfork"}
     with TransientUnitPoolExecutor(1, properties) as pool:
         # The zygote's loop could not live under them: it forks unfiltered, each worker filters.
-        assert pool._resources.zygote.filters_per_worker
+        assert pool._session.zygote.filters_per_worker
         from entry_helpers import diff_table, proc_snapshot
 
         pid = pool.submit(os.getpid).result()
@@ -317,7 +314,9 @@ def _terminal_probe() -> dict:
 def test_a_worker_cannot_type_into_the_owners_terminal():
     # The owner runs on a terminal, which is its controlling terminal and its stdout, as in an
     # interactive session. A worker writes to that stdout, but it is in a session of its own
-    # (as a unit's process is), so it cannot push input into the terminal (TIOCSTI) or open it.
+    # (as a unit's process is), and its stdin and stdout are /dev/null and a pipe (as a unit's
+    # process has /dev/null and the journal), so it cannot push input into the terminal
+    # (TIOCSTI), change its modes, or open it.
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -343,7 +342,8 @@ def test_a_worker_cannot_type_into_the_owners_terminal():
     assert os.waitpid(pid, 0)[1] == 0
     report = json.loads(data)
     assert report["sid"] != report["owner_sid"], report
-    assert report["tiocsti"] == "EPERM" and report["dev_tty"] == "ENXIO", report
+    # its stdout is a pipe to the owner, not the terminal; and it has no terminal to open
+    assert report["tiocsti"] == "ENOTTY" and report["dev_tty"] == "ENXIO", report
 
 
 def test_owner_killed_takes_unit_and_workers_along():
@@ -420,7 +420,7 @@ def test_join_an_existing_unit_and_leave_it_running():
 def test_a_joined_units_main_process_counts_only_once_it_has_execd():
     # systemd-run's Type=simple unit is "started" while its main process is still systemd's own
     # fork: joining then waits for the exec, and never reads that process as the unit's.
-    from concurrentd.executor import _program_of
+    from concurrentd._session import _program_of
 
     assert _program_of(os.getpid()) == os.readlink("/proc/self/exe")
     with pytest.raises(ValueError, match="has not exec'd its program"):
@@ -498,7 +498,7 @@ def _uid(pid):
 
 def test_a_spare_worker_waits_confined_and_never_exceeds_max_workers():
     with TransientUnitPoolExecutor(2, {"User": "nobody"}) as pool:
-        zygote = pool._resources.zygote.pid
+        zygote = pool._session.zygote.pid
         # Before any task: one worker-to-be, forked by the zygote, already in the unit.
         (spare,) = _children(zygote)
         assert _uid(spare) == 65534
@@ -516,7 +516,7 @@ def test_a_spare_worker_waits_confined_and_never_exceeds_max_workers():
 
 def test_a_spare_that_dies_unasked_is_not_missed():
     with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
-        (spare,) = _children(pool._resources.zygote.pid)
+        (spare,) = _children(pool._session.zygote.pid)
         os.kill(spare, signal.SIGKILL)
         _wait_until(lambda: not os.path.exists(f"/proc/{spare}"))   # reaped by the zygote
         pid = pool.submit(os.getpid).result(timeout=30)   # forked when asked instead
@@ -525,24 +525,10 @@ def test_a_spare_that_dies_unasked_is_not_missed():
 
 def test_the_spare_leaves_with_an_unused_pool():
     pool = TransientUnitPoolExecutor(1, {"PrivateTmp": True})
-    zygote = pool._resources.zygote.pid
+    zygote = pool._session.zygote.pid
     (spare,) = _children(zygote)
     pool.shutdown()
     assert not os.path.exists(f"/proc/{spare}") and not os.path.exists(f"/proc/{zygote}")
-
-
-def test_the_idle_worker_count_is_a_semaphore_capped_at_max_workers():
-    from concurrentd._manager import IdleWorkers
-
-    idle = IdleWorkers(2)
-    assert not idle.acquire(blocking=False)
-    idle.release()
-    assert idle.acquire(blocking=False) and not idle.acquire(blocking=False)
-    for _ in range(5):   # five results with no submit between: still at most two idle workers
-        idle.release()
-    assert [idle.acquire(blocking=False) for _ in range(3)] == [True, True, False]
-    with pytest.raises(NotImplementedError):
-        idle.acquire()
 
 
 def test_a_pool_spawns_a_worker_only_when_none_is_idle():
@@ -576,11 +562,11 @@ def test_an_idle_pool_manager_thread_sleeps():
 def test_a_zygote_that_cannot_read_the_anchor_says_so_and_exits():
     from concurrentd._entry import ENTER_FAILED_EXIT_STATUS
     from concurrentd._zygote import Zygote
-    from concurrentd.executor import start_resources
+    from concurrentd._session import UnitSession
 
-    res = start_resources({})
+    res = UnitSession.begin({}, enters=False).finish()
     try:
-        zygote = Zygote((), inherit=[])
+        zygote = Zygote((), enters=True)
         # this process is no anchor: the zygote's own read of the plan fails, the owner's did not
         zygote.enter(os.getpid(), os.readlink(f"/proc/{res.plan.anchor_pid}/exe"))
         with pytest.raises(EnterError, match="the zygote could not read the unit's main process"):
@@ -594,14 +580,14 @@ def test_a_zygote_that_dies_after_entering_is_reported_as_such():
     import signal
 
     from concurrentd._zygote import Zygote
-    from concurrentd.executor import start_resources
+    from concurrentd._session import UnitSession
 
-    res = start_resources({})
+    res = UnitSession.begin({}, enters=False).finish()
     try:
         # The kill races the zygote's fork of its spare (~1 ms): the first try wins it but on a
         # very busy machine; a zygote that reported first is a lost try, not a failure.
         for _ in range(10):
-            zygote = Zygote((), inherit=[], max_workers=1)
+            zygote = Zygote((), enters=True, max_workers=1)
             zygote.enter(res.plan.anchor_pid, os.readlink(f"/proc/{res.plan.anchor_pid}/exe"))
             zygote.await_entered()
             os.kill(zygote.pid, signal.SIGKILL)   # before its report that its spare is forked
@@ -622,11 +608,11 @@ def test_a_zygote_that_dies_before_its_entry_report_is_reported_as_such():
     import signal
 
     from concurrentd._zygote import Zygote
-    from concurrentd.executor import start_resources
+    from concurrentd._session import UnitSession
 
-    res = start_resources({})
+    res = UnitSession.begin({}, enters=False).finish()
     try:
-        zygote = Zygote((), inherit=[], max_workers=1)
+        zygote = Zygote((), enters=True, max_workers=1)
         os.kill(zygote.pid, signal.SIGKILL)   # before it is even told the anchor
         zygote.enter(res.plan.anchor_pid, os.readlink(f"/proc/{res.plan.anchor_pid}/exe"))
         with pytest.raises(EnterError, match="died while entering the unit: it was killed by SIGKILL"):

@@ -1,0 +1,111 @@
+"""Every message between the owner, its zygote and the workers: layouts, request bytes, statuses.
+
+Three channels, each with one owner on each end:
+
+    owner ── zygote socket (SOCK_SEQPACKET) ──▶ zygote
+        ANCHOR        the unit's anchor: its pid, then its executable's path
+        READY         the zygote's report: (kind, step, arg, errno); then SPARE_FORKED
+        WORKER  + fds [status_w, call_r, result_w]    fork a pool worker
+        PROCESS + fds [status_w, data_r, passed...]   fork a multiprocessing Process
+    zygote ── status pipe (one per worker) ──▶ owner
+        the worker's pid (or -errno if the fork failed), later its exit status: one SIGNED each
+    owner ── call pipe ──▶ worker      HELLO, then CALL_* frames, then STOP (or EOF)
+    worker ── result pipe ──▶ owner    RESULT, EXCEPTION or INIT_FAILED frames
+
+A frame is a FRAME header (payload length, kind, work id) and its payload. The owner writes the
+call pipe and reads only the result pipe of each worker, without blocking on it, with a size cap
+per frame (see _channel): what a worker writes there is data from a unit, never trusted.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from ._entry import ENTER_FAILED_EXIT_STATUS
+
+# -- the zygote socket ----------------------------------------------------------------------------
+ANCHOR = struct.Struct("=i")
+READY = struct.Struct("=iiii")
+CONFINED, FILTERS_PER_WORKER, FAILED, OUTSIDE, NO_PLAN = 0, 1, 2, 3, 4
+SPARE_FORKED = b"s"
+WORKER, PROCESS, TRIAL = b"w", b"p", b"t"
+#: the most fds one request passes
+MAX_FDS = 64
+
+# -- status pipes ---------------------------------------------------------------------------------
+SIGNED = struct.Struct("q")
+
+# -- exit statuses --------------------------------------------------------------------------------
+#: a worker that could not enter the unit (or finish its entry) exits with
+#: ENTER_FAILED_EXIT_STATUS (the entry core's; re-exported here with the others)
+#: a worker that was never forked: the status its owner-side handle reports
+NOT_FORKED_EXIT_STATUS = 255
+#: a zygote that failed before it could report why
+ZYGOTE_FAILED_EXIT_STATUS = 70
+
+# -- worker frames ---------------------------------------------------------------------------------
+FRAME = struct.Struct("=QBq")   # payload length, kind, work id
+# owner -> worker
+HELLO, CALL_PLAIN, CALL_CLOUD, STOP = 1, 2, 3, 4
+# worker -> owner
+RESULT, EXCEPTION, INIT_FAILED = 16, 17, 18
+WORKER_KINDS = frozenset({RESULT, EXCEPTION, INIT_FAILED})
+
+
+def write_signed(fd: int, n: int) -> None:
+    os.write(fd, SIGNED.pack(n))
+
+
+def read_signed(fd: int) -> int:
+    """One SIGNED from a blocking pipe. Raises EOFError if the writer closed it first."""
+    data = b""
+    while len(data) < SIGNED.size:
+        chunk = os.read(fd, SIGNED.size - len(data))
+        if not chunk:
+            raise EOFError("the zygote closed the status pipe")
+        data += chunk
+    return SIGNED.unpack(data)[0]
+
+
+def frame(kind: int, work_id: int, payload: bytes = b"") -> bytes:
+    """One frame, header and payload."""
+    return FRAME.pack(len(payload), kind, work_id) + payload
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Writes all of ``data`` to a blocking fd (a worker's result pipe)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_exactly(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from a blocking fd, or None at EOF before the first byte.
+
+    Raises:
+        EOFError: the writer closed the pipe in the middle.
+    """
+    chunks, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            if got:
+                raise EOFError(f"the pipe closed {got} bytes into a {n}-byte read")
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> tuple[int, int, bytes] | None:
+    """The next (kind, work id, payload) from a blocking fd (the worker's call pipe, whose writer
+    is the owner), or None at EOF."""
+    header = read_exactly(fd, FRAME.size)
+    if header is None:
+        return None
+    length, kind, work_id = FRAME.unpack(header)
+    payload = read_exactly(fd, length) if length else b""
+    if payload is None:
+        raise EOFError("the pipe closed between a frame's header and its payload")
+    return kind, work_id, payload

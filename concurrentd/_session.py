@@ -1,0 +1,208 @@
+"""A unit session: one unit (started or joined), its zygote, the owner's plan of it, released once.
+
+Used alike by a pool, a TransientUnitProcess with a unit of its own, and run()/@sandboxed:
+
+    session = UnitSession.begin(properties, enters=True, max_workers=n)
+        connect to systemd; StartTransientUnit (or join a running unit); fork the zygote
+        while systemd sets the unit up
+    session.finish()
+        wait for the unit's start; the zygote reads the anchor (and enters); the owner reads its
+        own plan (the cgroups whose counters say why a worker died)
+    session.release()   (or release_after(thread, block))
+        end the zygote, close the plan, stop the unit (if started here), disconnect
+
+Each phase releases whatever was started if it fails, so a failed start leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Mapping
+
+from . import _deaths, _pythonpath
+from ._entry import EntryPlan, anchor_argv
+from ._entry.enter import anchor_exited
+from ._entry.plan import AnchorGone
+from ._unitfiles import add_read_only_binds, anchor_for_unit
+from ._zygote import Zygote
+from .systemd import Systemd, Unit
+
+#: seconds release() waits for the last output of the unit's processes to be copied
+_OUTPUT_DRAIN = 1.0
+
+
+class UnitSession:
+    """What a unit's user holds outside Python: the D-Bus connection, the unit, the zygote, the
+    plan. Released once, in reverse order, by whoever gets there first."""
+
+    def __init__(self):
+        self.systemd: Systemd | None = None
+        self.unit: Unit | None = None
+        self.owned = True
+        self.plan: EntryPlan | None = None
+        self.zygote: Zygote | None = None
+        self.counters_seen = _deaths.Counters()
+        self._starting = None
+        self._main_pid = 0
+        self._anchor_exe = ""
+        self._lock = threading.Lock()
+
+    # -- begin ---------------------------------------------------------------------------------
+    @classmethod
+    def begin(cls, properties: Mapping[str, Any], *, unit_name: str | None = None,
+              unit: str | None = None, enters: bool = True, max_workers: int = 0,
+              import_binds: Any = True) -> "UnitSession":
+        """Starts (or joins) the unit and forks the zygote; returns while systemd may still be
+        setting the unit up (call finish()).
+
+        Args:
+            enters: the zygote enters the unit itself (a pool's); else each worker enters on its
+                own (a TransientUnitProcess's own unit).
+            max_workers: a pool's size (the zygote keeps a spare while fewer run).
+            import_binds: see TransientUnitPoolExecutor.
+        """
+        session = cls()
+        try:
+            session.systemd = Systemd.connect()
+            path_map: _pythonpath.PathMap = ()
+            if unit is None:
+                python_binds, path_map = _pythonpath.plan_binds(properties, **_binds_options(
+                    import_binds))
+                properties = add_read_only_binds(properties, python_binds)
+                argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
+                session._anchor_exe = argv[0]
+                session._starting = session.systemd.begin_service(argv, properties, name=unit_name)
+                session.unit = session._starting.unit   # from here on, release() stops it
+            else:
+                session.owned = False
+                session.unit = session.systemd.unit(unit)
+                session._main_pid = session.unit.main_pid
+                if not session._main_pid:
+                    raise ValueError(f"unit {unit} has no main process to join (is it running?)")
+                session._anchor_exe = _program_of(session._main_pid)
+            # systemd sets the unit up (~10 ms with a sandbox): meanwhile, the zygote's fork,
+            # which waits for the anchor.
+            session.zygote = Zygote(path_map, enters=enters, max_workers=max_workers)
+        except BaseException:
+            session.release()
+            raise
+        return session
+
+    # -- finish --------------------------------------------------------------------------------
+    def finish(self) -> "UnitSession":
+        """Waits for the unit and for the zygote's report (a pool's zygote: entered, and its
+        first worker-to-be forked). Raises what went wrong, after releasing everything."""
+        try:
+            starting, main_pid = self._starting, self._main_pid
+            if starting is not None:
+                EntryPlan.rehearse()   # the owner reads the anchor too, once the unit runs
+                starting.wait()
+                main_pid = starting.main_pid
+                if not main_pid:   # it ran, and has exited already
+                    raise anchor_exited(main_pid)
+            self.zygote.enter(main_pid, self._anchor_exe)
+            self.zygote.await_entered()
+            # The owner's own plan, read while the zygote forks its first worker-to-be: the
+            # cgroups to watch, the steps to name. Without the seccomp filters: only one process
+            # at a time can copy them.
+            try:
+                self.plan = EntryPlan.from_pid(main_pid, anchor_exe=self._anchor_exe, seccomp=False)
+            except AnchorGone as e:
+                raise anchor_exited(main_pid) from e
+            self.counters_seen = self.read_counters()
+            self.zygote.await_ready(self.plan)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    # -- while it runs -------------------------------------------------------------------------
+    def read_counters(self) -> _deaths.Counters:
+        dirs = [os.path.dirname(p) for p in self.plan.cgroup_procs] if self.plan else []
+        return _deaths.read_counters(dirs)
+
+    def zygote_gone(self) -> str | None:
+        """Why the zygote cannot fork workers anymore, or None while it can."""
+        zygote, plan = self.zygote, self.plan
+        if zygote is None or plan is None:
+            return "the pool has been shut down"
+        # The anchor first: systemd ends the rest of the unit after it, in no set order, so a
+        # worker may be found dead while the zygote still runs.
+        if not plan.anchor_alive():
+            return ("the unit has stopped: its main process (the anchor, pid "
+                    f"{plan.anchor_pid}) exited, and systemd ended the rest of it")
+        if zygote.alive():
+            return None
+        return f"the pool's zygote (pid {zygote.pid}), which forks its workers, has exited"
+
+    # -- release -------------------------------------------------------------------------------
+    def release(self) -> None:
+        """Ends the zygote, closes the plan, stops the unit (if started here), closes the
+        connection. A second call waits for the first, then does nothing.
+
+        Raises:
+            RuntimeError: a step failed (the others were still taken); the message names each.
+        """
+        with self._lock:
+            zygote, plan, unit, systemd = self.zygote, self.plan, self.unit, self.systemd
+            self.zygote = self.plan = self.unit = self.systemd = None
+            errors = []
+            for step, action in (("closing the zygote", zygote and zygote.close),
+                                 ("closing the entry plan", plan and plan.close),
+                                 ("stopping the unit", unit and self.owned and unit.stop),
+                                 ("closing the D-Bus connection", systemd and systemd.close)):
+                if action:
+                    try:
+                        action()
+                    except Exception as e:   # noqa: BLE001 - release the rest, then report
+                        errors.append(f"{step}: {e}")
+            if zygote is not None:
+                zygote.output.join(_OUTPUT_DRAIN)
+        if errors:
+            raise RuntimeError("releasing the unit's resources failed: " + "; ".join(errors))
+
+    def release_after(self, thread: threading.Thread | None, block: bool) -> None:
+        """release() once ``thread`` (a pool's manager, which finishes the submitted work) has
+        ended: at once with ``block``, else from a helper thread."""
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            self.release()
+        elif block:
+            thread.join()
+            self.release()
+        else:
+            threading.Thread(target=self.release_after, args=(thread, True),
+                             name="concurrentd-release", daemon=True).start()
+
+
+def _binds_options(import_binds: Any) -> dict:
+    """plan_binds()'s options for the pools' ``import_binds=`` (True, False, or extra paths)."""
+    if import_binds is True:
+        return {}
+    if import_binds is False or import_binds is None:
+        return {"enabled": False}
+    if isinstance(import_binds, (str, bytes)):
+        raise TypeError("import_binds must be True, False or a list of directories "
+                        f"(not the string {import_binds!r}: put it in a list)")
+    return {"extra": [os.fspath(p) for p in import_binds]}
+
+
+def _program_of(pid: int, timeout: float = 5.0) -> str:
+    """The executable of a joined unit's main process, once it runs it. A Type=simple unit is
+    reported started as soon as systemd has forked that process, which is then still systemd's
+    own child (systemd's executable, or systemd-executor's), not yet confined: wait for its exec."""
+    systemd = os.readlink("/proc/1/exe")
+    not_yet = {systemd, os.path.join(os.path.dirname(systemd), "systemd-executor")}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except FileNotFoundError:
+            raise anchor_exited(pid) from None
+        if exe not in not_yet:
+            return exe
+        if time.monotonic() > deadline:
+            raise ValueError(f"the unit's main process (pid {pid}) has not exec'd its program "
+                             f"{timeout:.0f} s after systemd forked it: it is not confined yet")
+        time.sleep(0.001)
