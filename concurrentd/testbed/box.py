@@ -26,6 +26,7 @@ from typing import Sequence
 from .. import _sys
 from ._boot import BootSpec, boot
 from ._cgroups import SubCgroups
+from ._errors import TestbedError
 from .._mountinfo import mount_containing, read_hierarchies, read_mountinfo
 
 STATE_ROOT = "/run/concurrentd-testbed"
@@ -35,10 +36,6 @@ STATE_ROOT = "/run/concurrentd-testbed"
 # to children only, hence the second fork in run().
 _NAMESPACES = (("cgroup", _sys.CLONE_NEWCGROUP), ("ipc", _sys.CLONE_NEWIPC), ("uts", _sys.CLONE_NEWUTS),
                ("net", _sys.CLONE_NEWNET), ("pid", _sys.CLONE_NEWPID), ("mnt", _sys.CLONE_NEWNS))
-
-
-class TestbedError(RuntimeError):
-    """The box could not be booted or entered; the message says which step failed and why."""
 
 
 def systemd_is_pid1() -> bool:
