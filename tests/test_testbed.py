@@ -6,9 +6,12 @@ Tests marked `host` boot boxes of their own on the host; the others run inside t
 
 import glob
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -108,6 +111,14 @@ def _ours(paths, name):
     return {p for p in paths if name in p}
 
 
+@pytest.fixture
+def bind_dir():
+    """A host directory to show in a box. Not tmp_path: that lies in /tmp, whose contents the
+    box's boot removes (`D /tmp`), so a box refuses to show it."""
+    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="concurrentd-test-") as d:
+        yield pathlib.Path(d)
+
+
 @pytest.mark.host
 def test_box_boots_runs_and_leaves_nothing(tmp_path):
     keep = tmp_path / "host-file"
@@ -130,10 +141,18 @@ def test_box_boots_runs_and_leaves_nothing(tmp_path):
 
 
 @pytest.mark.host
-def test_box_checkout_is_read_write(tmp_path):
-    with Box(binds=[str(tmp_path)]) as box:
-        assert box.run(["sh", "-c", f"echo hi > {tmp_path}/out"]) == 0
-    assert (tmp_path / "out").read_text() == "hi\n"
+def test_box_checkout_is_read_write(bind_dir):
+    with Box(binds=[str(bind_dir)]) as box:
+        assert box.run(["sh", "-c", f"echo hi > {bind_dir}/out"]) == 0
+    assert (bind_dir / "out").read_text() == "hi\n"
+
+
+@pytest.mark.host
+def test_box_refuses_to_show_a_directory_its_boot_cleans(tmp_path):
+    shown = re.escape(str(tmp_path))
+    with pytest.raises(testbed.TestbedError,
+                       match=rf"^refusing to show {shown} \(asked to bind\) .* tmpfiles rule"):
+        Box(binds=[str(tmp_path)])
 
 
 @pytest.mark.host
@@ -175,9 +194,9 @@ def test_exception_in_the_with_block_tears_down():
 @pytest.mark.host
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM),
                                          (signal.SIGINT, 130)])
-def test_cli_tears_down_on_signal(tmp_path, sig, status):
-    ready = tmp_path / "ready"
-    proc = subprocess.Popen([PY, "-m", "concurrentd.testbed", "--bind", str(tmp_path), "--",
+def test_cli_tears_down_on_signal(bind_dir, sig, status):
+    ready = bind_dir / "ready"
+    proc = subprocess.Popen([PY, "-m", "concurrentd.testbed", "--bind", str(bind_dir), "--",
                              "sh", "-c", f"echo $$ > {ready}; exec sleep 1000"])
     deadline = time.monotonic() + 30
     while not ready.exists() or not ready.read_text().strip():
@@ -229,7 +248,7 @@ def test_cli_refuses_without_root():
     assert err.count("\n") == 1 and "must run as root" in err
 
 
-# -- the box's boot must not change host files it shows ----------------------------------------------
+# -- the box's boot must not change host files it shows ------------------------------------------
 
 # Runs in a private mount namespace (unshare -m) with a tmpfs over every path in sys.argv[2], so the
 # host's own directories are never at stake, even if the box is broken. Fills each with a tree,
@@ -290,7 +309,8 @@ print(json.dumps({"status": proc.returncode, "stderr": proc.stderr, "changed": c
 
 def _in_private_namespace(cwd, binds=(), tmpfs=("/tmp", "/var/tmp", "/home")):
     """Runs the testbed CLI from `cwd` with `binds`, each a tmpfs-backed tree in a namespace of
-    its own; returns (exit status, stderr, {tree: paths whose content, mode or presence changed})."""
+    its own; returns (exit status, stderr, {tree: paths whose content, mode, owner or presence
+    changed})."""
     import json
 
     spec = {"tmpfs": list(tmpfs), "modes": {"/tmp": "1777", "/var/tmp": "1777", "/home": "755"},
