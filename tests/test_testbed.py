@@ -6,9 +6,12 @@ Tests marked `host` boot boxes of their own on the host; the others run inside t
 
 import glob
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -108,6 +111,14 @@ def _ours(paths, name):
     return {p for p in paths if name in p}
 
 
+@pytest.fixture
+def bind_dir():
+    """A host directory to show in a box. Not tmp_path: that lies in /tmp, whose contents the
+    box's boot removes (`D /tmp`), so a box refuses to show it."""
+    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="concurrentd-test-") as d:
+        yield pathlib.Path(d)
+
+
 @pytest.mark.host
 def test_box_boots_runs_and_leaves_nothing(tmp_path):
     keep = tmp_path / "host-file"
@@ -130,10 +141,18 @@ def test_box_boots_runs_and_leaves_nothing(tmp_path):
 
 
 @pytest.mark.host
-def test_box_checkout_is_read_write(tmp_path):
-    with Box(binds=[str(tmp_path)]) as box:
-        assert box.run(["sh", "-c", f"echo hi > {tmp_path}/out"]) == 0
-    assert (tmp_path / "out").read_text() == "hi\n"
+def test_box_checkout_is_read_write(bind_dir):
+    with Box(binds=[str(bind_dir)]) as box:
+        assert box.run(["sh", "-c", f"echo hi > {bind_dir}/out"]) == 0
+    assert (bind_dir / "out").read_text() == "hi\n"
+
+
+@pytest.mark.host
+def test_box_refuses_to_show_a_directory_its_boot_cleans(tmp_path):
+    shown = re.escape(str(tmp_path))
+    with pytest.raises(testbed.TestbedError,
+                       match=rf"^refusing to show {shown} \(asked to bind\) .* tmpfiles rule"):
+        Box(binds=[str(tmp_path)])
 
 
 @pytest.mark.host
@@ -175,9 +194,9 @@ def test_exception_in_the_with_block_tears_down():
 @pytest.mark.host
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM),
                                          (signal.SIGINT, 130)])
-def test_cli_tears_down_on_signal(tmp_path, sig, status):
-    ready = tmp_path / "ready"
-    proc = subprocess.Popen([PY, "-m", "concurrentd.testbed", "--bind", str(tmp_path), "--",
+def test_cli_tears_down_on_signal(bind_dir, sig, status):
+    ready = bind_dir / "ready"
+    proc = subprocess.Popen([PY, "-m", "concurrentd.testbed", "--bind", str(bind_dir), "--",
                              "sh", "-c", f"echo $$ > {ready}; exec sleep 1000"])
     deadline = time.monotonic() + 30
     while not ready.exists() or not ready.read_text().strip():
@@ -227,3 +246,102 @@ def test_cli_refuses_without_root():
     _, st = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(st) == 2
     assert err.count("\n") == 1 and "must run as root" in err
+
+
+# -- the box's boot must not change host files it shows ------------------------------------------
+
+# Runs in a private mount namespace (unshare -m) with a tmpfs over every path in sys.argv[2], so the
+# host's own directories are never at stake, even if the box is broken. Fills each with a tree,
+# runs the testbed CLI (argv after the JSON spec), and reports its status, stderr and what changed.
+_IN_PRIVATE_NAMESPACE = r"""
+import json, os, subprocess, sys
+
+spec = json.loads(sys.argv[1])
+for path in spec["tmpfs"]:
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=" + spec["modes"][path], "testbed-test",
+                    path], check=True)
+
+def fill(top):
+    for rel, mode, data in [("plain", 0o644, b"plain\n"), ("secret", 0o600, b"\x00\x01binary"),
+                            ("run.sh", 0o755, b"#!/bin/sh\n"), ("dir/nested/deep", 0o640, b"deep"),
+                            (".hidden", 0o644, b"dot"), (".X11-unix/X0", 0o644, b""),
+                            (".X0-lock", 0o444, b"42\n"),
+                            ("systemd-private-0123-foo.service-AbCd/tmp/kept", 0o644, b"kept"),
+                            ("old/file", 0o644, b"old")]:
+        p = os.path.join(top, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+        os.chmod(p, mode)
+    os.symlink("plain", os.path.join(top, "link"))
+    os.utime(os.path.join(top, "old/file"), (0, 0))   # older than any cleaning age
+    os.chmod(os.path.join(top, "dir"), 0o700)
+
+def snapshot(top):
+    tree = {}
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            if os.path.islink(p):
+                what = "-> " + os.readlink(p)
+            elif os.path.isdir(p):
+                what = "dir"
+            else:
+                what = open(p, "rb").read().hex()
+            tree[os.path.relpath(p, top)] = [st.st_mode, st.st_uid, st.st_gid, what]
+    st = os.lstat(top)
+    tree["."] = [st.st_mode, st.st_uid, st.st_gid, "dir"]
+    return tree
+
+for top in spec["fill"]:
+    os.makedirs(top, exist_ok=True)
+    fill(top)
+before = {top: snapshot(top) for top in spec["fill"]}
+proc = subprocess.run(spec["argv"], cwd=spec["cwd"], capture_output=True, text=True, timeout=120)
+after = {top: snapshot(top) for top in spec["fill"]}
+changed = {top: sorted(k for k in set(before[top]) | set(after[top])
+                       if before[top].get(k) != after[top].get(k)) for top in spec["fill"]}
+print(json.dumps({"status": proc.returncode, "stderr": proc.stderr, "changed": changed}))
+"""
+
+
+def _in_private_namespace(cwd, binds=(), tmpfs=("/tmp", "/var/tmp", "/home")):
+    """Runs the testbed CLI from `cwd` with `binds`, each a tmpfs-backed tree in a namespace of
+    its own; returns (exit status, stderr, {tree: paths whose content, mode, owner or presence
+    changed})."""
+    import json
+
+    spec = {"tmpfs": list(tmpfs), "modes": {"/tmp": "1777", "/var/tmp": "1777", "/home": "755"},
+            "fill": sorted({cwd, *binds} - {os.getcwd()}), "cwd": cwd,
+            "argv": [PY, "-m", "concurrentd.testbed",
+                     *[a for b in binds for a in ("--bind", b)], "--", "true"]}
+    env = dict(os.environ, PYTHONPATH=os.getcwd())   # concurrentd from this checkout, at any cwd
+    out = subprocess.run(["unshare", "-m", "--propagation", "private", PY, "-c",
+                          _IN_PRIVATE_NAMESPACE, json.dumps(spec)],
+                         capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    return report["status"], report["stderr"], report["changed"]
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("cwd, binds", [("/tmp", ()), ("/var/tmp", ()),
+                                        (os.getcwd(), ("/tmp",)), (os.getcwd(), ("/var/tmp",))])
+def test_a_directory_the_boot_cleans_is_refused_and_left_alone(cwd, binds):
+    # The box's systemd runs systemd-tmpfiles --create --remove --boot: shown read-write, the
+    # host's /tmp would be emptied (`D /tmp`) and /var/tmp's systemd-private-* removed.
+    status, stderr, changed = _in_private_namespace(cwd, binds)
+    assert changed == {top: [] for top in changed}, "the box changed files of the host"
+    path = binds[0] if binds else cwd
+    assert status == 2, stderr
+    assert stderr.count("\n") == 1 and f"refusing to show {path} " in stderr, stderr
+    assert "tmpfiles rule" in stderr, stderr
+
+
+@pytest.mark.host
+def test_a_home_directory_no_boot_rule_touches_works_and_is_left_alone():
+    status, stderr, changed = _in_private_namespace("/home/tester")
+    assert (status, stderr) == (0, "")
+    assert changed == {"/home/tester": []}

@@ -26,6 +26,8 @@ from typing import Sequence
 from .. import _sys
 from ._boot import BootSpec, boot
 from ._cgroups import SubCgroups
+from ._errors import TestbedError
+from ._hazards import first_conflict, read_boot_rules
 from .._mountinfo import mount_containing, read_hierarchies, read_mountinfo
 
 STATE_ROOT = "/run/concurrentd-testbed"
@@ -35,10 +37,6 @@ STATE_ROOT = "/run/concurrentd-testbed"
 # to children only, hence the second fork in run().
 _NAMESPACES = (("cgroup", _sys.CLONE_NEWCGROUP), ("ipc", _sys.CLONE_NEWIPC), ("uts", _sys.CLONE_NEWUTS),
                ("net", _sys.CLONE_NEWNET), ("pid", _sys.CLONE_NEWPID), ("mnt", _sys.CLONE_NEWNS))
-
-
-class TestbedError(RuntimeError):
-    """The box could not be booted or entered; the message says which step failed and why."""
 
 
 def systemd_is_pid1() -> bool:
@@ -51,23 +49,57 @@ def systemd_is_pid1() -> bool:
     return comm == "systemd" and os.path.isdir("/run/systemd/system")
 
 
-def default_binds(extra: Sequence[str] = ()) -> list[str]:
-    """Host paths the box shows read-write: the working directory, the given paths, and every
-    non-root mount under which Python, its sys.path or those paths live (the overlay shows only
-    the root file system)."""
+# Why the box shows a host directory read-write, and how to avoid it when that is refused.
+WORKING_DIRECTORY = "the working directory"
+ASKED = "asked to bind"
+PYTHON_MOUNT = "the mount Python or its sys.path lives on"
+_FIXES = {
+    WORKING_DIRECTORY: "Run the testbed from a directory that no boot rule reaches (cd elsewhere).",
+    ASKED: "Bind a directory that no boot rule reaches instead (a subdirectory of it that none "
+           "reaches, or one elsewhere).",
+    PYTHON_MOUNT: "Run the testbed with a Python installed on another file system.",
+}
+
+
+def _is_within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def bind_reasons(extra: Sequence[str] = ()) -> dict[str, str]:
+    """Host paths the box shows read-write, each with why: the working directory, the given
+    paths, and every non-root mount under which Python or its sys.path live (the overlay shows
+    only the root file system). Ordered parents first.
+
+    A given path is shown alone, not with the mount it lives on: with /home a mount of its own,
+    running from /home/alice must not show all of /home, which the box's boot may change."""
     mounts = read_mountinfo()
-    wanted = [os.getcwd(), *extra]
+    wanted = {os.getcwd(): WORKING_DIRECTORY, **{p: ASKED for p in extra}}
     needed = [sys.prefix, sys.base_prefix, sys.executable, *filter(None, sys.path)]
-    binds: list[str] = []
-    for p in [os.path.realpath(p) for p in wanted]:
-        binds.append(p)
-    for p in [os.path.realpath(p) for p in needed + wanted]:
+    reasons: dict[str, str] = {}
+    for p, why in wanted.items():
+        reasons.setdefault(os.path.realpath(p), why)
+    for p in [os.path.realpath(p) for p in needed]:
+        if any(_is_within(p, shown) for shown in reasons):
+            continue   # e.g. `python -m` puts the working directory on sys.path
         mp = mount_containing(mounts, p).mount_point
         if mp != "/" and not mp.startswith(("/proc", "/sys", "/dev", "/run", "/tmp")):
-            binds.append(mp)
+            reasons.setdefault(mp, PYTHON_MOUNT)
     # a bind of a parent hides none of its children's binds only if made first: sort by depth
-    unique = sorted(set(b for b in binds if os.path.isdir(b) and b != "/"), key=lambda b: b.count("/"))
-    return [b for b in unique if not any(b != o and b.startswith(o.rstrip("/") + "/") for o in unique)]
+    unique = sorted((b for b in reasons if os.path.isdir(b) and b != "/"),
+                    key=lambda b: b.count("/"))
+    return {b: reasons[b] for b in unique if not any(b != o and _is_within(b, o) for o in unique)}
+
+
+def refuse_what_the_boot_changes(binds: dict[str, str]) -> None:
+    """Raises TestbedError for the first bind that the box's boot would change on the host: its
+    systemd-tmpfiles --create --remove --boot would empty a bound /tmp (see _hazards)."""
+    rules = read_boot_rules()
+    for path, why in binds.items():
+        reason = first_conflict(path, rules)
+        if reason is not None:
+            raise TestbedError(f"refusing to show {path} ({why}) read-write in the box: the "
+                               f"box's boot would change it on the host, as {reason}. "
+                               f"{_FIXES[why]}")
 
 
 class Box:
@@ -77,6 +109,10 @@ class Box:
         binds: extra host directories to show read-write at the same path in the box (the
             working directory, and the mounts holding Python, are always there).
         boot_timeout: seconds to wait for systemd to report the system running.
+
+    Raises:
+        TestbedError: a directory to show is one the box's boot would change on the host (a
+            tmpfiles.d rule, e.g. `D /tmp`, or a boot service writes at, in or above it).
     """
 
     def __init__(self, binds: Sequence[str] = (), boot_timeout: float = 20.0):
@@ -87,8 +123,10 @@ class Box:
         if not os.path.exists("/lib/systemd/systemd"):
             raise TestbedError("the testbed needs systemd installed (/lib/systemd/systemd is "
                                "missing): apt-get install systemd dbus")
+        reasons = bind_reasons(binds)
+        refuse_what_the_boot_changes(reasons)
         self.name = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self.binds = default_binds(binds)
+        self.binds = list(reasons)
         self.boot_timeout = boot_timeout
         self.pid1: int | None = None       # the box's PID 1 (systemd), as the host sees it
         self._keeper: int | None = None
