@@ -1,72 +1,366 @@
-"""Letting a worker import what its owner can, whatever the unit hides.
+"""Letting a worker import the owner's code, and nothing else, whatever the unit hides.
 
 A worker imports lazily: a module the owner never imported, or the module of a task's function,
 is read from sys.path inside the unit. There, the owner's sys.path may be out of reach: under a
 home directory of mode 700 for User=nobody, hidden by ProtectHome=, InaccessiblePaths= or
-TemporaryFileSystem=, in the host's /tmp behind PrivateTmp=, or outside RootDirectory=.
+TemporaryFileSystem=, in the host's /tmp behind PrivateTmp=, or outside RootDirectory=. Binding
+such a directory whole would undo what the unit hides: the .env next to a script, the whole home
+directory of `python -m` (sys.path[0] is the working directory), all of / after `cd /`.
 
-So for such a unit the owner's sys.path directories are bound read-only at /run/concurrentd-python/N
-(a path any user can traverse, in every root), and a worker rewrites sys.path and the __path__ of
-loaded packages to those places before its first task. Units that change neither the file system
-view nor the user are left as they are.
+So, for each sys.path entry the unit's properties put out of its reach (an entry the unit can
+see is left alone):
+
+- A directory this Python was installed with (its standard library and extension modules,
+  site-packages, the user's site-packages) is bound whole, read-only: it holds installed code and
+  what that ships with (package data, .dist-info). So is a zip archive on sys.path.
+- Any other directory (the script's, '' for the working directory of -c, -m and the REPL, a
+  PYTHONPATH entry) is never bound. Its code is copied (_unitfiles.code_copy) and the copy is
+  bound: the module files at its top (.py, .pyc, extension modules), their __pycache__, and its
+  packages (directories with an __init__) with their module files, __pycache__ and subpackages.
+  Nothing else: not .env or keys, not package data, not namespace packages (no __init__), not
+  names beginning with a dot, not set-id files, not a link to a file that is not a module. A
+  copy holds regular files only, on /run (nosuid, nodev); it is made once and reused until a
+  file changes. Copying, not one bind per file: systemd's cost grows with the binds' number
+  (~1 ms each at 50, ~2 ms each at 200).
+- A path that InaccessiblePaths= or TemporaryFileSystem= names inside an entry is neither copied
+  nor bound (an installation directory holding one is copied, not bound). A path they name at or
+  above an entry (InaccessiblePaths=/home, TemporaryFileSystem=/root) hides that entry as
+  ProtectHome= does: its code is still copied.
+
+Binds and copies appear at /run/concurrentd-python/N (N: the entry's place), and a worker
+rewrites sys.path and the loaded packages' __path__ to them before its first task ('' too: in the
+unit it would name the unit's working directory, not the owner's).
+
+What a worker can still read: the code on sys.path itself, secrets a module holds included
+(settings.py is code); installation directories whole, as they are when it reads them; files a
+package's code would read beside it are missing unless bound with ``extra``.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
 import os
+import site
+import stat
 import sys
-from typing import Any, Mapping
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from ._unitfiles import code_copy
+from .systemd._syntax import parse_boolean, split_words
 
 MOUNT_BASE = "/run/concurrentd-python"
-
-# Properties after which the owner's sys.path may be unreadable or invisible in the unit.
-HIDING_PROPERTIES = frozenset({
-    "User", "Group", "DynamicUser", "PrivateUsers", "ProtectHome", "PrivateTmp",
-    "RootDirectory", "RootImage", "InaccessiblePaths", "TemporaryFileSystem",
-})
 
 # (prefix as the owner spells it, where the worker finds it), longest prefix first
 PathMap = tuple[tuple[str, str], ...]
 
-
-def _roots(paths: list[str]) -> list[str]:
-    """The given existing paths, resolved, without those inside another one of them."""
-    existing = sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
-    roots: list[str] = []
-    for p in existing:
-        if not any(p.startswith(r.rstrip("/") + "/") for r in roots):
-            roots.append(p)
-    return roots
+_HOME_PATHS = ("/home", "/root", "/run/user")    # what ProtectHome=yes|tmpfs hides
+_TMP_PATHS = ("/tmp", "/var/tmp")                # what PrivateTmp=yes hides
 
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
-def plan_binds(properties: Mapping[str, Any]) -> tuple[list[str], PathMap]:
+def _inside(path: str, prefix: str) -> bool:
+    """``path`` strictly below ``prefix``."""
+    return path != prefix and _under(path, prefix)
+
+
+def _flag(value: Any) -> bool:
+    """Whether a boolean property is on, however it is spelled: True, 1, "yes", "true", "on"
+    are; None, False, 0, "", "no", "false", "0", "off" are not. A value systemd would reject
+    counts as on: the unit then fails to start anyway."""
+    if value is None or value is False or value == "":
+        return False
+    if isinstance(value, str):
+        try:
+            return parse_boolean(value)
+        except ValueError:
+            return True
+    return bool(value)
+
+
+def _text(value: Any) -> str:
+    """A string property's value ('' when unset)."""
+    if value is None:
+        return ""
+    return os.fspath(value).strip() if isinstance(value, (str, os.PathLike)) else str(value)
+
+
+def _paths(value: Any) -> list[str]:
+    """The paths a path-list property names: systemd's text (quoted words kept whole) or a list;
+    without the '-' (ignore if missing) and '+' (inside the root) prefixes and ':options'."""
+    if value is None:
+        return []
+    words = (split_words(value) if isinstance(value, str)
+             else [os.fspath(value)] if isinstance(value, os.PathLike)
+             else [os.fspath(v) for v in value])
+    out = []
+    for w in words:
+        w = w.lstrip("-+")
+        path = w.split(":", 1)[0]
+        if path.startswith("/"):
+            out.append(os.path.normpath(path))
+    return out
+
+
+@dataclass(frozen=True)
+class Hiding:
+    """How a unit's properties put the owner's paths out of its reach.
+
+    Attributes:
+        root: the unit has a root of its own (RootDirectory=, RootImage=): every path is elsewhere.
+        user: it runs as another user or in a user namespace (User=, Group=, DynamicUser=,
+            PrivateUsers=): paths that not every user may read are out of reach.
+        hidden: paths it does not see (ProtectHome=, PrivateTmp=, and the two below).
+        named: paths named one by one (InaccessiblePaths=, TemporaryFileSystem=): never bound
+            or copied where they lie inside a sys.path entry.
+    """
+
+    root: bool = False
+    user: bool = False
+    hidden: tuple[str, ...] = ()
+    named: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, properties: Mapping[str, Any]) -> "Hiding":
+        p = properties
+        # ProtectHome=: yes and tmpfs hide the homes ("tmpfs" reads as on), read-only does not
+        protect_home = _text(p.get("ProtectHome")) != "read-only" and _flag(p.get("ProtectHome"))
+        named = [*_paths(p.get("InaccessiblePaths")), *_paths(p.get("InaccessibleDirectories")),
+                 *_paths(p.get("TemporaryFileSystem"))]
+        named += [os.path.realpath(n) for n in named if os.path.realpath(n) != n]
+        hidden = [*(_HOME_PATHS if protect_home else ()),
+                  *(_TMP_PATHS if _flag(p.get("PrivateTmp")) else ()), *named]
+        return cls(root=bool(_text(p.get("RootDirectory")) or _text(p.get("RootImage"))),
+                   user=bool(_text(p.get("User")) or _text(p.get("Group"))
+                             or _flag(p.get("DynamicUser")) or _flag(p.get("PrivateUsers"))),
+                   hidden=tuple(hidden), named=tuple(named))
+
+    def __bool__(self) -> bool:
+        return self.root or self.user or bool(self.hidden)
+
+    def hides(self, path: str) -> bool:
+        """Whether the unit may not reach ``path`` (an absolute path, resolved)."""
+        return (self.root or any(_under(path, h) for h in self.hidden)
+                or (self.user and not _others_can_read(path)))
+
+    def named_inside(self, path: str) -> list[str]:
+        """The named paths strictly inside ``path``: to leave out of what is bound of it."""
+        return [n for n in self.named if _inside(n, path)]
+
+
+def _others_can_read(path: str) -> bool:
+    """Whether any user may read ``path``: every directory above it searchable by others, and it
+    readable (and, a directory, searchable) by others."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else 0)
+    if st.st_mode & need != need:
+        return False
+    parent = os.path.dirname(path)
+    while True:
+        try:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+        if parent == "/":
+            return True
+        parent = os.path.dirname(parent)
+
+
+@functools.lru_cache(maxsize=1)
+def _installation_dirs() -> frozenset[str]:
+    """The directories this Python was installed with: its standard library, the directory of
+    the standard library's extension modules, and the site-packages directories."""
+    stdlib = os.path.dirname(os.__file__)   # sysconfig's paths would import more, lazily
+    dirs = {stdlib, os.path.join(stdlib, "lib-dynload")}
+    dirs.update(getattr(site, "getsitepackages", lambda: [])())
+    dirs.add(site.getusersitepackages())
+    return frozenset(os.path.realpath(d) for d in dirs)
+
+
+_SUFFIXES = tuple(importlib.machinery.all_suffixes())   # .py, .pyc, extension modules
+
+
+def _is_module(name: str) -> bool:
+    return not name.startswith(".") and name.endswith(_SUFFIXES)
+
+
+def _is_package(path: str) -> bool:
+    return any(os.path.isfile(os.path.join(path, "__init__" + s)) for s in _SUFFIXES)
+
+
+def code_files(top: str, leave_out: Iterable[str] = ()) -> list[tuple[str, os.stat_result, str]]:
+    """What of directory ``top`` a worker may import: (source, its stat, path relative to top)
+    for its module files, their __pycache__ bytecode, and its packages' (recursively), except
+    what is at or under a path in ``leave_out``."""
+    leave_out = tuple(leave_out)
+    out: list[tuple[str, os.stat_result, str]] = []
+
+    def left_out(path: str) -> bool:
+        return any(_under(path, x) for x in leave_out)
+
+    def visit(directory: str, rel: str, pycache: bool, seen: frozenset[str]) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            src = entry.path
+            real = os.path.realpath(src)
+            if entry.name.startswith(".") or left_out(src) or left_out(real):
+                continue
+            try:
+                st = os.stat(src)
+            except OSError:
+                continue
+            name = os.path.join(rel, entry.name)
+            if stat.S_ISREG(st.st_mode):
+                code = entry.name.endswith(".pyc") if pycache else _is_module(entry.name)
+                if code and _is_module(os.path.basename(real)) and not (
+                        st.st_mode & (stat.S_ISUID | stat.S_ISGID)):
+                    out.append((src, st, name))
+            elif stat.S_ISDIR(st.st_mode) and not pycache and real not in seen:
+                if entry.name == "__pycache__":
+                    visit(src, name, True, seen)
+                elif _is_package(src):
+                    visit(src, name, False, seen | {real})
+
+    visit(top, "", False, frozenset({os.path.realpath(top)}))
+    return out
+
+
+def _target(i: int, is_dir: bool) -> str:
+    # files and directories never share a name: a mount point left by another unit has a type
+    return f"{MOUNT_BASE}/{i}" if is_dir else f"{MOUNT_BASE}/{i}.file"
+
+
+def _extra_paths(extra: Iterable[Any], hiding: Hiding) -> list[str]:
+    if isinstance(extra, (str, bytes, os.PathLike)):
+        raise TypeError("extra must be a list of paths (not a single path): extra=[path]")
+    out = []
+    for p in extra:
+        path = os.path.realpath(os.fspath(p))
+        if not os.path.exists(path):
+            raise ValueError(f"extra import bind {p!r} does not exist: name an existing "
+                             "directory or file")
+        if path == "/":
+            raise ValueError("extra import bind '/' would show the unit every file: name the "
+                             "directories a worker needs")
+        for n in hiding.named:
+            if _under(n, path):
+                raise ValueError(f"extra import bind {p!r} would show {n!r}, which the unit's "
+                                 "InaccessiblePaths=/TemporaryFileSystem= hides: bind less, or "
+                                 "hide less")
+        out.append(path)
+    return out
+
+
+def plan_binds(properties: Mapping[str, Any], *, extra: Iterable[Any] = (),
+               enabled: bool = True) -> tuple[list[str], PathMap]:
     """The BindReadOnlyPaths entries to add to the unit, and the map a worker applies.
 
-    Computed in the owner, where the paths resolve; the worker then only rewrites strings.
+    Computed in the owner, where the paths resolve (code is copied here too); the worker then
+    only rewrites strings. See the module's docstring for what is bound.
+
+    Args:
+        properties: the unit's properties, as the user gave them.
+        extra: more paths to bind whole, read-only, which the rules above leave out (a package's
+            data directory, a namespace package): one inside a sys.path entry appears at its place
+            in that entry's copy; one elsewhere at /run/concurrentd-python/N, mapped like an entry.
+        enabled: False: no binds and no map at all (a worker then imports only what the unit
+            itself sees).
+
+    Returns:
+        (binds, path map); ([], ()) when nothing is to be bound.
+
+    Raises:
+        TypeError: ``extra`` is a single path, not a list.
+        ValueError: an ``extra`` path is missing, is /, or contains a path that
+            InaccessiblePaths= or TemporaryFileSystem= names.
     """
-    given = {k for k, v in properties.items() if v not in (None, False, "", "no", [], ())}
-    if not HIDING_PROPERTIES & given:
+    if not enabled:
         return [], ()
-    entries = [p or os.getcwd() for p in sys.path]   # '': the current directory (-c, the REPL)
-    roots = _roots(entries)
-    binds = [f"{root}:{MOUNT_BASE}/{i}" for i, root in enumerate(roots)]
+    hiding = Hiding.of(properties)
+    extras = _extra_paths(extra, hiding)
+    if not hiding and not extras:
+        return [], ()
+    cwd = os.getcwd()
+    installed = _installation_dirs()
+    binds: list[str] = []
     mapping: dict[str, str] = {}
-    for entry in entries + roots:
+    whole: list[tuple[str, str]] = []    # (real path, target) of directories bound whole
+    copies: list[_Copy] = []
+
+    entries = list(dict.fromkeys(os.path.abspath(p or cwd) for p in sys.path))
+    for i, entry in enumerate(entries):
         real = os.path.realpath(entry)
-        for i, root in enumerate(roots):
-            if _under(real, root):
-                new = f"{MOUNT_BASE}/{i}{real[len(root):]}"
-                mapping[entry] = new
-                mapping[real] = new
-                break
+        if not os.path.exists(real):
+            continue
+        if not hiding.hides(real):
+            mapping.setdefault(entry, real)   # the worker finds it where the owner does
+            continue
+        covered = next(((r, t) for r, t in whole if _under(real, r)), None)
+        if covered is not None:
+            mapping[entry] = mapping[real] = covered[1] + real[len(covered[0]):]
+            continue
+        leave_out = hiding.named_inside(real)
+        if os.path.isfile(real):
+            if zipfile.is_zipfile(real):
+                target = _target(i, False)
+                binds.append(f"{real}:{target}")
+                mapping[entry] = mapping[real] = target
+            continue
+        target = _target(i, True)
+        mapping[entry] = mapping[real] = target
+        if real in installed and real != "/" and not leave_out:
+            binds.append(f"{real}:{target}")
+            whole.append((real, target))
+            continue
+        copy = _Copy(real, target, code_files(real, leave_out))
+        copies.append(copy)
+        for top in {rel.split("/", 1)[0] for _, _, rel in copy.files if "/" in rel}:
+            mapping[os.path.join(entry, top)] = mapping[os.path.join(real, top)] = \
+                f"{target}/{top}"
+
+    extra_binds: list[str] = []
+    for n, path in enumerate(extras, start=len(entries)):
+        copy = next((c for c in copies if _inside(path, c.source)), None)
+        if copy is not None:
+            place = path[len(copy.source) + 1:]
+            copy.places.append((place, os.path.isdir(path)))
+            extra_binds.append(f"{path}:{copy.target}/{place}")
+        elif not any(_under(path, r) for r, _ in whole):   # else already in a bind
+            target = _target(n, os.path.isdir(path))
+            extra_binds.append(f"{path}:{target}")
+            mapping[path] = target
+
+    for copy in copies:
+        if copy.files or copy.places:
+            binds.append(f"{code_copy(copy.files, copy.places)}:{copy.target}")
+
     ordered = sorted(mapping.items(), key=lambda kv: len(kv[0]), reverse=True)
-    if "" in sys.path and os.getcwd() in mapping:
-        ordered.insert(0, ("", mapping[os.getcwd()]))
-    return binds, tuple(ordered)
+    if "" in sys.path and cwd in mapping:
+        ordered.insert(0, ("", mapping[cwd]))
+    return binds + extra_binds, tuple(ordered)
+
+
+@dataclass
+class _Copy:
+    """A sys.path directory whose code is copied: its files, and the empty places in the copy
+    on which ``extra`` paths are bound ((path in the copy, is a directory))."""
+
+    source: str
+    target: str
+    files: list[tuple[str, os.stat_result, str]]
+    places: list[tuple[str, bool]] = field(default_factory=list)
 
 
 def remap(path: str, mapping: PathMap) -> str:

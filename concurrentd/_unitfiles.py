@@ -1,9 +1,16 @@
-"""Where a unit finds concurrentd's anchor.
+"""Copies of the owner's files that a unit needs, kept under /run, and the binds that show them.
 
 The anchor built with the package may sit where the unit's user cannot reach it (root's home is
 mode 700 on many machines) or outside the unit's root (RootDirectory=). So a pool runs a copy kept
-in a root-owned, world-readable directory under /run, named by its content's hash, and, for a unit
-with a root of its own, binds that copy read-only at the same path inside the root.
+in a root-owned, world-readable directory under /run, named by its source file's identity, and,
+for a unit with a root of its own, binds that copy read-only at the same path inside the root.
+
+The owner's importable code, where the unit hides it, travels the same way (see _pythonpath): the
+module files of a directory are copied into a directory of their own under CODE_DIR, which is
+bound into the unit instead of the directory they came from. A copy holds only what was copied, as
+regular files of mode 0644 in directories of mode 0755 (no set-id file, device node or link), on
+/run, which systemd mounts nosuid and nodev. CODE_DIR itself is mode 0700: the copies are for
+units (a bind needs no access to its source's parents), not for the host's other users.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
+
+from .systemd._syntax import split_words
 
 ANCHOR_DIR = "/run/concurrentd"
+CODE_DIR = "/run/concurrentd-code"
 _ROOT_PROPERTIES = ("RootDirectory", "RootImage")
 
 
@@ -42,12 +52,64 @@ def installed_anchor(src: str) -> str:
     return dst
 
 
+def code_copy(files: Iterable[tuple[str, os.stat_result, str]],
+              places: Iterable[tuple[str, bool]] = ()) -> str:
+    """A directory under CODE_DIR holding ``files`` ((source, its stat, path in the copy)), and
+    an empty directory or file at each of ``places`` ((path in the copy, is a directory)): where
+    the unit binds something more.
+
+    Named by the sources' identities (path, device, inode, size, mtime): a pool whose code did not
+    change reuses the copy made for an earlier one, and a changed file makes a new copy. A copy
+    is made in a temporary directory and renamed into place whole. A source's mtime is kept, so
+    that its cached bytecode stays valid.
+    """
+    files = sorted(files, key=lambda f: f[2])
+    places = sorted(places)
+    key = repr(([(src, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, rel)
+                 for src, st, rel in files], places))
+    dst = os.path.join(CODE_DIR, hashlib.sha256(key.encode()).hexdigest()[:24])
+    if os.path.isdir(dst):
+        return dst
+    os.makedirs(CODE_DIR, mode=0o700, exist_ok=True)
+    tmp = f"{dst}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.mkdir(tmp, 0o755)
+    for src, st, rel in files:
+        target = os.path.join(tmp, rel)
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        shutil.copyfile(src, target)
+        os.chmod(target, 0o644)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    for rel, is_dir in places:
+        target = os.path.join(tmp, rel)
+        os.makedirs(target if is_dir else os.path.dirname(target), mode=0o755, exist_ok=True)
+        if not is_dir:
+            open(target, "a").close()
+    os.chmod(tmp, 0o755)
+    try:
+        os.rename(tmp, dst)   # atomic: a concurrent pool sees the whole copy or none
+    except OSError:
+        if not os.path.isdir(dst):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)   # a concurrent pool made the same copy first
+    return dst
+
+
 def add_read_only_binds(properties: Mapping[str, Any], binds: list[str]) -> dict:
-    """``properties`` with ``binds`` ("src[:dst]") added to the user's own BindReadOnlyPaths."""
+    """``properties`` with ``binds`` ("src[:dst]") added to the user's own BindReadOnlyPaths.
+
+    The user's value may be a list or systemd's text, whose quoted words are kept whole
+    (``'"/a b" /c'`` is two paths, as systemd reads it).
+    """
     properties = dict(properties)
     if binds:
-        given = properties.get("BindReadOnlyPaths", [])
-        given = given.split() if isinstance(given, str) else [os.fspath(b) for b in given]
+        given = properties.get("BindReadOnlyPaths") or []
+        if isinstance(given, str):
+            given = split_words(given)
+        elif isinstance(given, os.PathLike):
+            given = [os.fspath(given)]
+        else:
+            given = [os.fspath(b) for b in given]
         properties["BindReadOnlyPaths"] = [*given, *binds]
     return properties
 
