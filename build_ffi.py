@@ -49,6 +49,7 @@ ffibuilder.set_source(
     #include <sys/prctl.h>
     #include "sys.h"
     #include "enter.h"
+    #include "pickle_check.h"
     """,
     sources=[os.path.relpath(os.path.join(CSRC, f), HERE) for f in _sources],
     include_dirs=[os.path.relpath(CSRC, HERE)],

@@ -7,6 +7,7 @@ with an underscore are implementation.
 from ._deaths import WorkerKilled
 from ._entry import EnterError
 from .executor import PoolUnit, TransientUnitPoolExecutor
+from ._results import RemoteBaseException, ResultRefused
 from .oneshot import run, sandboxed
 from .process import TransientUnitProcess
 from .systemd import SystemdError, SystemdUnreachable, UnitStartError
@@ -16,6 +17,8 @@ __version__ = "0.1.0"
 __all__ = [
     "EnterError",
     "PoolUnit",
+    "RemoteBaseException",
+    "ResultRefused",
     "SystemdError",
     "SystemdUnreachable",
     "TransientUnitPoolExecutor",

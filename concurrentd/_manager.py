@@ -80,8 +80,11 @@ class WorkerHandle:
         return self.max_tasks is not None and self.assigned >= self.max_tasks
 
     def kill(self, why: str | None = None) -> None:
-        if why and self.violation is None:
-            self.violation = why
+        """SIGKILL; with ``why``, the owner's reason (it takes no call from now on)."""
+        if why:
+            self.stopping = True
+            if self.violation is None:
+                self.violation = why
         if self.pidfd is not None:
             try:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
@@ -281,14 +284,17 @@ class PoolManager(threading.Thread):
             os.close(call_r)
             os.close(result_w)
         try:
-            pid = P.read_signed(status_fd)
+            pid: int | None = P.read_signed(status_fd, P.ZYGOTE_TIMEOUT)
+            why = None if pid >= 0 else f"the zygote's fork() failed: {os.strerror(-pid)}"
         except EOFError:
-            pid = None
-        if pid is None or pid < 0:
+            pid, why = None, "the zygote exited before it forked the worker"
+        except TimeoutError as e:
+            pid, why = None, f"{e} (stopped by a process of the unit?): it was killed"
+            zygote.kill()
+        if why is not None:
             for fd in (call_w, result_r, status_fd):
                 os.close(fd)
-            self._not_forked("the zygote exited before it forked the worker" if pid is None
-                             else f"the zygote's fork() failed: {os.strerror(-pid)}")
+            self._not_forked(why)
             return None
         worker = WorkerHandle(pid, status_fd, Channel(call_w, result_r, self.max_frame),
                               _child_pidfd(pid, zygote.pid), self.max_tasks)
@@ -368,13 +374,14 @@ class PoolManager(threading.Thread):
 
     # -- exits and deaths ----------------------------------------------------------------------
     def _reap(self, worker: WorkerHandle, blocking: bool = False) -> None:
+        """Handles the worker's exit, once the zygote has reported it (``blocking``: waits for
+        that report, but never longer than the zygote's timeout)."""
         if not blocking and not select.select([worker.status_fd], [], [], 0)[0]:
             return
         try:
-            os.set_blocking(worker.status_fd, True)
-            worker.exitcode = P.read_signed(worker.status_fd)
-        except (OSError, EOFError):
-            worker.exitcode = P.NOT_FORKED_EXIT_STATUS   # the zygote itself died
+            worker.exitcode = P.read_signed(worker.status_fd, P.ZYGOTE_TIMEOUT)
+        except (OSError, EOFError, TimeoutError):
+            worker.exitcode = P.NOT_FORKED_EXIT_STATUS   # the zygote itself died, or hung
         for fd in (worker.status_fd, worker.channel.result_fd):
             if self._by_fd.pop(fd, None) is not None:
                 self._poll.unregister(fd)

@@ -89,8 +89,8 @@ class ZygotePopen(popen_fork.Popen):
         with open(data_w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
         try:
-            pid = P.read_signed(self.sentinel)
-        except EOFError:   # it ended before it read the request (it could not enter the unit)
+            pid = P.read_signed(self.sentinel, P.ZYGOTE_TIMEOUT)
+        except (EOFError, TimeoutError):   # it ended (could not enter the unit), or hangs
             pid = None
         if pid is None or pid < 0:
             os.close(keep_w)

@@ -20,7 +20,9 @@ per frame (see _channel): what a worker writes there is data from a unit, never 
 from __future__ import annotations
 
 import os
+import select
 import struct
+import time
 
 from ._entry import ENTER_FAILED_EXIT_STATUS
 
@@ -35,6 +37,9 @@ MAX_FDS = 64
 
 # -- status pipes ---------------------------------------------------------------------------------
 SIGNED = struct.Struct("q")
+#: seconds the owner waits for the zygote's answer (a pid, an exit status) before it gives up on
+#: it: the zygote's workers run as the unit's user and can stop it (SIGSTOP)
+ZYGOTE_TIMEOUT = 10.0
 
 # -- exit statuses --------------------------------------------------------------------------------
 #: a worker that could not enter the unit (or finish its entry) exits with
@@ -57,10 +62,19 @@ def write_signed(fd: int, n: int) -> None:
     os.write(fd, SIGNED.pack(n))
 
 
-def read_signed(fd: int) -> int:
-    """One SIGNED from a blocking pipe. Raises EOFError if the writer closed it first."""
+def read_signed(fd: int, timeout: float | None = None) -> int:
+    """One SIGNED from a pipe, waiting at most ``timeout`` seconds (None: for ever).
+
+    Raises:
+        EOFError: the writer closed it first.
+        TimeoutError: nothing came in time (the zygote is stopped, or hung).
+    """
     data = b""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while len(data) < SIGNED.size:
+        if deadline is not None and not select.select(
+                [fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise TimeoutError(f"the zygote did not answer within {timeout:g} s")
         chunk = os.read(fd, SIGNED.size - len(data))
         if not chunk:
             raise EOFError("the zygote closed the status pipe")

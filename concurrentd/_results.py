@@ -35,20 +35,8 @@ import sys
 import traceback
 import uuid
 from concurrent.futures.process import _RemoteTraceback
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-#: Types a result may hold by default. Each is rebuilt from its pickle by a call that only
-#: builds a value; the call goes through _Guard, which charges what it copies to the load.
-_STDLIB_TYPES: tuple[type, ...] = (
-    complex, range, slice, bytearray,
-    datetime.date, datetime.time, datetime.datetime, datetime.timedelta, datetime.timezone,
-    decimal.Decimal, fractions.Fraction, uuid.SafeUUID,
-    collections.OrderedDict, collections.deque, collections.Counter,
-    pathlib.PurePath, pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.Path,
-    pathlib.PosixPath,
-    ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network,
-    ipaddress.IPv4Interface, ipaddress.IPv6Interface,
-)
 #: Types rebuilt with NEWOBJ (``cls.__new__`` then ``__setstate__``): pickle needs the class itself.
 _NEWOBJ_TYPES: tuple[type, ...] = (uuid.UUID,)
 _BUILTIN_EXCEPTIONS = tuple(v for v in vars(builtins).values()
@@ -74,6 +62,21 @@ class ResultRefused(Exception):
         self.type_name = type_name
 
 
+class RemoteBaseException(Exception):
+    """A task raised a BaseException that is not an Exception (SystemExit, KeyboardInterrupt,
+    GeneratorExit, a BaseExceptionGroup…): raised in the owner as this Exception instead, so that
+    a worker cannot end the owner, or escape its ``except Exception:``.
+
+    Attributes:
+        type_name: the class the task raised, as ``module.qualname``.
+        exception: that exception, rebuilt (for SystemExit, its ``code``).
+    """
+
+    def __init__(self, message: str, type_name: str = "", exception: BaseException | None = None):
+        super().__init__(message)
+        self.type_name, self.exception = type_name, exception
+
+
 class ResultPolicy:
     """What a pool's owner accepts from its workers.
 
@@ -86,8 +89,10 @@ class ResultPolicy:
     def __init__(self, result_types: Iterable[Any] = (), trust: bool = False):
         self.trust = bool(trust)
         allowed: dict[tuple[str, str], Any] = {}
-        for obj in (*_STDLIB_TYPES, *_BUILTIN_EXCEPTIONS):
-            allowed[_key(obj)] = _Guard(obj)
+        for obj, check in _CHECKS.items():
+            allowed[_key(obj)] = _Guard(obj, check)
+        for obj in _BUILTIN_EXCEPTIONS:   # BaseException.__reduce__: (cls, args), then state
+            allowed[_key(obj)] = _Guard(obj, lambda a: True)
         for obj in _NEWOBJ_TYPES:
             allowed[_key(obj)] = obj
         for obj in result_types:
@@ -121,6 +126,10 @@ class ResultPolicy:
             exc = _construct(cls, tuple(args) if isinstance(args, tuple) else (text,))
             if isinstance(state, dict):
                 exc.__dict__.update(state)
+            if not self.trust and not isinstance(exc, Exception):
+                exc = RemoteBaseException(
+                    f"the task raised {name}: {text} (a worker's BaseException is raised in the "
+                    "owner as this Exception; trust_results=True raises it as is)", name, exc)
         except ResultRefused as refused:
             exc = refused
         exc.__cause__ = _RemoteTraceback(tb_text)
@@ -153,29 +162,100 @@ def _loaded_exception_class(module_name: str, qualname: str) -> type | None:
 
 class _Guard:
     """An allowed type as find_class gives it to the unpickler: its call (pickle's REDUCE) is
-    charged to the load's budget by the size of what it copies.
+    checked against the arguments that type's own pickle gives it, and charged to the load's
+    budget by the size of what it copies.
 
-    Without it, a few bytes of pickle could call ``Counter(d)`` or ``PosixPath(s)`` again and
-    again on one large memoized object, each call a full copy: unbounded memory from a bounded
-    frame. With it, what the calls copy is bounded by the frame's own size.
+    Without the check, a few bytes of pickle could call ``bytearray(1 << 32)``,
+    ``deque(range(1 << 62), 0)`` or ``Fraction("1e30000000")``; without the budget, they could
+    call ``Counter(d)`` again and again on one large memoized dict, each call a full copy.
     """
 
-    __slots__ = ("cls",)
+    __slots__ = ("cls", "check")
 
-    def __init__(self, cls: type):
-        self.cls = cls
+    def __init__(self, cls: type, check: Callable[[tuple], bool]):
+        self.cls, self.check = cls, check
+
+
+def _is(value: Any, *types: type) -> bool:
+    return type(value) in types
+
+
+def _small_int(value: Any, bits: int = 64) -> bool:
+    return type(value) is int and value.bit_length() <= bits
+
+
+def _short_str(value: Any, size: int = 256) -> bool:
+    return type(value) is str and len(value) <= size
+
+
+def _date_state(a: tuple) -> bool:
+    return 1 <= len(a) <= 2 and _is(a[0], bytes) and len(a[0]) <= 10 and \
+        (len(a) == 1 or a[1] is None or isinstance(a[1], datetime.tzinfo))
+
+
+#: For each type, the arguments its own pickle passes to it (anything else is refused).
+_CHECKS: dict[type, Callable[[tuple], bool]] = {
+    complex: lambda a: len(a) <= 2 and all(_is(x, float) or _small_int(x) for x in a),
+    range: lambda a: 1 <= len(a) <= 3 and all(_small_int(x) for x in a),
+    slice: lambda a: len(a) <= 3,
+    bytearray: lambda a: a == () or (len(a) == 1 and _is(a[0], bytes)),
+    datetime.date: _date_state,
+    datetime.time: _date_state,
+    datetime.datetime: _date_state,
+    datetime.timedelta: lambda a: len(a) <= 3 and all(_small_int(x) for x in a),
+    datetime.timezone: lambda a: 1 <= len(a) <= 2 and _is(a[0], datetime.timedelta) and
+    (len(a) == 1 or _short_str(a[1])),
+    decimal.Decimal: lambda a: len(a) == 1 and _short_str(a[0], 4096),
+    fractions.Fraction: lambda a: len(a) == 2 and all(_small_int(x, _MAX_FRACTION_BITS) for x in a),
+    uuid.SafeUUID: lambda a: len(a) == 1 and (a[0] is None or _small_int(a[0], 8)),
+    collections.OrderedDict: lambda a: a == (),
+    collections.deque: lambda a: a == () or (1 <= len(a) <= 2 and _is(a[0], tuple, list) and
+                                             (len(a) == 1 or a[1] is None or _small_int(a[1]))),
+    collections.Counter: lambda a: a == () or (len(a) == 1 and _is(a[0], dict)),
+    **{cls: (lambda a: all(_is(x, str) for x in a)) for cls in (
+        pathlib.PurePath, pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.Path,
+        pathlib.PosixPath)},
+    **{cls: (lambda a: len(a) == 1 and (_short_str(a[0], 128) or _small_int(a[0], 128)))
+       for cls in (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network,
+                   ipaddress.IPv6Network, ipaddress.IPv4Interface, ipaddress.IPv6Interface)},
+}
 
 
 def _weight(value: Any) -> int:
     if isinstance(value, (str, bytes, bytearray, tuple, list, dict, set, frozenset)):
         return len(value)
-    if isinstance(value, int):
-        return value.bit_length() // 8
     return 1
+
+
+#: At most this many ints a worker can make collide (see csrc/pickle_check.h) as the keys and set
+#: members of one result: a hash-flooded set of them costs quadratic time to build.
+MAX_BIG_KEYS = 4096
+_VERDICTS = {   # csrc/pickle_check.h's enum cd_pickle_verdict
+    1: "an opcode that protocol 5's pickler never writes",
+    2: "a truncated pickle",
+    3: "an opcode that finds too few items on the stack",
+    4: "a BUILD on a class or function (it would set that class's attributes in the owner)",
+    5: f"more than {MAX_BIG_KEYS} huge ints as keys or set members (a hash-flooding attack)",
+    6: "a memo read beyond what was memoized",
+    7: "a pickle too large to check",
+}
+
+
+def check_pickle(blob: bytes) -> None:
+    """Refuses, before any unpickling, what only an attacker's pickle holds (csrc/pickle_check.c):
+    opcodes that allocate at an arbitrary memo index, BUILD on a class, hash-flooded keys."""
+    from ._core import ffi, lib
+
+    offset = ffi.new("size_t *")
+    verdict = lib.cd_pickle_check(ffi.from_buffer(blob), len(blob), MAX_BIG_KEYS, offset)
+    if verdict:
+        raise ResultRefused(f"the result's pickle holds {_VERDICTS.get(verdict, verdict)} "
+                            f"(at byte {offset[0]}): refused")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, blob: bytes, allowed: dict[tuple[str, str], Any]):
+        check_pickle(blob)
         super().__init__(io.BytesIO(blob))
         self._allowed = allowed
         self._budget = 2 * len(blob) + 65536
@@ -190,18 +270,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 f"allow it with result_types=[{short}], or pass trust_results=True if you trust "
                 "the data your workers process", f"{module}.{name}")
         if isinstance(obj, _Guard):
-            return lambda *args, _cls=obj.cls: self._construct(_cls, args)
+            return lambda *args, _guard=obj: self._construct(_guard, args)
         return obj
 
-    def _construct(self, cls: type, args: tuple) -> Any:
-        self._budget -= 1 + sum(_weight(a) + sum(_weight(x) for x in a)
-                                if isinstance(a, (tuple, list)) else _weight(a) for a in args)
+    def _construct(self, guard: _Guard, args: tuple) -> Any:
+        cls = guard.cls
+        if not guard.check(args):
+            raise ResultRefused(f"the result rebuilds a {cls.__module__}.{cls.__qualname__} from "
+                                f"({', '.join(type(a).__name__ for a in args)}), which its own "
+                                "pickle never does: refused")
+        self._budget -= 1 + sum(_weight(a) for a in args)
         if self._budget < 0:
             raise ResultRefused("the result's pickle copies more than its own size in "
                                 f"{cls.__qualname__} objects: refused as a memory attack")
-        if cls is fractions.Fraction and any(isinstance(a, int) and a.bit_length() >
-                                             _MAX_FRACTION_BITS for a in args):
-            raise ResultRefused(f"a Fraction of more than {_MAX_FRACTION_BITS} bits: refused")
         return cls(*args)
 
     def persistent_load(self, pid: Any) -> Any:
@@ -219,12 +300,13 @@ def encode_exception(exc: BaseException) -> bytes:
     its args costs the exception's class and traceback nothing."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     cls = type(exc)
+    args, state = _reduced(exc)
     try:
-        args_blob: bytes | None = pickle.dumps(exc.args, pickle.HIGHEST_PROTOCOL)
+        args_blob: bytes | None = pickle.dumps(args, pickle.HIGHEST_PROTOCOL)
     except Exception:   # noqa: BLE001 - unpicklable args: the owner uses the text
         args_blob = None
     try:
-        state_blob = pickle.dumps(exc.__dict__, pickle.HIGHEST_PROTOCOL) if exc.__dict__ else b""
+        state_blob = pickle.dumps(state, pickle.HIGHEST_PROTOCOL) if state else b""
     except Exception:   # noqa: BLE001
         state_blob = b""
     try:
@@ -233,3 +315,16 @@ def encode_exception(exc: BaseException) -> bytes:
         text = f"<{cls.__qualname__} whose str() failed>"
     record = (cls.__module__, cls.__qualname__, args_blob, state_blob, f'\n"""\n{tb}"""', text)
     return pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+
+
+def _reduced(exc: BaseException) -> tuple[tuple, dict | None]:
+    """The args and state pickle would rebuild ``exc`` from (OSError's hold its filename)."""
+    try:
+        reduced = exc.__reduce__()
+    except Exception:   # noqa: BLE001
+        reduced = ()
+    if isinstance(reduced, tuple) and len(reduced) >= 2 and reduced[0] is type(exc) and \
+            isinstance(reduced[1], tuple):
+        state = reduced[2] if len(reduced) > 2 and isinstance(reduced[2], dict) else None
+        return reduced[1], state
+    return exc.args, exc.__dict__ or None

@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import signal
 import socket
 import sys
 
@@ -156,7 +157,8 @@ class Zygote:
         """
         status_r, status_w = os.pipe()
         try:
-            socket.send_fds(self._sock, [request], [status_w, *fds])
+            # Never blocks: a zygote that does not read its requests is stopped, or hung.
+            socket.send_fds(self._sock, [request], [status_w, *fds], socket.MSG_DONTWAIT)
         except OSError as e:
             os.close(status_r)
             raise ZygoteGone(e.errno, f"the pool's zygote (pid {self.pid}) is gone: "
@@ -170,10 +172,21 @@ class Zygote:
             return False
         return not select.select([self._pidfd], [], [], 0)[0]
 
+    def kill(self) -> None:
+        """SIGKILL (its workers go on): for a zygote that does not answer."""
+        if self.status is None and self.pid:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def close(self) -> None:
-        """Ends the zygote (running workers are not touched) and reaps it."""
+        """Ends the zygote (running workers are not touched) and reaps it; one that has not
+        ended within the zygote's timeout (stopped by a process of its unit) is killed."""
         if self.status is None and self.pid:
             self._sock.close()   # EOF: the zygote returns
+            if not select.select([self._pidfd], [], [], P.ZYGOTE_TIMEOUT)[0]:
+                self.kill()
             self.status = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
             os.close(self._pidfd)
 

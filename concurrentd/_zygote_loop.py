@@ -356,6 +356,8 @@ def _pool_worker(fds: list[int]) -> int:
 
 def _process_inside(fds: list[int]) -> int:
     """A multiprocessing Process forked by an entered zygote: reads its Process object, runs it."""
+    for fd in fds:
+        os.set_inheritable(fd, False)   # not into its subprocesses, which exec dumpable
     data_r, *passed = fds
     inherited_fds[:] = passed
     with open(data_r, "rb", closefd=False) as f:
@@ -365,6 +367,8 @@ def _process_inside(fds: list[int]) -> int:
 
 def _process_outside(plan: EntryPlan, rewrite: _pythonpath.Rewrite, fds: list[int]) -> int:
     """A Process forked by a zygote outside the unit: take the Process object, enter, run."""
+    for fd in fds:
+        os.set_inheritable(fd, False)   # not into its subprocesses, which exec dumpable
     data_r, *passed = fds
     inherited_fds[:] = passed
     with open(data_r, "rb", closefd=False) as f:

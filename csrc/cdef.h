@@ -137,3 +137,6 @@ int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r);
 int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
                            unsigned int *flags, int max_filters, int *failed);
 int cd_ioprio_get(int pid);
+
+/* csrc/pickle_check.c */
+int cd_pickle_check(const unsigned char *buf, size_t len, size_t max_big_keys, size_t *offset);

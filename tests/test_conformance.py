@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from concurrentd import TransientUnitPoolExecutor
+from concurrentd import RemoteBaseException, TransientUnitPoolExecutor
 
 PROPS = {"PrivateTmp": True}
 GATE_DIR = Path("/dev/shm") / f"concurrentd-conformance-{os.getpid()}"
@@ -298,10 +298,16 @@ def test_remote_traceback_text_like_process_pool_executor(pool, stdlib_ctx):
 
 
 def test_base_exception_in_task_is_reraised_and_pool_survives(pool):
-    with pytest.raises(SystemExit) as info:
+    # ProcessPoolExecutor raises the SystemExit itself; a worker's data must not end the owner,
+    # so here it comes as an Exception that carries it (trust_results=True raises it as is).
+    with pytest.raises(RemoteBaseException, match="SystemExit") as info:
         pool.submit(raise_system_exit).result(timeout=T)
-    assert info.value.code == 7
+    assert type(info.value.exception) is SystemExit and info.value.exception.code == 7
     assert pool.submit(square, 5).result(timeout=T) == 25
+    with TransientUnitPoolExecutor(1, PROPS, trust_results=True) as trusting:
+        with pytest.raises(SystemExit) as info:
+            trusting.submit(raise_system_exit).result(timeout=T)
+    assert info.value.code == 7
 
 
 # -- pickling --------------------------------------------------------------------------------------

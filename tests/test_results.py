@@ -1,0 +1,214 @@
+"""What the owner accepts from a worker (concurrentd._results, csrc/pickle_check.c), on bytes an
+attacker in a worker would send. Pure: no systemd, no unit; each payload is what a worker could
+write as a result frame."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import decimal
+import fractions
+import ipaddress
+import os
+import pathlib
+import pickle
+import random
+import struct
+import time
+import uuid
+
+import pytest
+
+from concurrentd._results import (MAX_BIG_KEYS, RemoteBaseException, ResultPolicy, ResultRefused,
+                                  check_pickle, encode_exception)
+
+POLICY = ResultPolicy()
+P61 = (1 << 61) - 1
+
+
+# -- pickle building blocks, as an attacker writes them ----------------------------------------------
+
+def _s(x: str) -> bytes:
+    b = x.encode()
+    if len(b) > 255:
+        return b"X" + struct.pack("<I", len(b)) + b
+    return b"\x8c" + bytes([len(b)]) + b
+
+
+def _g(module: str, name: str) -> bytes:
+    return _s(module) + _s(name) + b"\x93"
+
+
+def _i(n: int) -> bytes:
+    b = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    if len(b) > 255:
+        return b"\x8b" + struct.pack("<I", len(b)) + b
+    return b"\x8a" + bytes([len(b)]) + b
+
+
+def _reduce(module: str, name: str, args: bytes) -> bytes:
+    return b"\x80\x05" + _g(module, name) + args + b"R."
+
+
+class Secret:
+    REQUIRE_REVIEW = True
+
+    def __init__(self, text=""):
+        self.text = text
+
+
+# -- allowed values round-trip ---------------------------------------------------------------------
+
+VALUES = [None, True, 1, -1, 2 ** 70, 1.5, "s", b"b", bytearray(b"ba"), [1, [2]], (3,), {4: 5},
+          {6}, frozenset({7}), complex(1, 2), range(1, 9, 2), slice(1, 2, 3),
+          datetime.datetime(2026, 11, 29, 23, 59, tzinfo=datetime.timezone.utc),
+          datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=2), "X")),
+          datetime.date(2026, 11, 29), datetime.time(1, 2), datetime.timedelta(days=1, seconds=2),
+          decimal.Decimal("1.5"), fractions.Fraction(1, 3), uuid.UUID(int=7),
+          collections.OrderedDict(a=1), collections.Counter("aab"),
+          collections.deque([1, 2], maxlen=3), collections.deque(), pathlib.PurePosixPath("/a/b"),
+          pathlib.Path("/c"), ipaddress.ip_address("10.0.0.1"), ipaddress.ip_network("::/64"),
+          ipaddress.ip_interface("10.0.0.1/8")]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_allowed_values_round_trip(value):
+    back = POLICY.loads(pickle.dumps(value, 5))
+    assert back == value and type(back) is type(value)
+
+
+def test_shared_and_recursive_structures_round_trip():
+    x = [1]
+    r: list = []
+    r.append(r)
+    back = POLICY.loads(pickle.dumps([x, x, r], 5))
+    assert back[0] is back[1] and back[2][0] is back[2]
+
+
+def test_every_pickle_of_plain_data_passes_the_check():
+    rng = random.Random(1)
+
+    def value(depth=0):
+        c = rng.random()
+        if depth > 4 or c < 0.3:
+            return rng.choice([None, True, 7, -5, 2 ** rng.randint(0, 200), 1.5,
+                               "x" * rng.randint(0, 300), b"y" * rng.randint(0, 300)])
+        if c < 0.5:
+            return [value(depth + 1) for _ in range(rng.randint(0, 5))]
+        if c < 0.65:
+            return tuple(value(depth + 1) for _ in range(rng.randint(0, 5)))
+        if c < 0.8:
+            return {rng.choice([1, "k", 2 ** 70, (1, 2)]): value(depth + 1) for _ in range(3)}
+        return frozenset(rng.randint(0, 9) for _ in range(3))
+
+    for _ in range(3000):
+        v = value()
+        for obj in (v, [v, v, (v,)]):
+            assert POLICY.loads(pickle.dumps(obj, 5)) == obj
+
+
+def test_named_types_round_trip_and_others_name_the_fix():
+    blob = pickle.dumps(Secret("x"), 5)
+    with pytest.raises(ResultRefused, match=r"result_types=\[Secret\]"):
+        POLICY.loads(blob)
+    assert ResultPolicy([Secret]).loads(blob).text == "x"
+    assert ResultPolicy(trust=True).loads(blob).text == "x"
+
+
+# -- code in the owner -----------------------------------------------------------------------------
+
+class _RunsInOwner:
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+@pytest.mark.parametrize("payload", [
+    pickle.dumps(_RunsInOwner(), 5),
+    pickle.dumps([1, {"a": _RunsInOwner()}], 5),
+    _reduce("builtins", "eval", _s("1") + b"\x85"),
+    _reduce("builtins", "getattr", _g("os", "system") + _s("x") + b"\x86"),
+    _reduce("subprocess", "Popen", _s("true") + b"\x85"),
+    pickle.dumps([1], 0),   # protocol 0's GLOBAL/INST/PUT opcodes
+], ids=["reduce", "nested", "eval", "getattr", "popen", "protocol-0"])
+def test_no_result_runs_code_in_the_owner(payload):
+    with pytest.raises(ResultRefused):
+        POLICY.loads(payload)
+
+
+def test_a_build_on_a_named_class_never_changes_it():
+    # GLOBAL Secret; BUILD (None, {"REQUIRE_REVIEW": False}): setattr on the class itself
+    slots = b"}(" + _s("REQUIRE_REVIEW") + b"\x89u"
+    blob = b"\x80\x05" + _g(__name__, "Secret") + b"N" + slots + b"\x86b0N."
+    with pytest.raises(ResultRefused, match="BUILD on a class"):
+        ResultPolicy([Secret]).loads(blob)
+    # the same through the memo
+    blob = b"\x80\x05" + _g(__name__, "Secret") + b"\x940h\x00N" + slots + b"\x86b0N."
+    with pytest.raises(ResultRefused, match="BUILD on a class"):
+        ResultPolicy([Secret]).loads(blob)
+    assert Secret.REQUIRE_REVIEW is True
+
+
+# -- the owner's memory and time -------------------------------------------------------------------
+
+@pytest.mark.parametrize("payload", [
+    _reduce("builtins", "bytearray", _i(4 << 30) + b"\x85"),
+    _reduce("collections", "deque", _g("builtins", "range") + _i(1 << 62) + b"\x85R" + b"K\x00\x86"),
+    _reduce("collections", "Counter", _g("builtins", "range") + _i(10 ** 8) + b"\x85R\x85"),
+    _reduce("fractions", "Fraction", _s("1e30000000") + b"\x85"),
+    _reduce("fractions", "Fraction", _i(1 << (1 << 20)) + b"K\x03\x86"),
+    _reduce("decimal", "Decimal", _s("9" * 100_000) + b"\x85"),
+    b"\x80\x05N" + b"r" + struct.pack("<I", 1 << 29) + b".",   # LONG_BINPUT: a memo of 8 GiB
+    b"\x80\x05\x8f(" + b"".join(_i(k * P61) for k in range(1, MAX_BIG_KEYS + 10)) + b"\x90.",
+    b"\x80\x05}(" + b"".join(_i(k * P61) + b"N" for k in range(1, MAX_BIG_KEYS + 10)) + b"u.",
+    b"\x80\x05\x8f(" + b"".join(_i(k * P61) + b"\x85" for k in range(1, MAX_BIG_KEYS + 10))
+    + b"\x90.",
+], ids=["bytearray-size", "deque-range", "counter-range", "fraction-exponent", "fraction-bits",
+        "decimal-digits", "memo-index", "hash-flood-set", "hash-flood-dict", "hash-flood-tuples"])
+def test_small_payloads_cannot_cost_the_owner_unbounded_memory_or_time(payload):
+    t0 = time.process_time()
+    with pytest.raises(ResultRefused):
+        POLICY.loads(payload)
+    assert time.process_time() - t0 < 1.0
+
+
+def test_repeated_copies_of_one_memoized_object_are_bounded():
+    # Counter(d) a thousand times on one memoized dict of 10,000 items: a copy per call
+    d = b"}\x94(" + b"".join(b"K" + bytes([i % 256]) + b"K\x01" for i in range(200)) + b"u"
+    calls = b"".join(_g("collections", "Counter") + b"h\x00\x85R0" for _ in range(1000))
+    blob = b"\x80\x05" + d + b"0(" + calls + b"1N."
+    with pytest.raises(ResultRefused, match="more than its own size"):
+        POLICY.loads(blob)
+
+
+# -- exceptions ------------------------------------------------------------------------------------
+
+def _raised(exc: BaseException) -> bytes:
+    try:
+        raise exc
+    except BaseException as e:   # noqa: BLE001
+        return encode_exception(e)
+
+
+def test_exceptions_are_rebuilt_with_the_workers_traceback():
+    exc = POLICY.rebuild_exception(_raised(OSError(2, "No such file", "/x")))
+    assert type(exc) is FileNotFoundError and exc.errno == 2 and exc.filename == "/x"
+    assert "Traceback (most recent call last)" in str(exc.__cause__)
+
+
+def test_a_base_exception_cannot_end_the_owner():
+    exc = POLICY.rebuild_exception(_raised(SystemExit(7)))
+    assert isinstance(exc, RemoteBaseException) and exc.exception.code == 7
+    assert isinstance(POLICY.rebuild_exception(_raised(KeyboardInterrupt())), Exception)
+    assert type(ResultPolicy(trust=True).rebuild_exception(_raised(SystemExit(7)))) is SystemExit
+
+
+def test_an_exception_of_a_class_the_owner_has_not_loaded_is_not_imported():
+    record = pickle.dumps(("antigravity_not_loaded", "Boom", None, b"", "tb", "text"), 5)
+    exc = POLICY.rebuild_exception(record)
+    assert isinstance(exc, ResultRefused) and "has not loaded" in str(exc)
+    assert "antigravity_not_loaded" not in __import__("sys").modules
+
+
+def test_an_exception_record_naming_a_function_is_refused():
+    record = pickle.dumps(("os", "system", pickle.dumps(("true",)), b"", "tb", "text"), 5)
+    assert isinstance(POLICY.rebuild_exception(record), ResultRefused)
