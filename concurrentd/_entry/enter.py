@@ -16,9 +16,11 @@ ENTER_FAILED_EXIT_STATUS; nothing is pickled or allocated on that path.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import struct
+import sys
 
 from .._core import ffi, lib
 from .plan import EntryPlan, environ_str
@@ -122,6 +124,7 @@ def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True,
     # would call unsetenv/setenv for every variable (~300 us after a fork, copy-on-write faults).
     data = getattr(os.environ, "_data", None)
     if isinstance(data, dict) and all(isinstance(k, bytes) for k in data):
+        _scrub_values(data)
         data.clear()
         data.update(plan.environ)  # CPython's os._Environ on POSIX keeps bytes: fsencode'd keys
     else:  # pragma: no cover -- another implementation: the slow, public way
@@ -141,6 +144,21 @@ def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True,
         return {_STEP_NAMES.get(i, str(i)): r.step_ns[i] for i in range(lib.CD_NSTEPS)
                 if r.step_ns[i]}
     return None
+
+
+#: where a bytes object's characters start (CPython's PyBytesObject.ob_sval)
+_BYTES_DATA = bytes.__basicsize__ - 1
+
+
+def _scrub_values(data: dict) -> None:
+    """Zeroes the owner's environment values in place before they are dropped: freed, their
+    bytes would stay readable in the worker's memory (secrets in the environment, typically).
+    Only values nothing else refers to are touched (a shared object is someone else's)."""
+    for key in list(data):
+        value = data[key]
+        if type(value) is bytes and len(value) > 1 and sys.getrefcount(value) <= 3:
+            ctypes.memset(id(value) + _BYTES_DATA, 0, len(value))
+        del value
 
 
 def _check_complete(plan: EntryPlan) -> None:
