@@ -1,5 +1,6 @@
 """The suite's driver: run the chosen cases, judge the targets, print the table, write
-benchmarks/results/latest.json, benchmarks/RESULTS.md and (with matplotlib) benchmarks/RESULTS.png."""
+benchmarks/results/latest.json; with --publish also the committed benchmarks/RESULTS.md and (with
+matplotlib) benchmarks/RESULTS.png."""
 
 from __future__ import annotations
 
@@ -234,13 +235,16 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(results: dict, command: str) -> list[str]:
+def write_outputs(results: dict, command: str, publish: bool = False) -> list[str]:
+    """results/latest.json always; the committed RESULTS.md and RESULTS.png only to ``publish``."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     written = []
     path = os.path.join(RESULTS_DIR, "latest.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=1, ensure_ascii=False)
     written.append(path)
+    if not publish:
+        return written
     m = results["machine"]
     md = [f"# Benchmark results\n",
           f"`{command}`, {m['date']}{' (--quick: few repeats, a smoke run)' if results['quick'] else ''}.\n",
@@ -332,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default=",".join(CASES),
                    help=f"comma-separated, from: {', '.join(CASES)} (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--publish", action="store_true",
+                   help="also rewrite the committed benchmarks/RESULTS.md and RESULTS.png")
     args = p.parse_args(argv)
     cases = [x.strip() for x in args.cases.split(",") if x.strip()]
     if not os.path.isdir("/run/systemd/system"):
@@ -345,6 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     command = "python -m benchmarks" + (" --quick" if args.quick else "") + \
               ("" if args.cases == ",".join(CASES) else f" --cases {args.cases}")
-    for path in write_outputs(results, command):
+    for path in write_outputs(results, command, publish=args.publish):
         print(f"wrote {os.path.relpath(path)}")
     return 0

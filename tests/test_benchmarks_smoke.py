@@ -25,7 +25,9 @@ def test_quick_entry_and_unit_start(tmp_path, monkeypatch):
     monkeypatch.setattr(suite, "HERE", str(tmp_path))   # RESULTS.md goes there too, not into the tree
     results = suite.run_suite(["entry", "unit_start"], quick=True, progress=False,
                               reps={"entry": 3, "unit_start": 2}, log=lambda m: None)
-    written = suite.write_outputs(results, "pytest")
+    # without publish, the committed RESULTS.md is left alone
+    assert suite.write_outputs(results, "pytest") == [os.path.join(str(tmp_path), "latest.json")]
+    written = suite.write_outputs(results, "pytest", publish=True)
     with open(os.path.join(tmp_path, "latest.json")) as f:
         data = json.load(f)
     assert os.path.join(str(tmp_path), "RESULTS.md") in written

@@ -4,13 +4,13 @@ One trial = one fresh pool in a fresh process: construct it (pystemd: also __ent
 its unit), submit one task, wait for its result. Measured:
 
 - pool start → first result: from the constructor's call to the first result, in the owner.
-- cold start: from the owner's ``Process.start()`` of the first worker (multiprocessing's spawn
-  point: ProcessPoolExecutor and pystemd fork there; concurrentd asks its zygote, which hands
-  over the spare worker it forked, inside the unit, before the pool's constructor returned —
-  that fork is in pool start, not here) to the worker entering concurrent.futures'
-  ``_process_worker`` loop: inside the unit (pystemd: after its enter_unit()), ready for a task.
-  CLOCK_MONOTONIC on both sides. (Marked by wrapping ``_process_worker`` under its own name
-  rather than by an initializer, identically for the three contenders.)
+- cold start: from the owner's spawn of the first worker (``Process.start()``, where
+  ProcessPoolExecutor and pystemd fork; concurrentd's manager asks its zygote, which hands over
+  the spare worker it forked, inside the unit, before the pool's constructor returned — that fork
+  is in pool start, not here) to the worker entering its loop (concurrent.futures'
+  ``_process_worker``, concurrentd's ``_worker.serve``): inside the unit (pystemd: after its
+  enter_unit()), ready for a task. CLOCK_MONOTONIC on both sides. (Marked by wrapping the loops
+  under their own names rather than by an initializer, identically for the three contenders.)
 
 The three contenders run back to back in each repetition (rotating order), so their ratios come
 from the same moments of this noisy machine.
@@ -28,35 +28,43 @@ _STARTS: list[int] = []
 
 
 def _patch_start() -> None:
-    """Record the owner's time of every Process.start() (the worker's spawn)."""
-    original = process.BaseProcess.start
-    if getattr(original, "_bench", False):
-        return
+    """Record the owner's time of every worker's spawn: Process.start() (ProcessPoolExecutor,
+    pystemd), the pool manager's request to its zygote (concurrentd)."""
+    from concurrentd._manager import PoolManager
 
-    def start(self):
-        _STARTS.append(time.perf_counter_ns())
-        return original(self)
+    for owner, name in ((process.BaseProcess, "start"), (PoolManager, "_spawn")):
+        original = getattr(owner, name)
+        if getattr(original, "_bench", False):
+            continue
 
-    start._bench = True
-    process.BaseProcess.start = start
+        def spawn(self, _original=original):
+            _STARTS.append(time.perf_counter_ns())
+            return _original(self)
+
+        spawn._bench = True
+        setattr(owner, name, spawn)
 
 
 def _patch_worker() -> None:
-    """Wrap concurrent.futures.process._process_worker (same module and name, so it is pickled
-    by reference like the original and found in every forked worker) to note when it starts."""
+    """Wrap the workers' loops, concurrent.futures.process._process_worker (same module and name,
+    so it is pickled by reference like the original and found in every forked worker) and
+    concurrentd._worker.serve, to note when they start."""
     from concurrent.futures import process as cfp
 
-    original = cfp._process_worker
-    if getattr(original, "_bench", False):
-        return
+    from concurrentd import _worker
 
-    def _process_worker(*args, **kwargs):
-        c.mark_ready()
-        return original(*args, **kwargs)
+    for module, name in ((cfp, "_process_worker"), (_worker, "serve")):
+        original = getattr(module, name)
+        if getattr(original, "_bench", False):
+            continue
 
-    _process_worker.__module__, _process_worker.__qualname__ = original.__module__, original.__qualname__
-    _process_worker._bench = True
-    cfp._process_worker = _process_worker
+        def loop(*args, _original=original, **kwargs):
+            c.mark_ready()
+            return _original(*args, **kwargs)
+
+        loop.__module__, loop.__qualname__ = original.__module__, original.__qualname__
+        loop._bench = True
+        setattr(module, name, loop)
 
 
 def make_pool(contender: str, workers: int, properties: str = "pool"):

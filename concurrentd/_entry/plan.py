@@ -263,7 +263,7 @@ class EntryPlan:
     @classmethod
     def from_pid(cls, anchor_pid: int, *, anchor_exe: str | None = None,
                  keyring: bool = True, seccomp: bool = True,
-                 owner_pid: int | None = None) -> "EntryPlan":
+                 owner_pid: int | None = None, environ: bool = True) -> "EntryPlan":
         """Read the anchor ``anchor_pid`` (a unit's main process) into a plan.
 
         Args:
@@ -278,6 +278,8 @@ class EntryPlan:
                 unit (its namespaces, cgroups, credentials…) but enter() refuses it.
             owner_pid: the process the plan must never confine (default: the caller). A pool's
                 zygote, which reads the plan for itself, names its owner.
+            environ: False: leave the environment unread (a rehearsal on the owner itself, whose
+                environment must not be copied into memory its workers inherit).
 
         Raises:
             AnchorGone: the process does not exist or exited meanwhile.
@@ -338,7 +340,7 @@ class EntryPlan:
             securebits = _securebits(P)
             filtered = st.get("Seccomp") == "2"
             filters = get_filters(pid) if filtered and seccomp else ()
-            environ_block = _read_bytes(f"{P}/environ")
+            environ_block = _read_bytes(f"{P}/environ") if environ else b""
             ioprio = lib.cd_ioprio_get(pid)
             if ioprio < 0:
                 raise OSError(ffi.errno, f"ioprio_get({pid}): {os.strerror(ffi.errno)}")
@@ -408,7 +410,8 @@ class EntryPlan:
         Errors are ignored: the real read will meet them, and report them.
         """
         try:
-            cls.from_pid(os.getpid(), anchor_exe="/proc/self/exe", seccomp=False).close()
+            cls.from_pid(os.getpid(), anchor_exe="/proc/self/exe", seccomp=False,
+                         environ=False).close()
         except (OSError, ValueError):
             pass
 
