@@ -159,3 +159,23 @@ def test_a_worker_cannot_read_what_is_typed_at_the_owners_terminal():
         os.close(master)
     assert p.returncode == 0, err
     assert b"hunter2" not in out, out
+
+
+def _view() -> dict:
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read()
+    return {"mountinfo": mounts, "root": os.readlink("/proc/self/root"), "cwd": os.getcwd(),
+            "stdin": os.readlink("/proc/self/fd/0")}
+
+
+def test_a_workers_view_of_the_file_system_is_the_anchors():
+    from test_entry_parity import KITCHEN_SINK
+
+    properties = dict(setting.split("=", 1) for setting in KITCHEN_SINK)
+    with TransientUnitPoolExecutor(1, properties) as pool:
+        worker = pool.submit(_view).result(timeout=T)
+        anchor = pool.unit.main_pid
+        with open(f"/proc/{anchor}/mountinfo") as f:
+            assert worker["mountinfo"] == f.read()
+        assert worker["cwd"] == os.readlink(f"/proc/{anchor}/cwd")
+        assert worker["stdin"] == os.readlink(f"/proc/{anchor}/fd/0") == "/dev/null"
