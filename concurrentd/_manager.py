@@ -101,6 +101,8 @@ class WorkerHandle:
 class PoolManager(threading.Thread):
     """Everything a pool does after submit(): dispatch, results, deaths, shutdown, release.
 
+    (A Thread subclass: its private names must not be Thread's own, such as ``_handle`` in 3.13.)
+
     Args:
         session: the pool's unit session (released by this thread when it ends).
         hello: the first frame's payload for every worker (initializer, initargs, limits).
@@ -325,7 +327,7 @@ class PoolManager(threading.Thread):
             return
         try:
             for kind, work_id, payload in channel.receive():
-                self._handle(worker, kind, work_id, payload)
+                self._on_frame(worker, kind, work_id, payload)
         except ProtocolError as e:
             worker.kill(f"it wrote {e} on its result pipe")
             self._stop_reading(worker)
@@ -340,7 +342,7 @@ class PoolManager(threading.Thread):
         if self._by_fd.pop(fd, None) is not None:
             self._poll.unregister(fd)
 
-    def _handle(self, worker: WorkerHandle, kind: int, work_id: int, payload: bytes) -> None:
+    def _on_frame(self, worker: WorkerHandle, kind: int, work_id: int, payload: bytes) -> None:
         if kind == P.INIT_FAILED:
             text = _exception_text(self.policy, payload)
             worker.kill()
