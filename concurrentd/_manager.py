@@ -299,7 +299,7 @@ class PoolManager(threading.Thread):
             self._not_forked(why)
             return None
         worker = WorkerHandle(pid, status_fd, Channel(call_w, result_r, self.max_frame),
-                              _child_pidfd(pid, zygote.pid), self.max_tasks)
+                              zygote.child_pidfd(pid), self.max_tasks)
         self.workers[pid] = worker
         self._by_fd[result_r] = (worker, "result")
         self._by_fd[status_fd] = (worker, "status")
@@ -472,23 +472,6 @@ def _exception_text(policy: ResultPolicy, payload: bytes) -> str:
     except Exception:   # noqa: BLE001 - from the unit: only for the message
         return "(its exception could not be read)"
     return f"{type(exc).__name__}: {exc}"
-
-
-def _child_pidfd(pid: int, parent: int) -> int | None:
-    """A pidfd on ``pid`` if it is (still) a child of ``parent``, else None: it has exited."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        ppid = -1
-    if ppid != parent:   # exited, and the pid taken by another process since
-        os.close(fd)
-        return None
-    return fd
 
 
 # -- interpreter exit: every pool finishes its work, as ProcessPoolExecutor's do -------------------

@@ -18,27 +18,9 @@ from multiprocessing import context, popen_fork, process, reduction, util
 
 from . import _protocol as P
 from . import _zygote_loop
-from ._entry.plan import parse_status
 from ._zygote import Zygote, ZygoteGone
 
 _stillborn_ids = itertools.count(-1, -1)
-
-
-def _open_child_pidfd(pid: int, parent: int) -> int | None:
-    """A pidfd on ``pid`` if it is (still) a child of ``parent``, else None: it has exited."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            ppid = int(parse_status(f.read()).get("PPid", -1))
-    except (OSError, ValueError):
-        ppid = -1
-    if ppid != parent:   # exited, and the pid taken by another process since
-        os.close(fd)
-        return None
-    return fd
 
 
 class _DupFd:
@@ -99,7 +81,7 @@ class ZygotePopen(popen_fork.Popen):
                             else f"the zygote's fork() failed: {os.strerror(-pid)}")
             return
         self.pid = pid
-        self._pidfd = _open_child_pidfd(self.pid, self._zygote.pid)
+        self._pidfd = self._zygote.child_pidfd(self.pid)
         fds = (keep_w, self.sentinel) if self._pidfd is None else (keep_w, self.sentinel, self._pidfd)
         self.finalizer = util.Finalize(self, util.close_fds, fds)
 

@@ -42,6 +42,7 @@ from . import _protocol as P
 from ._deaths import how_it_ended
 from ._entry import EnterError, EntryPlan
 from ._entry.enter import enter_error
+from ._entry.plan import parse_status
 from ._output import OutputPipes
 from ._pythonpath import PathMap
 
@@ -166,6 +167,23 @@ class Zygote:
         finally:
             os.close(status_w)
         return status_r
+
+    def child_pidfd(self, pid: int) -> int | None:
+        """A pidfd on ``pid`` if it is (still) this zygote's child, else None: it has exited.
+        The pid comes from a zygote inside the unit: the owner signals only what it checked."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                ppid = int(parse_status(f.read()).get("PPid", -1))
+        except (OSError, ValueError):
+            ppid = -1
+        if ppid != self.pid:   # exited, and the pid taken by another process since
+            os.close(fd)
+            return None
+        return fd
 
     def alive(self) -> bool:
         if self.status is not None:

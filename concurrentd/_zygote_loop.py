@@ -354,25 +354,25 @@ def _pool_worker(fds: list[int]) -> int:
     return _worker.serve(call_fd, result_fd)
 
 
-def _process_inside(fds: list[int]) -> int:
-    """A multiprocessing Process forked by an entered zygote: reads its Process object, runs it."""
+def _read_process(fds: list[int]):
+    """A Process's request: (its Process object, the data pipe it watches for its owner)."""
     for fd in fds:
         os.set_inheritable(fd, False)   # not into its subprocesses, which exec dumpable
     data_r, *passed = fds
     inherited_fds[:] = passed
     with open(data_r, "rb", closefd=False) as f:
-        process_obj = pickle.load(f)
+        return pickle.load(f), data_r
+
+
+def _process_inside(fds: list[int]) -> int:
+    """A multiprocessing Process forked by an entered zygote: reads its Process object, runs it."""
+    process_obj, data_r = _read_process(fds)
     return process_obj._bootstrap(parent_sentinel=data_r)
 
 
 def _process_outside(plan: EntryPlan, rewrite: _pythonpath.Rewrite, fds: list[int]) -> int:
     """A Process forked by a zygote outside the unit: take the Process object, enter, run."""
-    for fd in fds:
-        os.set_inheritable(fd, False)   # not into its subprocesses, which exec dumpable
-    data_r, *passed = fds
-    inherited_fds[:] = passed
-    with open(data_r, "rb", closefd=False) as f:
-        process_obj = pickle.load(f)
+    process_obj, data_r = _read_process(fds)
     enter(plan)
     _sys.set_dumpable(False)   # as a pool's workers: nothing else may take its fds
     rewrite.apply()
