@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from typing import Any, Iterable, Mapping
 
 from .systemd._syntax import split_words
@@ -44,10 +45,15 @@ def installed_anchor(src: str) -> str:
     dst = os.path.join(ANCHOR_DIR, "anchor-" + hashlib.sha256(repr(key).encode()).hexdigest()[:16])
     if not os.path.exists(dst):
         os.makedirs(ANCHOR_DIR, mode=0o755, exist_ok=True)
-        tmp = f"{dst}.{os.getpid()}.tmp"
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, dst)   # atomic: a concurrent pool sees the whole file or none
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dst) + ".", dir=ANCHOR_DIR)
+        os.close(fd)   # a name of its own: pools of several threads copy at once
+        try:
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, dst)   # atomic: a concurrent pool sees the whole file or none
+        except BaseException:
+            os.unlink(tmp)
+            raise
     _installed[key] = dst
     return dst
 
@@ -71,9 +77,7 @@ def code_copy(files: Iterable[tuple[str, os.stat_result, str]],
     if os.path.isdir(dst):
         return dst
     os.makedirs(CODE_DIR, mode=0o700, exist_ok=True)
-    tmp = f"{dst}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.mkdir(tmp, 0o755)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(dst) + ".", dir=CODE_DIR)   # one per thread
     for src, st, rel in files:
         target = os.path.join(tmp, rel)
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
