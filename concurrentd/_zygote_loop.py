@@ -134,7 +134,14 @@ def _serve(sock: socket.socket, bodies: dict[bytes, Body], *,
     signal.signal(signal.SIGCHLD, lambda *_: None)
     status_fds: dict[int, int] = {}   # worker pid -> status pipe write end
 
+    zygote = os.getpid()
+
     def become_worker() -> None:   # in a new fork: what is the zygote's is not the worker's
+        # The zygote dies with the owner (its parent-death signal): its workers die with it,
+        # whatever the unit's KillMode= leaves running.
+        _sys.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != zygote:
+            os._exit(0)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -373,8 +380,12 @@ def _process_inside(fds: list[int]) -> int:
 def _process_outside(plan: EntryPlan, rewrite: _pythonpath.Rewrite, fds: list[int]) -> int:
     """A Process forked by a zygote outside the unit: take the Process object, enter, run."""
     process_obj, data_r = _read_process(fds)
+    parent = os.getppid()
     enter(plan)
     _sys.set_dumpable(False)   # as a pool's workers: nothing else may take its fds
+    _sys.set_parent_death_signal(signal.SIGKILL)   # the change of credentials cleared it
+    if os.getppid() != parent:
+        return 0
     rewrite.apply()
     return process_obj._bootstrap(parent_sentinel=data_r)
 

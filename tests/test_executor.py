@@ -346,23 +346,26 @@ def test_a_worker_cannot_type_into_the_owners_terminal():
     assert report["tiocsti"] == "ENOTTY" and report["dev_tty"] == "ENXIO", report
 
 
-def test_owner_killed_takes_unit_and_workers_along():
-    code = textwrap.dedent("""
+@pytest.mark.parametrize("kill_mode", ["control-group", "process"])
+def test_owner_killed_takes_unit_and_workers_along(kill_mode):
+    # KillMode=process: systemd stops only the anchor; the workers must go all the same.
+    code = textwrap.dedent(f"""
         import time, concurrentd
-        pool = concurrentd.TransientUnitPoolExecutor(2, {"PrivateTmp": True})
+        pool = concurrentd.TransientUnitPoolExecutor(2, {{"PrivateTmp": True,
+                                                         "KillMode": "{kill_mode}"}})
         futures = [pool.submit(time.sleep, 100) for _ in range(2)]
         time.sleep(0.3)
-        print(pool.unit.name, pool.unit.control_group, flush=True)
+        print(pool.unit.name, *pool._processes, flush=True)
         time.sleep(100)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    name, cgroup = proc.stdout.readline().split()
-    assert _unit_exists(name)
+    name, *workers = proc.stdout.readline().split()
+    assert _unit_exists(name) and len(workers) == 2
     proc.kill()
     proc.wait()
     start = time.monotonic()
-    while _unit_exists(name):
-        assert time.monotonic() - start < 2.0, "the unit outlived its owner by 2 s"
+    while _unit_exists(name) or any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        assert time.monotonic() - start < 2.0, "the unit or a worker outlived its owner by 2 s"
         time.sleep(0.02)
     proc.stdout.close()
 
