@@ -37,7 +37,7 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from . import _deaths
+from . import _cpython, _deaths
 from . import _protocol as P
 from ._channel import Channel, ProtocolError
 from ._results import ResultPolicy, ResultRefused
@@ -447,8 +447,7 @@ class PoolManager(threading.Thread):
         message = f"{why}; the process pool is not usable anymore"
         error = BrokenProcessPool(message)
         if cause is not None:
-            from concurrent.futures.process import _RemoteTraceback
-            error.__cause__ = _RemoteTraceback(f"\n'''\n{''.join(cause)}'''")
+            error.__cause__ = _cpython.RemoteTraceback(f"\n'''\n{''.join(cause)}'''")
         with self.lock:
             if self.broken is not None:
                 return

@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 import pickle
 import sys
-from concurrent.futures.process import _process_chunk
 from typing import Any, Callable
 
 import cloudpickle
+
+from . import _cpython
 
 _PLAIN, _CLOUD = 0, 1
 
@@ -59,9 +60,9 @@ def encode_call(fn: Callable, args: tuple, kwargs: dict) -> tuple[bool, bytes]:
 
 
 def _target(fn: Callable) -> Callable:
-    """The function a call runs: map's chunks call ``partial(_process_chunk, user_fn)``."""
+    """The function a call runs: map's chunks call ``partial(process_chunk, user_fn)``."""
     while isinstance(fn, functools.partial):
-        fn = fn.args[0] if fn.func is _process_chunk and fn.args else fn.func
+        fn = fn.args[0] if fn.func is _cpython.process_chunk and fn.args else fn.func
     return fn
 
 

@@ -34,8 +34,9 @@ import pickle
 import sys
 import traceback
 import uuid
-from concurrent.futures.process import _RemoteTraceback
 from typing import Any, Callable, Iterable
+
+from . import _cpython
 
 #: Types rebuilt with NEWOBJ (``cls.__new__`` then ``__setstate__``): pickle needs the class itself.
 _NEWOBJ_TYPES: tuple[type, ...] = (uuid.UUID,)
@@ -132,7 +133,7 @@ class ResultPolicy:
                     "owner as this Exception; trust_results=True raises it as is)", name, exc)
         except ResultRefused as refused:
             exc = refused
-        exc.__cause__ = _RemoteTraceback(tb_text)
+        exc.__cause__ = _cpython.RemoteTraceback(tb_text)
         return exc
 
 

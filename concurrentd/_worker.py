@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from concurrent.futures import _base
 
-from . import _payload
+from . import _cpython, _payload
 from . import _protocol as P
 from ._results import encode_exception, encode_result
 
@@ -30,7 +29,7 @@ def serve(call_fd: int, result_fd: int) -> int:
         try:
             initializer(*initargs)
         except BaseException as e:   # noqa: BLE001 - reported, as ProcessPoolExecutor logs it
-            _base.LOGGER.critical("Exception in initializer:", exc_info=True)
+            _cpython.LOGGER.critical("Exception in initializer:", exc_info=True)
             P.write_all(result_fd, P.frame(P.INIT_FAILED, -1, encode_exception(e)))
             return 1
         del initializer, initargs

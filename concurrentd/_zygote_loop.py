@@ -39,7 +39,7 @@ import socket
 import sys
 from typing import Callable
 
-from . import _pythonpath, _sys, _worker
+from . import _cpython, _pythonpath, _sys, _worker
 from . import _protocol as P
 from ._entry import EnterError, EntryPlan, add_sched_reset, enter, install_filters
 
@@ -59,6 +59,7 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
     if os.getppid() != owner:
         return 0
     _sys.set_dumpable(False)
+    _forget_the_owners_pools()
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C is the owner's to handle
     # A session of its own, as systemd gives a unit's process: no controlling terminal.
     os.setsid()
@@ -105,6 +106,13 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
     return _serve(sock, bodies,
                   install=(lambda: _finish_worker_entry(plan, per_worker)) if finish else None,
                   max_workers=max_workers, ready=lambda: os.write(sock.fileno(), P.SPARE_FORKED))
+
+
+def _forget_the_owners_pools() -> None:
+    """A Process ends with threading._shutdown(), whose exit hooks include ProcessPoolExecutor's:
+    it would wake the owner's pools through the owner's fds, closed here, or another file's by
+    then (four bytes written into it). The zygote and its workers have no such pools."""
+    _cpython.forget_executor_wakeups()
 
 
 def _close_fds_except(keep: set[int]) -> None:

@@ -623,3 +623,33 @@ def test_a_zygote_that_dies_before_its_entry_report_is_reported_as_such():
         assert zygote.status == -signal.SIGKILL
     finally:
         res.release()
+
+
+def _write_and_keep_open(path):
+    f = open(path, "wb")   # an fd whose number the owner's pool once used
+    f.write(b"data")
+    f.flush()
+    return f
+
+
+def test_a_process_exit_leaves_the_owners_other_pools_alone(tmp_path):
+    # multiprocessing's Process ends with threading._shutdown(), whose exit hooks include
+    # ProcessPoolExecutor's: it wakes every manager thread it knows, through fds of the owner
+    # that are closed in the unit, or are another file's now.
+    from concurrent.futures import ProcessPoolExecutor
+
+    out = tmp_path / "out"
+    with ProcessPoolExecutor(1, mp_context=__import__("multiprocessing").get_context("forkserver")
+                             ) as other:
+        other.submit(abs, 1).result()
+        with TransientUnitPoolExecutor(1) as pool:
+            def task(path=str(out)):
+                f = _write_and_keep_open(path)
+                import threading
+                threading._shutdown()   # what Process._bootstrap runs at its end
+                f.close()
+            q = concurrentd.TransientUnitProcess(target=task, pool=pool)
+            q.start()
+            q.join(30)
+    assert q.exitcode == 0
+    assert out.read_bytes() == b"data"

@@ -1,0 +1,30 @@
+"""Every use of CPython's private concurrent.futures internals, in one place.
+
+concurrentd reimplements ProcessPoolExecutor's machinery and borrows only these, so that its
+results look like ProcessPoolExecutor's: the exception that carries a worker's traceback as text,
+the function map() sends in each chunk, the logger that reports a failed initializer, and the
+registry of manager threads that the interpreter's exit wakes. Each exists, with this meaning,
+in CPython 3.10 to 3.14; a version without one fails here, at import, with the name.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import _base
+from concurrent.futures import process as _process
+
+try:
+    #: str(RemoteTraceback(text)) is the text: an exception's __cause__ that shows a traceback
+    RemoteTraceback = _process._RemoteTraceback
+    #: map()'s per-chunk function: partial(process_chunk, fn) is called with a chunk of args
+    process_chunk = _process._process_chunk
+    #: "concurrent.futures": where ProcessPoolExecutor logs "Exception in initializer:"
+    LOGGER = _base.LOGGER
+    _wakeups = _process._threads_wakeups
+except AttributeError as e:   # pragma: no cover - a CPython that changed them
+    raise ImportError(f"concurrentd does not know this Python's concurrent.futures: {e}") from e
+
+
+def forget_executor_wakeups() -> None:
+    """In a fork of the owner: its ProcessPoolExecutors' manager threads are not here, and the
+    interpreter's exit must not wake them (through fds that are closed, or another file's)."""
+    _wakeups.clear()
