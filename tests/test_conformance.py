@@ -1074,3 +1074,19 @@ def test_broken_pool_shutdown_stops_the_unit():
 def test_module_pool_still_healthy(pool):
     # runs last among the shared-pool users: nothing above broke it
     assert list(pool.map(square, range(10), chunksize=3)) == [i * i for i in range(10)]
+
+
+def test_shutdown_without_waiting_from_a_done_callback_lets_running_tasks_finish(gates):
+    # ProcessPoolExecutor lets the running task finish; the callback runs in the manager thread.
+    p = TransientUnitPoolExecutor(2, PROPS)
+    manager = p._executor_manager_thread
+    gate, started = gates.new(), gates.new()
+    running = p.submit(mark_and_wait, started, gate, "finished")
+    gates.wait(started)
+    first = p.submit(square, 3)
+    first.add_done_callback(lambda _: p.shutdown(wait=False))
+    assert first.result(timeout=T) == 9
+    gates.open(gate)
+    assert running.result(timeout=T) == "finished"
+    manager.join(T)
+    assert not manager.is_alive()
