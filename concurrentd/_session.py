@@ -31,6 +31,29 @@ from .systemd import Systemd, Unit
 
 #: seconds release() waits for the last output of the unit's processes to be copied
 _OUTPUT_DRAIN = 1.0
+#: seconds a unit may take to start (its ExecStartPre= included) unless the caller says otherwise
+DEFAULT_START_TIMEOUT = 60.0
+
+#: Properties that make the unit's main process something else than concurrentd's anchor, or
+#: its start job end at another moment than the anchor's exec, fully confined (Type=exec).
+_OWNED = {
+    "Type": "concurrentd starts the unit as Type=exec: its start job ends once the anchor has "
+            "exec'd with all sandboxing applied, which the workers wait for",
+    "ExecStart": "the unit's main process is concurrentd's anchor",
+    "RemainAfterExit": "the unit lives as long as its anchor, which lives as long as its owner",
+    "PIDFile": "the unit's main process is concurrentd's anchor",
+    "BusName": "the unit's main process is concurrentd's anchor",
+}
+
+
+def check_owned(properties: Mapping[str, Any]) -> None:
+    """Refuses the properties concurrentd sets itself, before anything is sent."""
+    for name, why in _OWNED.items():
+        value = properties.get(name)
+        if value is None or (name == "Type" and str(value).lower() == "exec"):
+            continue
+        raise ValueError(f"{name}= cannot be set on a pool's unit ({name}={value!r}): {why}; "
+                         f"leave it out")
 
 
 class UnitSession:
@@ -63,6 +86,8 @@ class UnitSession:
             max_workers: a pool's size (the zygote keeps a spare while fewer run).
             import_binds: see TransientUnitPoolExecutor.
         """
+        if unit is None:
+            check_owned(properties)
         session = cls()
         try:
             session.systemd = Systemd.connect()
@@ -91,14 +116,25 @@ class UnitSession:
         return session
 
     # -- finish --------------------------------------------------------------------------------
-    def finish(self) -> "UnitSession":
-        """Waits for the unit and for the zygote's report (a pool's zygote: entered, and its
-        first worker-to-be forked). Raises what went wrong, after releasing everything."""
+    def finish(self, timeout: float = DEFAULT_START_TIMEOUT) -> "UnitSession":
+        """Waits for the unit (at most ``timeout`` seconds) and for the zygote's report (a pool's
+        zygote: entered, and its first worker-to-be forked). Raises what went wrong, after
+        releasing everything.
+
+        Raises:
+            TimeoutError: the unit did not start in time (a slow ExecStartPre=, a Condition
+                systemd waits on…); it has been stopped.
+        """
         try:
             starting, main_pid = self._starting, self._main_pid
             if starting is not None:
                 EntryPlan.rehearse()   # the owner reads the anchor too, once the unit runs
-                starting.wait()
+                try:
+                    starting.wait(timeout)
+                except TimeoutError:
+                    raise TimeoutError(f"unit {self.unit.name} did not start within {timeout:g} s"
+                                       " (a slow ExecStartPre=?): it was stopped; give the pool "
+                                       "start_timeout= to wait longer") from None
                 main_pid = starting.main_pid
                 if not main_pid:   # it ran, and has exited already
                     raise anchor_exited(main_pid)

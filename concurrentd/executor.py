@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Mapping
 from . import _manager, _payload
 from ._manager import PoolManager, WorkItem
 from ._results import ResultPolicy
-from ._session import UnitSession
+from ._session import DEFAULT_START_TIMEOUT, UnitSession
 from .systemd import Unit
 
 __all__ = ["TransientUnitPoolExecutor", "PoolUnit"]
@@ -113,9 +113,13 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         import_binds: True (default): where the unit hides the owner's sys.path, what workers
             import is bound read-only into the unit; False: nothing is bound; a list of
             directories: bound as well.
+        start_timeout: seconds the unit may take to start; then it is stopped and the
+            constructor raises TimeoutError.
 
     Raises:
-        ValueError: an unknown property or a bad value (nothing was started).
+        ValueError: an unknown property, a bad value, or a property concurrentd sets itself
+            (Type=, ExecStart=…) (nothing was started).
+        TimeoutError: the unit did not start within ``start_timeout``.
         concurrentd.systemd.SystemdError: systemd refused the unit (the D-Bus error name and
             systemd's message are on the exception).
         concurrentd.systemd.UnitStartError: the unit's start job failed.
@@ -128,7 +132,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
                  on_worker_death: str = "break", result_types: Iterable[Any] = (),
                  trust_results: bool = False,
                  max_result_size: int = DEFAULT_MAX_RESULT_SIZE,
-                 stall_timeout: float = DEFAULT_STALL_TIMEOUT, import_binds: Any = True):
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT, import_binds: Any = True,
+                 start_timeout: float = DEFAULT_START_TIMEOUT):
         if properties is not None and ns_options is not None:
             raise TypeError("give properties= or ns_options= (the same thing), not both")
         properties = dict(properties if properties is not None else ns_options or {})
@@ -148,6 +153,9 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         if on_worker_death not in ("break", "replace"):
             raise ValueError("on_worker_death must be 'break' (as ProcessPoolExecutor) or "
                              f"'replace' (not {on_worker_death!r})")
+        if not isinstance(start_timeout, (int, float)) or start_timeout <= 0:
+            raise ValueError(f"start_timeout must be a positive number of seconds "
+                             f"(not {start_timeout!r})")
         if not isinstance(stall_timeout, (int, float)) or stall_timeout <= 0:
             raise ValueError(f"stall_timeout must be a positive number of seconds "
                              f"(not {stall_timeout!r})")
@@ -178,7 +186,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             limits=limits, max_frame=max_result_size, stall_timeout=float(stall_timeout))
         manager.start()
         try:
-            session.finish()
+            session.finish(float(start_timeout))
         except BaseException:
             manager.request_shutdown()
             manager.join()

@@ -653,3 +653,21 @@ def test_a_process_exit_leaves_the_owners_other_pools_alone(tmp_path):
             q.join(30)
     assert q.exitcode == 0
     assert out.read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("properties", [{"Type": "oneshot"}, {"Type": "notify"},
+                                        {"RemainAfterExit": True}, {"ExecStart": "/bin/true"}])
+def test_properties_concurrentd_sets_itself_are_refused_before_anything_starts(properties):
+    before = set(_units())
+    with pytest.raises(ValueError, match="cannot be set on a pool's unit"):
+        TransientUnitPoolExecutor(1, properties)
+    assert set(_units()) == before
+
+
+def test_a_unit_that_does_not_start_in_time_is_stopped_and_says_so():
+    before = set(_units())
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="did not start within 1 s"):
+        TransientUnitPoolExecutor(1, {"ExecStartPre": "/bin/sleep 30"}, start_timeout=1)
+    assert time.monotonic() - t0 < 10
+    _wait_until(lambda: set(_units()) <= before)
