@@ -46,8 +46,9 @@ from ._zygote import ZygoteGone
 
 #: the most calls a worker holds at once: the one it runs and the next, so it never waits
 DEPTH = 2
-#: seconds a worker that closed its result pipe may take to exit before it is killed
-_EXIT_GRACE = 1.0
+#: seconds a worker that closed its result pipe, or was told to stop, may take to exit before it
+#: is killed
+_EXIT_GRACE = 5.0
 
 
 class WorkItem:
@@ -71,6 +72,7 @@ class WorkerHandle:
         self.stopping = False
         self.violation: str | None = None   # why the owner killed it
         self.eof_at: float | None = None
+        self.stop_sent: float | None = None   # when its call pipe was closed (EOF: exit)
         self.exitcode: int | None = None
 
     def can_take(self) -> bool:
@@ -202,8 +204,9 @@ class PoolManager(threading.Thread):
                 return False
         if self.workers:
             for worker in self.workers.values():
-                if not worker.stopping:
+                if worker.stop_sent is None:
                     worker.stopping = True
+                    worker.stop_sent = time.monotonic()
                     worker.channel.close_calls()   # EOF: the worker returns from its loop
             return False
         return True
@@ -213,8 +216,9 @@ class PoolManager(threading.Thread):
         for w in self.workers.values():
             if w.channel.stalled_since is not None:
                 deadlines.append(w.channel.stalled_since + self.stall_timeout)
-            if w.eof_at is not None and w.exitcode is None:
-                deadlines.append(w.eof_at + _EXIT_GRACE)
+            for since in (w.eof_at, w.stop_sent):
+                if since is not None:
+                    deadlines.append(since + _EXIT_GRACE)
         if not deadlines:
             return None
         return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
@@ -228,6 +232,8 @@ class PoolManager(threading.Thread):
                        "result")
             if w.eof_at is not None and now - w.eof_at > _EXIT_GRACE:
                 w.kill("it closed its result pipe and went on running")
+            if w.stop_sent is not None and not w.inflight and now - w.stop_sent > _EXIT_GRACE:
+                w.kill(f"it had not exited {_EXIT_GRACE:g} s after its pool told it to")
 
     # -- dispatch ------------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -336,6 +342,7 @@ class PoolManager(threading.Thread):
             self._stop_reading(worker)
             if not worker.stopping and not worker.retiring():
                 worker.eof_at = time.monotonic()
+            worker.stopping = True   # it answers nothing more: no more calls to it
 
     def _stop_reading(self, worker: WorkerHandle) -> None:
         fd = worker.channel.result_fd

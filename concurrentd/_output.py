@@ -19,6 +19,9 @@ class OutputPipes:
     stderr; start() (after the fork) copies what comes out of them until every writer is gone."""
 
     def __init__(self):
+        # Copies of the owner's stdout and stderr as they are now: the copy goes there even if
+        # fd 1 or 2 is later closed, and its number given to another file or socket.
+        self._targets = [_copy_of(1), _copy_of(2)]
         self._out_r, out_w = os.pipe()
         self._err_r, err_w = os.pipe()
         self.ends_for_zygote = (out_w, err_w)
@@ -33,7 +36,7 @@ class OutputPipes:
 
     def _copy(self) -> None:
         poller = select.poll()
-        targets = {self._out_r: 1, self._err_r: 2}
+        targets = {self._out_r: self._targets[0], self._err_r: self._targets[1]}
         for fd in targets:
             poller.register(fd, select.POLLIN)
         try:
@@ -44,13 +47,16 @@ class OutputPipes:
                         poller.unregister(fd)
                         del targets[fd]
                         continue
+                    if targets[fd] is None:
+                        continue
                     try:
                         _write_all(targets[fd], data)
                     except OSError:   # the owner's own stdout is gone: drop, keep draining
                         pass
         finally:
-            os.close(self._out_r)
-            os.close(self._err_r)
+            for fd in (self._out_r, self._err_r, *self._targets):
+                if fd is not None:
+                    os.close(fd)
 
     def join(self, timeout: float) -> None:
         """Waits (at most ``timeout``) for the last output once every unit process has exited."""
@@ -58,9 +64,34 @@ class OutputPipes:
             self._thread.join(timeout)
 
     def discard(self) -> None:
-        """Closes all four ends (the zygote was never forked)."""
-        for fd in (*self.ends_for_zygote, self._out_r, self._err_r):
-            os.close(fd)
+        """Closes every fd (the zygote was never forked)."""
+        for fd in (*self.ends_for_zygote, self._out_r, self._err_r, *self._targets):
+            if fd is not None:
+                os.close(fd)
+
+
+def _copy_of(fd: int) -> int | None:
+    """A close-on-exec copy of ``fd``, or None if it is closed (its output is then dropped)."""
+    try:
+        return os.dup(fd)
+    except OSError:
+        return None
+
+
+def ensure_stdio() -> None:
+    """Opens /dev/null as each of fds 0, 1 and 2 that is closed, before the owner opens anything
+    else: a process started with its stdout closed would otherwise get its D-Bus connection, a
+    root socket to systemd, as fd 1, and the copy of a worker's output would go there."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd, inheritable=True)
+                os.close(null)
+            else:
+                os.set_inheritable(fd, True)
 
 
 def _write_all(fd: int, data: bytes) -> None:

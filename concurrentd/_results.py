@@ -96,18 +96,25 @@ class ResultPolicy:
             allowed[_key(obj)] = _Guard(obj, lambda a: True)
         for obj in _NEWOBJ_TYPES:
             allowed[_key(obj)] = obj
+        named = []
         for obj in result_types:
             if not callable(obj) or not hasattr(obj, "__qualname__"):
                 raise TypeError("result_types must hold classes (or the functions their pickles "
                                 f"call), not {obj!r}")
             allowed[_key(obj)] = obj
+            named.append(obj)
         self._allowed = allowed
+        # The globals whose instances a pickle may set state on (BUILD): the types named, UUID,
+        # and exceptions (BaseException.__reduce__ gives their __dict__ as state).
+        self._buildable = b"".join(
+            f"{module}\0{name}\0".encode()
+            for module, name in map(_key, (*named, *_NEWOBJ_TYPES, *_BUILTIN_EXCEPTIONS)))
 
     def loads(self, blob: bytes) -> Any:
         """A value from a worker's bytes. Raises ResultRefused for a type not allowed."""
         if self.trust:
             return pickle.loads(blob)
-        return _RestrictedUnpickler(blob, self._allowed).load()
+        return _RestrictedUnpickler(blob, self._allowed, self._buildable).load()
 
     def rebuild_exception(self, blob: bytes) -> BaseException:
         """An exception from a worker's record (see encode_exception), with the worker's
@@ -149,12 +156,16 @@ def _construct(cls: type, args: tuple) -> BaseException:
 
 
 def _loaded_exception_class(module_name: str, qualname: str) -> type | None:
+    """The class by its names, looked up in the namespaces themselves: no getattr, which would
+    run a module's __getattr__ (an import) or a property on a worker's say-so."""
     module = sys.modules.get(module_name)
     obj: Any = module
     for part in qualname.split("."):
         if obj is None or part.startswith("<"):
             return None
-        obj = getattr(obj, part, None)
+        namespace = obj.__dict__ if isinstance(obj, type) else vars(obj) \
+            if obj is module else None
+        obj = namespace.get(part) if namespace is not None else None
     if isinstance(obj, type) and issubclass(obj, BaseException) and _key(obj) == (module_name,
                                                                                     qualname):
         return obj
@@ -223,42 +234,75 @@ _CHECKS: dict[type, Callable[[tuple], bool]] = {
 
 
 def _weight(value: Any) -> int:
+    """Roughly what rebuilding from ``value`` copies, in bytes or items."""
     if isinstance(value, (str, bytes, bytearray, tuple, list, dict, set, frozenset)):
         return len(value)
+    if isinstance(value, int):
+        return value.bit_length() // 8 + 1
     return 1
 
 
-#: At most this many ints a worker can make collide (see csrc/pickle_check.h) as the keys and set
-#: members of one result: a hash-flooded set of them costs quadratic time to build.
-MAX_BIG_KEYS = 4096
+#: At most this many dict keys and set members whose hashes a worker can make collide (all but
+#: str, bytes, None, bool and ints below 2**61): a hash-flooded dict of them costs quadratic time.
+MAX_COLLIDABLE_KEYS = 4096
+#: Tuples nested deeper than this are refused: hashing one recurses in C without a limit.
+MAX_TUPLE_DEPTH = 1000
 _VERDICTS = {   # csrc/pickle_check.h's enum cd_pickle_verdict
     1: "an opcode that protocol 5's pickler never writes",
     2: "a truncated pickle",
-    3: "an opcode that finds too few items on the stack",
-    4: "a BUILD on a class or function (it would set that class's attributes in the owner)",
-    5: f"more than {MAX_BIG_KEYS} huge ints as keys or set members (a hash-flooding attack)",
+    3: "an opcode that finds too few items, or the wrong kind, on the stack",
+    4: "a BUILD (setting an object's state) on what its type's own pickle never sets state on "
+       "(a class, a stdlib value)",
+    5: f"more than {MAX_COLLIDABLE_KEYS} dict keys or set members other than strings, bytes "
+       "and small ints (whose hashes a worker could make collide)",
     6: "a memo read beyond what was memoized",
     7: "a pickle too large to check",
+    8: f"tuples nested more than {MAX_TUPLE_DEPTH} deep",
+    9: "items added to a class or a plain value",
 }
 
 
-def check_pickle(blob: bytes) -> None:
+def check_pickle(blob: bytes, buildable: bytes = b"") -> None:
     """Refuses, before any unpickling, what only an attacker's pickle holds (csrc/pickle_check.c):
-    opcodes that allocate at an arbitrary memo index, BUILD on a class, hash-flooded keys."""
+    opcodes that allocate at an arbitrary memo index, BUILD except on instances of the
+    ``buildable`` globals ("module\0name\0" pairs), hash-flooded keys, deep tuples."""
     from ._core import ffi, lib
 
     offset = ffi.new("size_t *")
-    verdict = lib.cd_pickle_check(ffi.from_buffer(blob), len(blob), MAX_BIG_KEYS, offset)
+    verdict = lib.cd_pickle_check(ffi.from_buffer(blob), len(blob), buildable, len(buildable),
+                                  MAX_COLLIDABLE_KEYS, MAX_TUPLE_DEPTH, offset)
     if verdict:
         raise ResultRefused(f"the result's pickle holds {_VERDICTS.get(verdict, verdict)} "
                             f"(at byte {offset[0]}): refused")
 
 
+def _globals_of(blob: bytes) -> list[tuple[str, str]]:
+    """The (module, name) pairs a pickle looks up (for the message of a refusal): pickletools
+    parses, and runs nothing."""
+    import pickletools
+
+    found, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(blob):
+            if isinstance(arg, str):
+                strings = [*strings[-1:], arg]
+            elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                found.append((strings[0], strings[1]))
+    except Exception:   # noqa: BLE001 - a malformed pickle: what was found so far
+        pass
+    return found
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, blob: bytes, allowed: dict[tuple[str, str], Any]):
-        check_pickle(blob)
-        super().__init__(io.BytesIO(blob))
+    def __init__(self, blob: bytes, allowed: dict[tuple[str, str], Any], buildable: bytes = b""):
         self._allowed = allowed
+        try:
+            check_pickle(blob, buildable)
+        except ResultRefused:
+            for module, name in _globals_of(blob):   # a type not allowed: say which, and how
+                self.find_class(module, name)
+            raise
+        super().__init__(io.BytesIO(blob))
         self._budget = 2 * len(blob) + 65536
 
     def find_class(self, module: str, name: str) -> Any:

@@ -25,6 +25,7 @@ from . import _deaths, _pythonpath
 from ._entry import EntryPlan, anchor_argv
 from ._entry.enter import anchor_exited
 from ._entry.plan import AnchorGone
+from ._output import ensure_stdio
 from ._unitfiles import add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
 from .systemd import Systemd, Unit
@@ -88,6 +89,7 @@ class UnitSession:
         """
         if unit is None:
             check_owned(properties)
+        ensure_stdio()
         session = cls()
         try:
             session.systemd = Systemd.connect()

@@ -139,4 +139,6 @@ int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
 int cd_ioprio_get(int pid);
 
 /* csrc/pickle_check.c */
-int cd_pickle_check(const unsigned char *buf, size_t len, size_t max_big_keys, size_t *offset);
+int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
+                    size_t buildable_len, size_t max_keys, unsigned int max_depth,
+                    size_t *offset);

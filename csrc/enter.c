@@ -288,8 +288,13 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
      *    needs no CAP_SYS_RESOURCE; the other fields are the current ones, from /proc/self/stat.
      *    The old block is then zeroed: nothing refers to it any more. */
     STEP(CD_STEP_ENVIRON);
-    if (p->envp)
+    if (p->envp) {
+        /* The parent's variables set at run time (setenv) are strings of libc's heap, outside
+         * the block below: zeroed too, before libc forgets them. */
+        for (char **e = environ; e && *e; e++)
+            memset(*e, 0, strlen(*e));
         environ = (char **)p->envp;  /* libc's view: the same strings, no setenv per variable */
+    }
     if (p->env_len) {
         struct prctl_mm_map m;
         if (read_mm_map(&m) != 0)

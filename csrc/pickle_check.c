@@ -7,35 +7,41 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A tag per stack item and memo entry: what the check needs to know of it. */
-enum tag { T_VALUE, T_GLOBAL, T_BIG, T_MARK };
+/* What the check knows of a stack item or memo entry. */
+enum kind {
+    K_MARK,          /* a MARK (the unpickler keeps marks apart from items) */
+    K_PLAIN,         /* str, bytes, None, bool, an int below 2**61: a hash no worker chooses */
+    K_HASHY,         /* a big int, a float, a tuple, an object: a hash a worker can collide */
+    K_CONTAINER,     /* an empty list, dict or set, to be filled */
+    K_GLOBAL,        /* a class or function found by name */
+    K_GLOBAL_BUILD,  /* one whose instances may receive BUILD (named in `buildable`) */
+    K_OBJ,           /* what REDUCE/NEWOBJ of a K_GLOBAL made */
+    K_OBJ_BUILD,     /* what REDUCE/NEWOBJ of a K_GLOBAL_BUILD made */
+};
 
-struct tags {
-    unsigned char *v;
+struct item {
+    unsigned char kind;
+    unsigned int depth;      /* of tuple nesting */
+    size_t str_off, str_len; /* a string's bytes in buf (str_len 0: not a string) */
+};
+
+struct items {
+    struct item *v;
     size_t n, cap;
 };
 
-static int push(struct tags *t, unsigned char tag)
+static int push(struct items *t, struct item it)
 {
     if (t->n == t->cap) {
         size_t cap = t->cap ? 2 * t->cap : 64;
-        unsigned char *v = realloc(t->v, cap);
+        struct item *v = realloc(t->v, cap * sizeof *v);
         if (!v)
             return -1;
         t->v = v;
         t->cap = cap;
     }
-    t->v[t->n++] = tag;
+    t->v[t->n++] = it;
     return 0;
-}
-
-/* The index of the topmost mark, or -1. */
-static long find_mark(const struct tags *s)
-{
-    for (size_t i = s->n; i > 0; i--)
-        if (s->v[i - 1] == T_MARK)
-            return (long)(i - 1);
-    return -1;
 }
 
 static uint64_t le(const unsigned char *p, int n)
@@ -56,8 +62,7 @@ static int is_big(const unsigned char *p, uint64_t n)
     if (n == 0)
         return 0;
     uint64_t x = le(p, (int)n);
-    int negative = p[n - 1] & 0x80;
-    if (negative) {
+    if (p[n - 1] & 0x80) {
         if (n < 8)
             x |= ~(uint64_t)0 << (8 * n);   /* sign-extend */
         x = ~x + 1;                          /* magnitude */
@@ -102,49 +107,56 @@ static int length_size(unsigned char op)
     }
 }
 
-/* Pops k items, none of them a mark (the unpickler keeps marks apart: an opcode cannot take an
- * item from below one). Returns whether any was big, or -1. */
-static int pop_items(struct tags *s, size_t k)
+/* The index of the topmost mark, or -1. */
+static long find_mark(const struct items *s)
 {
-    if (s->n < k)
-        return -1;
-    int any = 0;
-    for (size_t i = s->n - k; i < s->n; i++) {
-        if (s->v[i] == T_MARK)
-            return -1;
-        any |= s->v[i] == T_BIG;
-    }
-    s->n -= k;
-    return any;
+    for (size_t i = s->n; i > 0; i--)
+        if (s->v[i - 1].kind == K_MARK)
+            return (long)(i - 1);
+    return -1;
 }
 
-/* Pops the items above the topmost mark and the mark; counts big ones (every second one from
- * the first with `pairs`: the keys). Returns whether any was big, or -1 without a mark. */
-static int pop_to_mark(struct tags *s, int pairs, size_t *big)
+/* Can a worker choose this item's hash (as a dict key or a set member)? */
+static int collidable(const struct item *it)
 {
-    long m = find_mark(s);
-    if (m < 0)
-        return -1;
-    int any = 0;
-    for (size_t i = (size_t)m + 1; i < s->n; i++) {
-        if (s->v[i] == T_BIG && (!pairs || (i - (size_t)m - 1) % 2 == 0)) {
-            any = 1;
-            (*big)++;
-        }
-    }
-    s->n = (size_t)m;
-    return any;
+    return it->kind != K_PLAIN;
 }
 
-int cd_pickle_check(const unsigned char *buf, size_t len, size_t max_big_keys, size_t *offset)
+/* Is `module\0name` in `list` (pairs of NUL-terminated strings)? */
+static int named(const char *list, size_t list_len, const unsigned char *buf,
+                 const struct item *module, const struct item *name)
 {
-    struct tags stack = {0}, memo = {0};
-    size_t pos = 0, big_keys = 0, scratch = 0;
+    const char *p = list, *end = list + list_len;
+    while (p < end) {
+        size_t ml = strnlen(p, (size_t)(end - p));
+        const char *n = p + ml + 1;
+        if (n >= end)
+            break;
+        size_t nl = strnlen(n, (size_t)(end - n));
+        if (ml == module->str_len && nl == name->str_len &&
+            !memcmp(p, buf + module->str_off, ml) && !memcmp(n, buf + name->str_off, nl))
+            return 1;
+        p = n + nl + 1;
+    }
+    return 0;
+}
+
+int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
+                    size_t buildable_len, size_t max_keys, unsigned int max_depth,
+                    size_t *offset)
+{
+    struct items stack = {0}, memo = {0};
+    size_t pos = 0, keys = 0;
     int verdict = CD_PICKLE_TRUNCATED;
+    struct item *top;
 
-#define POP(k, any) do { if (((any) = pop_items(&stack, (k))) < 0) { \
-        verdict = CD_PICKLE_STACK; goto out; } } while (0)
-#define PUSH(t) do { if (push(&stack, (t))) { verdict = CD_PICKLE_NOMEM; goto out; } } while (0)
+#define FAIL(v) do { verdict = (v); goto out; } while (0)
+#define PUSH(it) do { if (push(&stack, (it))) FAIL(CD_PICKLE_NOMEM); } while (0)
+/* The k topmost items, none of them a mark (an opcode cannot take an item from below one). */
+#define TAKE(k) do { if (stack.n < (k)) FAIL(CD_PICKLE_STACK); \
+        for (size_t i_ = stack.n - (k); i_ < stack.n; i_++) \
+            if (stack.v[i_].kind == K_MARK) FAIL(CD_PICKLE_STACK); } while (0)
+#define ITEM(k, d) ((struct item){ (k), (d), 0, 0 })
 
     while (pos < len) {
         unsigned char op = buf[pos];
@@ -152,18 +164,18 @@ int cd_pickle_check(const unsigned char *buf, size_t len, size_t max_big_keys, s
         int arg = fixed_arg(op);
         const unsigned char *a = buf + pos + 1;
         uint64_t n = 0;
-        if (arg == -2) {
-            verdict = CD_PICKLE_OPCODE;
-            goto out;
-        }
-        if (arg == -1) {                  /* a length, then that many bytes */
+        size_t data = 0;              /* a length-prefixed argument's offset */
+        if (arg == -2)
+            FAIL(CD_PICKLE_OPCODE);
+        if (arg == -1) {              /* a length, then that many bytes */
             int k = length_size(op);
             if (len - pos - 1 < (size_t)k)
                 goto out;
             n = le(a, k);
             if (n > len - pos - 1 - (size_t)k)
                 goto out;
-            pos += 1 + (size_t)k + n;
+            data = pos + 1 + (size_t)k;
+            pos = data + n;
         } else {
             if (len - pos - 1 < (size_t)arg)
                 goto out;
@@ -173,121 +185,141 @@ int cd_pickle_check(const unsigned char *buf, size_t len, size_t max_big_keys, s
         switch (op) {
         case 0x80: case 0x95:             /* PROTO FRAME: no stack effect */
             break;
-        case '.':                         /* STOP */
-            verdict = stack.n == 1 ? CD_PICKLE_OK : CD_PICKLE_STACK;
+        case '.':                         /* STOP: the one item left is the result */
+            verdict = stack.n == 1 && stack.v[0].kind != K_MARK ? CD_PICKLE_OK : CD_PICKLE_STACK;
             goto out;
+        case 'N': case 0x88: case 0x89: case 'K': case 'M': case 'J':
+        case 'C': case 'B': case 0x8e: case 0x96:   /* None, bools, small ints, bytes(array) */
+            PUSH(ITEM(K_PLAIN, 0));
+            break;
+        case 0x8c: case 'X': case 0x8d: { /* str: keep where it is, for STACK_GLOBAL */
+            struct item it = ITEM(K_PLAIN, 0);
+            it.str_off = data;
+            it.str_len = (size_t)n;
+            PUSH(it);
+            break;
+        }
         case 0x8a: case 0x8b:             /* LONG1 LONG4 */
-            PUSH(is_big(a + length_size(op), n) ? T_BIG : T_VALUE);
+            PUSH(ITEM(is_big(buf + data, n) ? K_HASHY : K_PLAIN, 0));
+            break;
+        case 'G':                         /* BINFLOAT */
+            PUSH(ITEM(K_HASHY, 0));
+            break;
+        case ']': case '}': case 0x8f:    /* EMPTY_LIST _DICT _SET */
+            PUSH(ITEM(K_CONTAINER, 0));
+            break;
+        case ')':                         /* EMPTY_TUPLE */
+            PUSH(ITEM(K_PLAIN, 1));
             break;
         case 'h': case 'j': {             /* BINGET LONG_BINGET */
             uint64_t i = le(a, op == 'h' ? 1 : 4);
-            if (i >= memo.n) {
-                verdict = CD_PICKLE_MEMO;
-                goto out;
-            }
+            if (i >= memo.n)
+                FAIL(CD_PICKLE_MEMO);
             PUSH(memo.v[i]);
             break;
         }
         case '(':                         /* MARK */
-            PUSH(T_MARK);
+            PUSH(ITEM(K_MARK, 0));
             break;
         case 0x94:                        /* MEMOIZE: the index is the memo's size */
-            if (stack.n == 0 || stack.v[stack.n - 1] == T_MARK) {
-                verdict = CD_PICKLE_STACK;
-                goto out;
-            }
-            if (push(&memo, stack.v[stack.n - 1])) {
-                verdict = CD_PICKLE_NOMEM;
-                goto out;
-            }
+            TAKE(1);
+            if (push(&memo, stack.v[stack.n - 1]))
+                FAIL(CD_PICKLE_NOMEM);
             break;
-        case 't': {                       /* TUPLE */
-            int any = pop_to_mark(&stack, 0, &scratch);
-            if (any < 0) {
-                verdict = CD_PICKLE_STACK;
-                goto out;
+        case 't': case 0x85: case 0x86: case 0x87: case 0x91: {   /* TUPLE(1-3) FROZENSET */
+            size_t from;
+            if (op == 't' || op == 0x91) {
+                long m = find_mark(&stack);
+                if (m < 0)
+                    FAIL(CD_PICKLE_STACK);
+                from = (size_t)m + 1;
+            } else {
+                TAKE((size_t)(op - 0x84));
+                from = stack.n - (size_t)(op - 0x84);
             }
-            PUSH(any ? T_BIG : T_VALUE);  /* a tuple's hash follows its items' */
+            unsigned int depth = 0;
+            for (size_t i = from; i < stack.n; i++) {
+                if (stack.v[i].depth > depth)
+                    depth = stack.v[i].depth;
+                if (op == 0x91 && collidable(&stack.v[i]))
+                    keys++;
+            }
+            if (depth + 1 > max_depth)
+                FAIL(CD_PICKLE_DEPTH);
+            stack.n = op == 't' || op == 0x91 ? from - 1 : from;
+            PUSH(ITEM(K_HASHY, depth + 1));
             break;
         }
-        case 0x85: case 0x86: case 0x87: {   /* TUPLE1-3 */
-            int any;
-            POP((size_t)(op - 0x84), any);
-            PUSH(any ? T_BIG : T_VALUE);
-            break;
-        }
-        case 'a': {                       /* APPEND: list, item */
-            int any;
-            POP(1, any);
-            POP(1, any);                  /* the list stays: checked, then put back */
-            stack.n += 1;
-            break;
-        }
-        case 's': {                       /* SETITEM: dict, key, value */
-            int any;
-            POP(1, any);
-            POP(1, any);
-            big_keys += (size_t)any;
-            POP(1, any);
-            stack.n += 1;
+        case 'a': case 's': {             /* APPEND: list, item; SETITEM: dict, key, value */
+            size_t k = op == 'a' ? 1 : 2;
+            TAKE(k + 1);
+            if (op == 's' && collidable(&stack.v[stack.n - 2]))
+                keys++;
+            stack.n -= k;
+            top = &stack.v[stack.n - 1];
+            if (top->kind != K_CONTAINER && top->kind != K_OBJ && top->kind != K_OBJ_BUILD)
+                FAIL(CD_PICKLE_TARGET);
             break;
         }
         case 'e': case 'u': case 0x90: case '1': {   /* APPENDS SETITEMS ADDITEMS POP_MARK */
-            size_t *count = op == 'e' || op == '1' ? &scratch : &big_keys;
-            if (pop_to_mark(&stack, op == 'u', count) < 0 || (op != '1' && stack.n == 0)) {
-                verdict = CD_PICKLE_STACK;
-                goto out;
-            }
+            long m = find_mark(&stack);
+            if (m < 0)
+                FAIL(CD_PICKLE_STACK);
+            if (op == 'u' || op == 0x90)
+                for (size_t i = (size_t)m + 1; i < stack.n; i += op == 'u' ? 2 : 1)
+                    keys += (size_t)collidable(&stack.v[i]);
+            stack.n = (size_t)m;
+            if (op == '1')
+                break;
+            if (stack.n == 0)
+                FAIL(CD_PICKLE_STACK);
+            top = &stack.v[stack.n - 1];
+            if (top->kind != K_CONTAINER && top->kind != K_OBJ && top->kind != K_OBJ_BUILD)
+                FAIL(CD_PICKLE_TARGET);
             break;
         }
-        case 0x91:                        /* FROZENSET */
-            if (pop_to_mark(&stack, 0, &big_keys) < 0) {
-                verdict = CD_PICKLE_STACK;
-                goto out;
-            }
-            PUSH(T_VALUE);
-            break;
         case 0x93: {                      /* STACK_GLOBAL: module, name -> a class or function */
-            int any;
-            POP(2, any);
-            PUSH(T_GLOBAL);
+            TAKE(2);
+            struct item *module = &stack.v[stack.n - 2], *name = &stack.v[stack.n - 1];
+            if (!module->str_len || !name->str_len)
+                FAIL(CD_PICKLE_STACK);
+            int build = named(buildable, buildable_len, buf, module, name);
+            stack.n -= 2;
+            PUSH(ITEM(build ? K_GLOBAL_BUILD : K_GLOBAL, 0));
             break;
         }
         case 'R': case 0x81: case 0x92: { /* REDUCE NEWOBJ (NEWOBJ_EX, with kwargs) -> object */
-            int any;
-            POP(op == 0x92 ? 3 : 2, any);
-            PUSH(T_VALUE);
+            size_t k = op == 0x92 ? 3 : 2;
+            TAKE(k);
+            unsigned char callee = stack.v[stack.n - k].kind;
+            if (callee != K_GLOBAL && callee != K_GLOBAL_BUILD)
+                FAIL(CD_PICKLE_STACK);
+            stack.n -= k;
+            PUSH(ITEM(callee == K_GLOBAL_BUILD ? K_OBJ_BUILD : K_OBJ, 0));
             break;
         }
-        case 'b': {                       /* BUILD: object, state -> object */
-            int any;
-            POP(1, any);
-            if (stack.n == 0 || stack.v[stack.n - 1] != T_VALUE) {
-                verdict = stack.n && stack.v[stack.n - 1] == T_GLOBAL ? CD_PICKLE_BUILD_CLASS
-                                                                      : CD_PICKLE_STACK;
-                goto out;
-            }
-            break;
-        }
-        case '0':                         /* POP: an item, or the topmost mark */
-            if (stack.n == 0) {
-                verdict = CD_PICKLE_STACK;
-                goto out;
-            }
+        case 'b':                         /* BUILD: object, state -> object */
+            TAKE(2);
+            if (stack.v[stack.n - 2].kind != K_OBJ_BUILD)
+                FAIL(CD_PICKLE_BUILD);
             stack.n -= 1;
             break;
-        default:                          /* the pushes of one plain value */
-            PUSH(T_VALUE);
+        case '0':                         /* POP: an item, or the topmost mark */
+            if (stack.n == 0)
+                FAIL(CD_PICKLE_STACK);
+            stack.n -= 1;
             break;
+        default:                          /* listed in fixed_arg, not handled: refused */
+            FAIL(CD_PICKLE_OPCODE);
         }
-        if (big_keys > max_big_keys) {
-            verdict = CD_PICKLE_BIG_KEYS;
-            goto out;
-        }
+        if (keys > max_keys)
+            FAIL(CD_PICKLE_KEYS);
     }
 out:
-#undef POP
+#undef FAIL
 #undef PUSH
+#undef TAKE
+#undef ITEM
     free(stack.v);
     free(memo.v);
     return verdict;

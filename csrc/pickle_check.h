@@ -9,19 +9,31 @@ enum cd_pickle_verdict {
     CD_PICKLE_OK = 0,
     CD_PICKLE_OPCODE = 1,       /* an opcode protocol 5's pickler never writes */
     CD_PICKLE_TRUNCATED = 2,    /* an opcode's argument runs past the end, or no STOP */
-    CD_PICKLE_STACK = 3,        /* an opcode finds too few items, or no mark, on the stack */
-    CD_PICKLE_BUILD_CLASS = 4,  /* BUILD on a class or function: it would set its attributes */
-    CD_PICKLE_BIG_KEYS = 5,     /* too many huge ints as set members or dict keys */
+    CD_PICKLE_STACK = 3,        /* an opcode finds too few items, or the wrong kind, on the stack */
+    CD_PICKLE_BUILD = 4,        /* BUILD on what its type's own pickle never sets state on */
+    CD_PICKLE_KEYS = 5,         /* too many keys or members whose hashes a worker can collide */
     CD_PICKLE_MEMO = 6,         /* a memo read beyond what was memoized */
     CD_PICKLE_NOMEM = 7,        /* the check itself ran out of memory */
+    CD_PICKLE_DEPTH = 8,        /* tuples nested deeper than any pickler writes */
+    CD_PICKLE_TARGET = 9,       /* items added to a class or a value rather than a container */
 };
 
-/* Walks the opcodes of buf[0..len) as the unpickler will, keeping a tag per stack item and memo
- * entry, and refuses what a pickle made by protocol 5's own pickler never holds but an attacker's
- * can: the opcodes that set an arbitrary memo index (the unpickler allocates up to it), BUILD on
- * a class or function found by name, and more than max_big_keys ints whose hashes an attacker
- * can make collide as keys of one load (each insert then costs a scan of all the others).
- * Returns a cd_pickle_verdict; *offset is the opcode's offset. */
-int cd_pickle_check(const unsigned char *buf, size_t len, size_t max_big_keys, size_t *offset);
+/* Walks the opcodes of buf[0..len) as the unpickler will, keeping what it needs to know of each
+ * stack item and memo entry, and refuses what a pickle made by protocol 5's own pickler never
+ * holds but an attacker's can:
+ *   - the opcodes that set an arbitrary memo index (the unpickler allocates up to it);
+ *   - BUILD (setting an object's state) except on instances of the globals named in
+ *     `buildable` ("module\0name\0" pairs): on a class, it would set the class's attributes;
+ *     on a stdlib value, it would bypass the checks its constructor's arguments passed;
+ *   - APPEND(S)/SETITEM(S)/ADDITEMS on a class or a plain value (they call its methods);
+ *   - REDUCE/NEWOBJ of anything but a global;
+ *   - more than max_keys dict keys and set members whose hash a worker can make collide (all
+ *     but strings, bytes, None, booleans and ints below 2**61 in magnitude), each insert of
+ *     which may then cost a scan of all the others;
+ *   - tuples nested more than max_depth deep (hashing one recurses in C without a limit).
+ * Returns a cd_pickle_verdict; *offset is the offending opcode's offset. */
+int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
+                    size_t buildable_len, size_t max_keys, unsigned int max_depth,
+                    size_t *offset);
 
 #endif

@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 
-from concurrentd._results import (MAX_BIG_KEYS, RemoteBaseException, ResultPolicy, ResultRefused,
-                                  check_pickle, encode_exception)
+from concurrentd._results import (MAX_COLLIDABLE_KEYS, RemoteBaseException, ResultPolicy,
+                                  ResultRefused, encode_exception)
 
 POLICY = ResultPolicy()
 P61 = (1 << 61) - 1
@@ -52,9 +52,14 @@ def _reduce(module: str, name: str, args: bytes) -> bytes:
 
 class Secret:
     REQUIRE_REVIEW = True
+    known: set = set()
 
     def __init__(self, text=""):
         self.text = text
+
+    @classmethod
+    def add(cls, item):   # what ADDITEMS calls on its target
+        cls.known.add(item)
 
 
 # -- allowed values round-trip ---------------------------------------------------------------------
@@ -139,13 +144,33 @@ def test_a_build_on_a_named_class_never_changes_it():
     # GLOBAL Secret; BUILD (None, {"REQUIRE_REVIEW": False}): setattr on the class itself
     slots = b"}(" + _s("REQUIRE_REVIEW") + b"\x89u"
     blob = b"\x80\x05" + _g(__name__, "Secret") + b"N" + slots + b"\x86b0N."
-    with pytest.raises(ResultRefused, match="BUILD on a class"):
+    with pytest.raises(ResultRefused, match="BUILD"):
         ResultPolicy([Secret]).loads(blob)
     # the same through the memo
     blob = b"\x80\x05" + _g(__name__, "Secret") + b"\x940h\x00N" + slots + b"\x86b0N."
-    with pytest.raises(ResultRefused, match="BUILD on a class"):
+    with pytest.raises(ResultRefused, match="BUILD"):
         ResultPolicy([Secret]).loads(blob)
     assert Secret.REQUIRE_REVIEW is True
+
+
+def test_items_are_never_added_to_a_class():
+    blob = b"\x80\x05" + _g(__name__, "Secret") + b"(" + _s("admin") + b"\x900N."
+    with pytest.raises(ResultRefused, match="added to a class"):
+        ResultPolicy([Secret]).loads(blob)
+    assert Secret.known == set()
+
+
+@pytest.mark.parametrize("payload", [
+    # PosixPath('/srv/data/report.txt'), whose state then says /etc/shadow
+    b"\x80\x05" + _g("pathlib", "PosixPath") + _s("/srv/data/report.txt") + b"\x85R"
+    + b"N}" + _s("_str") + _s("/etc/shadow") + b"s\x86b.",
+    # Fraction(1, 3), whose state then holds a 4-million-bit numerator
+    b"\x80\x05" + _g("fractions", "Fraction") + b"K\x01K\x03\x86R"
+    + b"N}" + _s("_numerator") + _i((1 << 4_000_000) + 1) + b"s\x86b.",
+], ids=["path", "fraction"])
+def test_a_stdlib_value_never_gets_state_its_constructor_did_not_check(payload):
+    with pytest.raises(ResultRefused, match="BUILD"):
+        POLICY.loads(payload)
 
 
 # -- the owner's memory and time -------------------------------------------------------------------
@@ -158,12 +183,25 @@ def test_a_build_on_a_named_class_never_changes_it():
     _reduce("fractions", "Fraction", _i(1 << (1 << 20)) + b"K\x03\x86"),
     _reduce("decimal", "Decimal", _s("9" * 100_000) + b"\x85"),
     b"\x80\x05N" + b"r" + struct.pack("<I", 1 << 29) + b".",   # LONG_BINPUT: a memo of 8 GiB
-    b"\x80\x05\x8f(" + b"".join(_i(k * P61) for k in range(1, MAX_BIG_KEYS + 10)) + b"\x90.",
-    b"\x80\x05}(" + b"".join(_i(k * P61) + b"N" for k in range(1, MAX_BIG_KEYS + 10)) + b"u.",
-    b"\x80\x05\x8f(" + b"".join(_i(k * P61) + b"\x85" for k in range(1, MAX_BIG_KEYS + 10))
+    b"\x80\x05\x8f(" + b"".join(_i(k * P61) for k in range(1, MAX_COLLIDABLE_KEYS + 10)) + b"\x90.",
+    b"\x80\x05}(" + b"".join(_i(k * P61) + b"N" for k in range(1, MAX_COLLIDABLE_KEYS + 10)) + b"u.",
+    b"\x80\x05\x8f(" + b"".join(_i(k * P61) + b"\x85" for k in range(1, MAX_COLLIDABLE_KEYS + 10))
     + b"\x90.",
+    # tuples of small ints, floats, Decimals: hashes a worker can solve for, as keys
+    b"\x80\x05\x8f(" + b"".join(b"K\x01K" + bytes([k % 256]) + b"\x86"
+                                 for k in range(MAX_COLLIDABLE_KEYS + 10)) + b"\x90.",
+    b"\x80\x05}(" + b"".join(b"G" + struct.pack(">d", k) + b"N"
+                             for k in range(MAX_COLLIDABLE_KEYS + 10)) + b"u.",
+    b"\x80\x05\x8f(" + b"".join(_g("decimal", "Decimal") + _s(str(k)) + b"\x85R"
+                                 for k in range(MAX_COLLIDABLE_KEYS + 10)) + b"\x90.",
+    # a key nested 300,000 tuples deep: hashing it overflows the C stack
+    b"\x80\x05})" + b"\x85" * 300_000 + b"Ns.",
+    # Fraction(N, 1) again and again on one memoized 65,536-bit N: 8 KiB each
+    b"\x80\x05" + _i(1 << 65535) + b"\x94(" + b"".join(
+        _g("fractions", "Fraction") + b"h\x00K\x01\x86R" for _ in range(5000)) + b"l.",
 ], ids=["bytearray-size", "deque-range", "counter-range", "fraction-exponent", "fraction-bits",
-        "decimal-digits", "memo-index", "hash-flood-set", "hash-flood-dict", "hash-flood-tuples"])
+        "decimal-digits", "memo-index", "hash-flood-set", "hash-flood-dict", "hash-flood-tuples",
+        "tuple-keys", "float-keys", "decimal-keys", "deep-tuple", "fraction-copies"])
 def test_small_payloads_cannot_cost_the_owner_unbounded_memory_or_time(payload):
     t0 = time.process_time()
     with pytest.raises(ResultRefused):
@@ -207,6 +245,17 @@ def test_an_exception_of_a_class_the_owner_has_not_loaded_is_not_imported():
     exc = POLICY.rebuild_exception(record)
     assert isinstance(exc, ResultRefused) and "has not loaded" in str(exc)
     assert "antigravity_not_loaded" not in __import__("sys").modules
+
+
+def test_an_exception_class_is_looked_up_without_running_code():
+    import sys
+
+    was_loaded = "concurrent.futures.thread" in sys.modules
+    # concurrent.futures' module __getattr__ would import its thread module for this name
+    record = pickle.dumps(("concurrent.futures", "ThreadPoolExecutor.Nope", None, b"", "tb",
+                           "text"), 5)
+    assert isinstance(POLICY.rebuild_exception(record), ResultRefused)
+    assert ("concurrent.futures.thread" in sys.modules) == was_loaded
 
 
 def test_an_exception_record_naming_a_function_is_refused():

@@ -179,3 +179,48 @@ def test_a_workers_view_of_the_file_system_is_the_anchors():
             assert worker["mountinfo"] == f.read()
         assert worker["cwd"] == os.readlink(f"/proc/{anchor}/cwd")
         assert worker["stdin"] == os.readlink(f"/proc/{anchor}/fd/0") == "/dev/null"
+
+
+def test_an_owner_started_without_stdout_never_copies_output_onto_its_own_sockets(tmp_path):
+    # With fd 1 closed, the pool's root connection to systemd would be fd 1, and the copy of a
+    # worker's print() would go there: D-Bus messages, written by the sandbox.
+    script = tmp_path / "owner.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys
+        from concurrentd import TransientUnitPoolExecutor
+        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+            pool.submit(print, "from the worker").result()
+            links = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)}
+        os.write(2, repr(links).encode())
+    """))
+    r = subprocess.run(["sh", "-c", f'exec "{sys.executable}" "{script}" >&- <&-'],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    links = eval(r.stderr.decode().strip().splitlines()[-1])   # noqa: S307 - our own repr
+    assert links[0] == links[1] == "/dev/null", links
+
+
+def ignore_eof():
+    """Answers this task, then never leaves its loop: the call pipe's EOF is ignored."""
+    from concurrentd import _protocol
+
+    original = _protocol.read_frame
+
+    def read_frame(fd):
+        frame = original(fd)
+        while frame is None:
+            time.sleep(3600)
+        return frame
+
+    _protocol.read_frame = read_frame
+    return "patched"
+
+
+def test_a_worker_that_ignores_its_pools_shutdown_is_killed():
+    import threading
+
+    pool = TransientUnitPoolExecutor(1, NOBODY)
+    assert pool.submit(ignore_eof).result(timeout=T) == "patched"
+    done = threading.Event()
+    threading.Thread(target=lambda: (pool.shutdown(), done.set()), daemon=True).start()
+    assert done.wait(T), "shutdown() did not return: a worker ignored its EOF"
