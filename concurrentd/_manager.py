@@ -442,7 +442,9 @@ class PoolManager(threading.Thread):
         counters = self.session.read_counters()
         new_pids = counters.pids_max_hits - self.session.counters_seen.pids_max_hits
         gone = self.session.zygote_gone()
-        message = f"no worker could start in unit {self.unit_name}: {gone or why}"
+        message = f"no worker could start in unit {self.unit_name}: {why}"
+        if gone is not None:
+            message += f"; {gone}"
         if new_pids:
             message += (f"; the unit's task limit (TasksMax={self.limits.get('TasksMax', '?')})"
                         f" was hit {new_pids} time(s): the anchor and the pool's zygote are two"

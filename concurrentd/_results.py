@@ -38,8 +38,20 @@ from typing import Any, Callable, Iterable
 
 from . import _cpython
 
-#: Types rebuilt with NEWOBJ (``cls.__new__`` then ``__setstate__``): pickle needs the class itself.
-_NEWOBJ_TYPES: tuple[type, ...] = (uuid.UUID,)
+class _CheckedUUID(uuid.UUID):
+    """What find_class gives for uuid.UUID, which pickle rebuilds with NEWOBJ (it needs a class)
+    and BUILD: a UUID whose state is checked before it is set, then a plain UUID again."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        if not (isinstance(state, dict) and set(state) <= {"int", "is_safe"}
+                and type(state.get("int")) is int and 0 <= state["int"] < 1 << 128
+                and type(state.get("is_safe", uuid.SafeUUID.unknown)) is uuid.SafeUUID):
+            raise ResultRefused("a UUID whose state is not a 128-bit int: refused")
+        object.__setattr__(self, "int", state["int"])
+        object.__setattr__(self, "is_safe", state.get("is_safe", uuid.SafeUUID.unknown))
+        object.__setattr__(self, "__class__", uuid.UUID)
 _BUILTIN_EXCEPTIONS = tuple(v for v in vars(builtins).values()
                             if isinstance(v, type) and issubclass(v, BaseException))
 #: Fraction normalizes with gcd, quadratic in the size of its numbers: a bound on their bits.
@@ -94,8 +106,7 @@ class ResultPolicy:
             allowed[_key(obj)] = _Guard(obj, check)
         for obj in _BUILTIN_EXCEPTIONS:   # BaseException.__reduce__: (cls, args), then state
             allowed[_key(obj)] = _Guard(obj, lambda a: True)
-        for obj in _NEWOBJ_TYPES:
-            allowed[_key(obj)] = obj
+        allowed[_key(uuid.UUID)] = _CheckedUUID
         named = []
         for obj in result_types:
             if not callable(obj) or not hasattr(obj, "__qualname__"):
@@ -104,11 +115,14 @@ class ResultPolicy:
             allowed[_key(obj)] = obj
             named.append(obj)
         self._allowed = allowed
-        # The globals whose instances a pickle may set state on (BUILD): the types named, UUID,
-        # and exceptions (BaseException.__reduce__ gives their __dict__ as state).
+        # What instances of a global may receive (csrc/pickle_check.h): the types named, all
+        # (they are the user's own); UUID and exceptions, their state (BUILD: for exceptions,
+        # BaseException.__reduce__ gives their __dict__); OrderedDict, its items (SETITEMS).
+        capabilities = [("bas", obj) for obj in named] + [("b", uuid.UUID)] + \
+            [("b", obj) for obj in _BUILTIN_EXCEPTIONS] + [("s", collections.OrderedDict)]
         self._buildable = b"".join(
-            f"{module}\0{name}\0".encode()
-            for module, name in map(_key, (*named, *_NEWOBJ_TYPES, *_BUILTIN_EXCEPTIONS)))
+            f"{flags}\0{module}\0{name}\0".encode()
+            for flags, (module, name) in ((f, _key(obj)) for f, obj in capabilities))
 
     def loads(self, blob: bytes) -> Any:
         """A value from a worker's bytes. Raises ResultRefused for a type not allowed."""
@@ -209,7 +223,7 @@ def _date_state(a: tuple) -> bool:
 _CHECKS: dict[type, Callable[[tuple], bool]] = {
     complex: lambda a: len(a) <= 2 and all(_is(x, float) or _small_int(x) for x in a),
     range: lambda a: 1 <= len(a) <= 3 and all(_small_int(x) for x in a),
-    slice: lambda a: len(a) <= 3,
+    slice: lambda a: len(a) <= 3 and all(x is None or _small_int(x) for x in a),
     bytearray: lambda a: a == () or (len(a) == 1 and _is(a[0], bytes)),
     datetime.date: _date_state,
     datetime.time: _date_state,
@@ -221,8 +235,6 @@ _CHECKS: dict[type, Callable[[tuple], bool]] = {
     fractions.Fraction: lambda a: len(a) == 2 and all(_small_int(x, _MAX_FRACTION_BITS) for x in a),
     uuid.SafeUUID: lambda a: len(a) == 1 and (a[0] is None or _small_int(a[0], 8)),
     collections.OrderedDict: lambda a: a == (),
-    collections.deque: lambda a: a == () or (1 <= len(a) <= 2 and _is(a[0], tuple, list) and
-                                             (len(a) == 1 or a[1] is None or _small_int(a[1]))),
     collections.Counter: lambda a: a == () or (len(a) == 1 and _is(a[0], dict)),
     **{cls: (lambda a: all(_is(x, str) for x in a)) for cls in (
         pathlib.PurePath, pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.Path,
@@ -281,13 +293,25 @@ def _globals_of(blob: bytes) -> list[tuple[str, str]]:
     parses, and runs nothing."""
     import pickletools
 
-    found, strings = [], []
+    found: list[tuple[str, str]] = []
+    pushed: list = []   # what the last opcodes pushed: a string, or None for anything else
+    memo: list = []
     try:
         for op, arg, _ in pickletools.genops(blob):
-            if isinstance(arg, str):
-                strings = [*strings[-1:], arg]
-            elif op.name == "STACK_GLOBAL" and len(strings) == 2:
-                found.append((strings[0], strings[1]))
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"):
+                pushed.append(arg)
+            elif op.name == "MEMOIZE":
+                memo.append(pushed[-1] if pushed else None)
+            elif op.name in ("BINGET", "LONG_BINGET"):
+                pushed.append(memo[arg] if arg < len(memo) else None)
+            elif op.name == "STACK_GLOBAL":
+                if len(pushed) >= 2 and isinstance(pushed[-2], str) and \
+                        isinstance(pushed[-1], str):
+                    found.append((pushed[-2], pushed[-1]))
+                pushed.append(None)
+            else:
+                pushed.append(None)
+            del pushed[:-2]
     except Exception:   # noqa: BLE001 - a malformed pickle: what was found so far
         pass
     return found

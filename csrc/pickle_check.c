@@ -11,16 +11,20 @@
 enum kind {
     K_MARK,          /* a MARK (the unpickler keeps marks apart from items) */
     K_PLAIN,         /* str, bytes, None, bool, an int below 2**61: a hash no worker chooses */
-    K_HASHY,         /* a big int, a float, a tuple, an object: a hash a worker can collide */
-    K_CONTAINER,     /* an empty list, dict or set, to be filled */
+    K_HASHY,         /* a big int, a float, a tuple, a frozenset: a hash a worker can collide */
+    K_LIST,          /* an empty list, to be filled by APPEND(S) */
+    K_DICT,          /* an empty dict, to be filled by SETITEM(S) */
+    K_SET,           /* an empty set, to be filled by ADDITEMS */
     K_GLOBAL,        /* a class or function found by name */
-    K_GLOBAL_BUILD,  /* one whose instances may receive BUILD (named in `buildable`) */
-    K_OBJ,           /* what REDUCE/NEWOBJ of a K_GLOBAL made */
-    K_OBJ_BUILD,     /* what REDUCE/NEWOBJ of a K_GLOBAL_BUILD made */
+    K_OBJ,           /* what REDUCE/NEWOBJ of a K_GLOBAL made (hash: collidable) */
 };
+
+/* What a global's instances may receive ("b", "a", "s" in the caller's list). */
+enum { F_BUILD = 1, F_APPEND = 2, F_SETITEM = 4 };
 
 struct item {
     unsigned char kind;
+    unsigned char flags;     /* of a K_GLOBAL or K_OBJ */
     unsigned int depth;      /* of tuple nesting */
     size_t str_off, str_len; /* a string's bytes in buf (str_len 0: not a string) */
 };
@@ -122,23 +126,45 @@ static int collidable(const struct item *it)
     return it->kind != K_PLAIN;
 }
 
-/* Is `module\0name` in `list` (pairs of NUL-terminated strings)? */
-static int named(const char *list, size_t list_len, const unsigned char *buf,
-                 const struct item *module, const struct item *name)
+/* The flags `module\0name` has in `list` (triples of NUL-terminated strings: flags, module,
+ * name), or 0 if it is not there. */
+static unsigned char flags_of(const char *list, size_t list_len, const unsigned char *buf,
+                              const struct item *module, const struct item *name)
 {
     const char *p = list, *end = list + list_len;
     while (p < end) {
-        size_t ml = strnlen(p, (size_t)(end - p));
-        const char *n = p + ml + 1;
+        const char *f = p;
+        const char *m = f + strnlen(f, (size_t)(end - f)) + 1;
+        if (m >= end)
+            break;
+        size_t ml = strnlen(m, (size_t)(end - m));
+        const char *n = m + ml + 1;
         if (n >= end)
             break;
         size_t nl = strnlen(n, (size_t)(end - n));
         if (ml == module->str_len && nl == name->str_len &&
-            !memcmp(p, buf + module->str_off, ml) && !memcmp(n, buf + name->str_off, nl))
-            return 1;
+            !memcmp(m, buf + module->str_off, ml) && !memcmp(n, buf + name->str_off, nl)) {
+            unsigned char flags = 0;
+            for (; *f; f++)
+                flags |= *f == 'b' ? F_BUILD : *f == 'a' ? F_APPEND : *f == 's' ? F_SETITEM : 0;
+            return flags;
+        }
         p = n + nl + 1;
     }
     return 0;
+}
+
+/* May `target` receive this opcode's items (`flag`: F_APPEND or F_SETITEM; 0: ADDITEMS)? */
+static int fillable(const struct item *target, unsigned char op)
+{
+    switch (op) {
+    case 'a': case 'e':
+        return target->kind == K_LIST || (target->kind == K_OBJ && target->flags & F_APPEND);
+    case 's': case 'u':
+        return target->kind == K_DICT || (target->kind == K_OBJ && target->flags & F_SETITEM);
+    default:                               /* ADDITEMS */
+        return target->kind == K_SET || (target->kind == K_OBJ && target->flags & F_APPEND);
+    }
 }
 
 int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
@@ -148,7 +174,6 @@ int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
     struct items stack = {0}, memo = {0};
     size_t pos = 0, keys = 0;
     int verdict = CD_PICKLE_TRUNCATED;
-    struct item *top;
 
 #define FAIL(v) do { verdict = (v); goto out; } while (0)
 #define PUSH(it) do { if (push(&stack, (it))) FAIL(CD_PICKLE_NOMEM); } while (0)
@@ -156,7 +181,7 @@ int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
 #define TAKE(k) do { if (stack.n < (k)) FAIL(CD_PICKLE_STACK); \
         for (size_t i_ = stack.n - (k); i_ < stack.n; i_++) \
             if (stack.v[i_].kind == K_MARK) FAIL(CD_PICKLE_STACK); } while (0)
-#define ITEM(k, d) ((struct item){ (k), (d), 0, 0 })
+#define ITEM(k, d) ((struct item){ (k), 0, (d), 0, 0 })
 
     while (pos < len) {
         unsigned char op = buf[pos];
@@ -205,8 +230,14 @@ int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
         case 'G':                         /* BINFLOAT */
             PUSH(ITEM(K_HASHY, 0));
             break;
-        case ']': case '}': case 0x8f:    /* EMPTY_LIST _DICT _SET */
-            PUSH(ITEM(K_CONTAINER, 0));
+        case ']':                         /* EMPTY_LIST */
+            PUSH(ITEM(K_LIST, 0));
+            break;
+        case '}':                         /* EMPTY_DICT */
+            PUSH(ITEM(K_DICT, 0));
+            break;
+        case 0x8f:                        /* EMPTY_SET */
+            PUSH(ITEM(K_SET, 0));
             break;
         case ')':                         /* EMPTY_TUPLE */
             PUSH(ITEM(K_PLAIN, 1));
@@ -256,8 +287,7 @@ int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
             if (op == 's' && collidable(&stack.v[stack.n - 2]))
                 keys++;
             stack.n -= k;
-            top = &stack.v[stack.n - 1];
-            if (top->kind != K_CONTAINER && top->kind != K_OBJ && top->kind != K_OBJ_BUILD)
+            if (!fillable(&stack.v[stack.n - 1], op))
                 FAIL(CD_PICKLE_TARGET);
             break;
         }
@@ -273,8 +303,7 @@ int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
                 break;
             if (stack.n == 0)
                 FAIL(CD_PICKLE_STACK);
-            top = &stack.v[stack.n - 1];
-            if (top->kind != K_CONTAINER && top->kind != K_OBJ && top->kind != K_OBJ_BUILD)
+            if (!fillable(&stack.v[stack.n - 1], op))
                 FAIL(CD_PICKLE_TARGET);
             break;
         }
@@ -283,24 +312,26 @@ int cd_pickle_check(const unsigned char *buf, size_t len, const char *buildable,
             struct item *module = &stack.v[stack.n - 2], *name = &stack.v[stack.n - 1];
             if (!module->str_len || !name->str_len)
                 FAIL(CD_PICKLE_STACK);
-            int build = named(buildable, buildable_len, buf, module, name);
+            struct item global = ITEM(K_GLOBAL, 0);
+            global.flags = flags_of(buildable, buildable_len, buf, module, name);
             stack.n -= 2;
-            PUSH(ITEM(build ? K_GLOBAL_BUILD : K_GLOBAL, 0));
+            PUSH(global);
             break;
         }
         case 'R': case 0x81: case 0x92: { /* REDUCE NEWOBJ (NEWOBJ_EX, with kwargs) -> object */
             size_t k = op == 0x92 ? 3 : 2;
             TAKE(k);
-            unsigned char callee = stack.v[stack.n - k].kind;
-            if (callee != K_GLOBAL && callee != K_GLOBAL_BUILD)
+            struct item object = ITEM(K_OBJ, 0);
+            if (stack.v[stack.n - k].kind != K_GLOBAL)
                 FAIL(CD_PICKLE_STACK);
+            object.flags = stack.v[stack.n - k].flags;   /* what the class's instances may take */
             stack.n -= k;
-            PUSH(ITEM(callee == K_GLOBAL_BUILD ? K_OBJ_BUILD : K_OBJ, 0));
+            PUSH(object);
             break;
         }
         case 'b':                         /* BUILD: object, state -> object */
             TAKE(2);
-            if (stack.v[stack.n - 2].kind != K_OBJ_BUILD)
+            if (stack.v[stack.n - 2].kind != K_OBJ || !(stack.v[stack.n - 2].flags & F_BUILD))
                 FAIL(CD_PICKLE_BUILD);
             stack.n -= 1;
             break;

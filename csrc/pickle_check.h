@@ -22,10 +22,12 @@ enum cd_pickle_verdict {
  * stack item and memo entry, and refuses what a pickle made by protocol 5's own pickler never
  * holds but an attacker's can:
  *   - the opcodes that set an arbitrary memo index (the unpickler allocates up to it);
- *   - BUILD (setting an object's state) except on instances of the globals named in
- *     `buildable` ("module\0name\0" pairs): on a class, it would set the class's attributes;
- *     on a stdlib value, it would bypass the checks its constructor's arguments passed;
- *   - APPEND(S)/SETITEM(S)/ADDITEMS on a class or a plain value (they call its methods);
+ *   - BUILD (setting an object's state), APPEND(S) and SETITEM(S) except on the containers
+ *     they fill (a list, a dict, a set) and on instances of the globals `buildable` names
+ *     ("flags\0module\0name\0" triples; flags: b BUILD, a APPEND(S)/ADDITEMS, s SETITEM(S)):
+ *     on a class they would set its attributes or call its methods; on a stdlib value they
+ *     would bypass the checks its constructor's arguments passed, or call its own methods
+ *     (a list's SETITEM with a slice key is an insertion of the list into itself);
  *   - REDUCE/NEWOBJ of anything but a global;
  *   - more than max_keys dict keys and set members whose hash a worker can make collide (all
  *     but strings, bytes, None, booleans and ints below 2**61 in magnitude), each insert of

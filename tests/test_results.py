@@ -71,7 +71,7 @@ VALUES = [None, True, 1, -1, 2 ** 70, 1.5, "s", b"b", bytearray(b"ba"), [1, [2]]
           datetime.date(2026, 11, 29), datetime.time(1, 2), datetime.timedelta(days=1, seconds=2),
           decimal.Decimal("1.5"), fractions.Fraction(1, 3), uuid.UUID(int=7),
           collections.OrderedDict(a=1), collections.Counter("aab"),
-          collections.deque([1, 2], maxlen=3), collections.deque(), pathlib.PurePosixPath("/a/b"),
+          pathlib.PurePosixPath("/a/b"),
           pathlib.Path("/c"), ipaddress.ip_address("10.0.0.1"), ipaddress.ip_network("::/64"),
           ipaddress.ip_interface("10.0.0.1/8")]
 
@@ -110,6 +110,14 @@ def test_every_pickle_of_plain_data_passes_the_check():
         v = value()
         for obj in (v, [v, v, (v,)]):
             assert POLICY.loads(pickle.dumps(obj, 5)) == obj
+
+
+def test_a_deque_is_a_named_type():
+    # a deque fills itself with APPENDS, and nests: only where the user names it
+    value = collections.deque([1, [2]], maxlen=3)
+    with pytest.raises(ResultRefused, match=r"result_types=\[deque\]"):
+        POLICY.loads(pickle.dumps(value, 5))
+    assert ResultPolicy([collections.deque]).loads(pickle.dumps(value, 5)) == value
 
 
 def test_named_types_round_trip_and_others_name_the_fix():
@@ -199,9 +207,18 @@ def test_a_stdlib_value_never_gets_state_its_constructor_did_not_check(payload):
     # Fraction(N, 1) again and again on one memoized 65,536-bit N: 8 KiB each
     b"\x80\x05" + _i(1 << 65535) + b"\x94(" + b"".join(
         _g("fractions", "Fraction") + b"h\x00K\x01\x86R" for _ in range(5000)) + b"l.",
+    # a list inserted into itself (L[0:0] = L) forty times: 2**40 items from 1 kB
+    b"\x80\x05]\x94Na" + (_g("builtins", "slice") + b"K\x00K\x00\x86R" + b"h\x00s") * 40 + b".",
+    # slices nested 200,000 deep: freeing them recursed in C without a limit
+    b"\x80\x05" + _g("builtins", "slice") + b"\x940" + b"h\x00" * 200_000 + b"N"
+    + b"\x85R" * 200_000 + b".",
+    # a UUID whose state holds a deeply nested value (its hash recurses into it)
+    b"\x80\x05" + _g("uuid", "UUID") + b")\x81N}" + _s("int") + b")" + b"\x85" * 900
+    + b"s\x86b.",
 ], ids=["bytearray-size", "deque-range", "counter-range", "fraction-exponent", "fraction-bits",
         "decimal-digits", "memo-index", "hash-flood-set", "hash-flood-dict", "hash-flood-tuples",
-        "tuple-keys", "float-keys", "decimal-keys", "deep-tuple", "fraction-copies"])
+        "tuple-keys", "float-keys", "decimal-keys", "deep-tuple", "fraction-copies",
+        "list-doubling", "nested-slices", "uuid-state"])
 def test_small_payloads_cannot_cost_the_owner_unbounded_memory_or_time(payload):
     t0 = time.process_time()
     with pytest.raises(ResultRefused):
