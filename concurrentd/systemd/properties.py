@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import struct
 import errno as _errno
 import os
 import shlex
@@ -1048,6 +1049,8 @@ TABLE: dict[str, Kind] = _build_table(_ROWS)
 
 def convert_property(name: str, value) -> Converted:
     """Convert one property; see :func:`convert_properties`."""
+    if not isinstance(name, str):
+        raise TypeError(f"property names must be strings (not {type(name).__name__}: {name!r:.60})")
     kind = TABLE.get(name)
     if kind is None:
         close = difflib.get_close_matches(name, TABLE, n=3, cutoff=0.6)
@@ -1057,15 +1060,121 @@ def convert_property(name: str, value) -> Converted:
         raise ValueError(f"unknown unit property {name!r}{hint}")
     try:
         if value is None:
-            return kind.text(name, "")
-        if isinstance(value, str):
-            return kind.text(name, value)
-        if kind.py is not None:
-            return kind.py(name, value)
-        return kind.text(name, _as_text(value))
-    except ValueError as e:  # includes _Bad and the parsers' ValueErrors
-        raise ValueError(f"invalid value {value!r} for property {name}: {e}; "
+            converted = kind.text(name, "")
+        elif isinstance(value, str):
+            converted = kind.text(name, value)
+        elif kind.py is not None:
+            converted = kind.py(name, value)
+        else:
+            converted = kind.text(name, _as_text(value))
+        for _, (signature, dbus_value) in converted:
+            check_dbus_value(signature, dbus_value)
+        return converted
+    # ValueError includes _Bad and the parsers' own. The others are what a value of the wrong
+    # shape makes a converter meet (OverflowError for inf, RecursionError for deep nesting…):
+    # a bad value all the same, said so before anything is sent.
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError,
+            UnicodeError, LookupError, struct.error) as e:
+        raise ValueError(f"invalid value {_short(value)} for property {name}: {e}; "
                          f"expected {kind.form}") from None
+
+
+def _short(value) -> str:
+    try:
+        text = repr(value)
+    except Exception:   # noqa: BLE001 - a value whose repr fails is still named by its type
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+#: The ranges of D-Bus's integer types.
+_INT_RANGES = {"y": (0, 2**8 - 1), "n": (-2**15, 2**15 - 1), "q": (0, 2**16 - 1),
+               "i": (-2**31, 2**31 - 1), "u": (0, 2**32 - 1), "x": (-2**63, 2**63 - 1),
+               "t": (0, 2**64 - 1), "h": (0, 2**32 - 1)}
+#: The most a value may take on the wire: systemd refuses messages over 128 MiB, and the bus
+#: daemon ones over 32 MiB, by closing the connection; this leaves room for the rest.
+MAX_VALUE_BYTES = 16 << 20
+
+
+def check_dbus_value(signature: str, value) -> None:
+    """Raises ValueError (or TypeError) if ``value`` cannot travel as ``signature``: an int out of
+    its type's range, a string with a NUL or not encodable as UTF-8, a value over
+    MAX_VALUE_BYTES. What D-Bus would refuse by dropping the connection is refused here."""
+    size = _check(signature, value)
+    if size > MAX_VALUE_BYTES:
+        raise ValueError(f"it takes {size} bytes on the wire, more than D-Bus carries "
+                         f"({MAX_VALUE_BYTES} bytes at most here)")
+
+
+def _check(signature: str, value) -> int:
+    """Checks ``value`` against one complete type; returns its approximate size in bytes."""
+    head = signature[0]
+    if head in _INT_RANGES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{value!r} is not an integer")
+        low, high = _INT_RANGES[head]
+        if not low <= value <= high:
+            raise ValueError(f"{value} is out of range for D-Bus type {head!r} ({low}..{high})")
+        return 8
+    if head == "b":
+        if not isinstance(value, (bool, int)):
+            raise TypeError(f"{value!r} is not a boolean")
+        return 4
+    if head == "d":
+        if not isinstance(value, (int, float)):
+            raise TypeError(f"{value!r} is not a number")
+        return 8
+    if head in "sog":
+        if not isinstance(value, str):
+            raise TypeError(f"{value!r} is not a string")
+        if "\0" in value:
+            raise ValueError(f"{_short(value)} holds a NUL character, which D-Bus strings cannot")
+        return len(value.encode("utf-8")) + 5   # UnicodeEncodeError for lone surrogates
+    if head == "a":
+        inner = _one_type(signature[1:])
+        if inner.startswith("{"):
+            key, val = _split_struct(inner[1:-1])
+            return 4 + sum(_check(key, k) + _check(val, v) for k, v in value.items())
+        if inner == "y" and isinstance(value, (bytes, bytearray)):
+            return 4 + len(value)
+        return 4 + sum(_check(inner, item) for item in value)
+    if head == "(":
+        members = _split_struct(signature[1:_one_type_end(signature, 0) - 1])
+        if len(members) != len(value):
+            raise ValueError(f"{_short(value)} does not have the {len(members)} fields of "
+                             f"{signature}")
+        return sum(_check(t, v) for t, v in zip(members, value))
+    if head == "v":
+        sig, inner_value = value
+        return len(sig) + 2 + _check(sig, inner_value)
+    raise ValueError(f"unknown D-Bus signature {signature!r}")
+
+
+def _one_type_end(signature: str, i: int) -> int:
+    """The index after the complete type starting at ``signature[i]``."""
+    c = signature[i]
+    if c == "a":
+        return _one_type_end(signature, i + 1)
+    if c in "({":
+        close = ")" if c == "(" else "}"
+        j = i + 1
+        while signature[j] != close:
+            j = _one_type_end(signature, j)
+        return j + 1
+    return i + 1
+
+
+def _one_type(signature: str) -> str:
+    return signature[:_one_type_end(signature, 0)]
+
+
+def _split_struct(body: str) -> list[str]:
+    types, i = [], 0
+    while i < len(body):
+        j = _one_type_end(body, i)
+        types.append(body[i:j])
+        i = j
+    return types
 
 
 def convert_properties(properties: dict) -> list[tuple[str, tuple[str, object]]]:
