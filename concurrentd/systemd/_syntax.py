@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import re
-import shlex
 from fractions import Fraction
 from typing import Iterator
 
@@ -148,19 +147,79 @@ def scale_from_permyriad(p: int) -> int:
 
 def split_words(s: str, *, unescape: bool = False) -> list[str]:
     """Split on whitespace honouring quotes and backslashes (EXTRACT_UNQUOTE); with ``unescape``
-    also C escapes such as ``\\n`` (EXTRACT_CUNESCAPE)."""
-    lexer = shlex.shlex(s, posix=True, punctuation_chars=False)
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    if unescape:
-        lexer.escape = ""  # keep backslashes for the C-unescape step
-    try:
-        words = list(lexer)
-    except ValueError as e:
-        raise ValueError(f"bad quoting ({e})") from None
+    also C escapes such as ``\\n`` (EXTRACT_CUNESCAPE).
+
+    The rules are POSIX shell words' (shlex's, in posix mode): outside quotes a backslash takes
+    the next character as it is; in single quotes nothing is special; in double quotes a
+    backslash escapes only a double quote or a backslash. In one pass, with no string grown a
+    character at a time (shlex's own loop takes quadratic time on a long word: a 1 MB value, a
+    minute). With ``unescape``, backslashes are kept for the C-unescape step.
+    """
+    escape = not unescape
+    words: list[str] = []
+    token: list[str] = []
+    in_word = False
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c.isspace():
+            if in_word:
+                words.append("".join(token))
+                token, in_word = [], False
+            i += 1
+            continue
+        in_word = True
+        if c == "'":
+            end = s.find("'", i + 1)
+            if end < 0:
+                raise ValueError("bad quoting (No closing quotation)")
+            token.append(s[i + 1:end])
+            i = end + 1
+        elif c == '"':
+            i += 1
+            while True:
+                j = _next_of(s, '"\\' if escape else '"', i)
+                if j < 0:
+                    raise ValueError("bad quoting (No closing quotation)")
+                token.append(s[i:j])
+                if s[j] == '"':
+                    i = j + 1
+                    break
+                if j + 1 >= n:   # a backslash at the very end, inside the quotes
+                    raise ValueError("bad quoting (No closing quotation)")
+                nxt = s[j + 1]
+                token.append(nxt if nxt in '"\\' else "\\" + nxt)
+                i = j + 2
+        elif c == "\\" and escape:
+            if i + 1 >= n:
+                raise ValueError("bad quoting (No escaped character)")
+            token.append(s[i + 1])
+            i += 2
+        else:
+            j = _next_special(s, i, escape)
+            token.append(s[i:j])
+            i = j
+    if in_word:
+        words.append("".join(token))
     if unescape:
         words = [cunescape(w) for w in words]
     return words
+
+
+_SPECIAL = re.compile(r"""[\s'"\\]""")
+_SPECIAL_NO_ESCAPE = re.compile(r"""[\s'"]""")
+
+
+def _next_special(s: str, i: int, escape: bool) -> int:
+    """The index of the next whitespace, quote (or backslash) from ``i``, or len(s)."""
+    m = (_SPECIAL if escape else _SPECIAL_NO_ESCAPE).search(s, i)
+    return m.start() if m else len(s)
+
+
+def _next_of(s: str, chars: str, i: int) -> int:
+    """The index of the first of ``chars`` in ``s`` from ``i``, or -1."""
+    found = [j for j in (s.find(c, i) for c in chars) if j >= 0]
+    return min(found) if found else -1
 
 
 def cunescape(s: str) -> str:
