@@ -28,7 +28,7 @@ from ._entry.plan import AnchorGone
 from ._output import ensure_stdio
 from ._unitfiles import add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
-from .systemd import Systemd, Unit
+from .systemd import Systemd, Unit, UnitStartError
 
 #: seconds release() waits for the last output of the unit's processes to be copied
 _OUTPUT_DRAIN = 1.0
@@ -71,6 +71,7 @@ class UnitSession:
         self._starting = None
         self._main_pid = 0
         self._anchor_exe = ""
+        self._conditions: dict = {}
         self._lock = threading.Lock()
 
     # -- begin ---------------------------------------------------------------------------------
@@ -91,6 +92,8 @@ class UnitSession:
             check_owned(properties)
         ensure_stdio()
         session = cls()
+        session._conditions = {k: v for k, v in properties.items()
+                               if k.startswith(("Condition", "Assert"))}
         try:
             session.systemd = Systemd.connect()
             path_map: _pythonpath.PathMap = ()
@@ -138,8 +141,8 @@ class UnitSession:
                                        " (a slow ExecStartPre=?): it was stopped; give the pool "
                                        "start_timeout= to wait longer") from None
                 main_pid = starting.main_pid
-                if not main_pid:   # it ran, and has exited already
-                    raise anchor_exited(main_pid)
+                if not main_pid:   # skipped (a condition failed), or it ran and exited already
+                    raise self._skipped() or anchor_exited(main_pid)
             self.zygote.enter(main_pid, self._anchor_exe)
             self.zygote.await_entered()
             # The owner's own plan, read while the zygote forks its first worker-to-be: the
@@ -155,6 +158,19 @@ class UnitSession:
             self.release()
             raise
         return self
+
+    def _skipped(self) -> UnitStartError | None:
+        """The error for a unit systemd did not start because a Condition…= failed (its start
+        job still ends in 'done'), or None if that is not why it has no main process."""
+        try:
+            if self.unit.get("ConditionResult", "Unit"):
+                return None
+        except Exception:   # noqa: BLE001 - only for the message: the anchor error will do
+            return None
+        # (systemd has forgotten a skipped transient unit's conditions by now: the ones given)
+        given = ", ".join(f"{k}={v}" for k, v in self._conditions.items()) or "its Condition…="
+        return UnitStartError(self.unit.name, "skipped", {
+            "because": f"its condition failed: {given}; systemd did not start it"})
 
     # -- while it runs -------------------------------------------------------------------------
     def read_counters(self) -> _deaths.Counters:

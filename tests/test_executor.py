@@ -671,3 +671,12 @@ def test_a_unit_that_does_not_start_in_time_is_stopped_and_says_so():
         TransientUnitPoolExecutor(1, {"ExecStartPre": "/bin/sleep 30"}, start_timeout=1)
     assert time.monotonic() - t0 < 10
     _wait_until(lambda: set(_units()) <= before)
+
+
+def test_a_unit_whose_condition_fails_says_so():
+    before = set(_units())
+    with pytest.raises(concurrentd.UnitStartError,
+                       match="condition failed: ConditionPathExists=/no/such/path") as info:
+        TransientUnitPoolExecutor(1, {"ConditionPathExists": "/no/such/path"})
+    assert info.value.result == "skipped"
+    _wait_until(lambda: set(_units()) <= before)
