@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from ._entry import ENTER_FAILED_EXIT_STATUS
 
-OOM, SECCOMP, SIGNAL, EXIT, ENTRY, ZYGOTE, PROTOCOL = (
-    "oom", "seccomp", "signal", "exit", "entry", "zygote", "protocol")
+OOM, SECCOMP, SIGNAL, EXIT, ENTRY, ZYGOTE, PROTOCOL, UNIT_STOPPED = (
+    "oom", "seccomp", "signal", "exit", "entry", "zygote", "protocol", "unit-stopped")
 
 
 class WorkerKilled(BrokenProcessPool):
@@ -28,7 +28,8 @@ class WorkerKilled(BrokenProcessPool):
             "signal" (another signal), "exit" (the worker exited, e.g. os._exit), "entry",
             "zygote" (no worker could be started: the unit stopped, the pool's zygote exited, or
             its fork() failed, e.g. at TasksMax=), "protocol" (the owner killed it: it wrote
-            what no worker writes on its result pipe, or stopped in the middle of a result).
+            what no worker writes on its result pipe, or stopped in the middle of a result),
+            "unit-stopped" (the unit stopped under it: systemctl stop, RuntimeMaxSec=…).
         signal: the signal number that killed it, or None.
         exitcode: as multiprocessing reports it (negative: killed by that signal).
         pid: the worker's pid.

@@ -49,6 +49,8 @@ DEPTH = 2
 #: seconds a worker that closed its result pipe, or was told to stop, may take to exit before it
 #: is killed
 _EXIT_GRACE = 5.0
+#: seconds a dead zygote's anchor is given to exit too, when the unit is being stopped
+_UNIT_STOP_GRACE = 1.0
 
 
 class WorkItem:
@@ -433,7 +435,19 @@ class PoolManager(threading.Thread):
             message = (f"worker {worker.pid} of unit {self.unit_name} was killed by the owner: "
                        f"{worker.violation}")
         gone = self.session.zygote_gone()
-        if gone is not None:
+        deadline = time.monotonic() + _UNIT_STOP_GRACE
+        while gone is not None and not gone.startswith("the unit has stopped") and \
+                time.monotonic() < deadline:
+            # The zygote died: in a unit's stop, the anchor is about to (SIGTERM to all of them).
+            time.sleep(0.02)
+            gone = self.session.zygote_gone()
+        if gone is not None and gone.startswith("the unit has stopped"):
+            # The unit's stop killed it (systemctl stop, RuntimeMaxSec=, its anchor killed):
+            # that is the cause, whatever the worker's own status suggests.
+            cause = _deaths.UNIT_STOPPED
+            message = (f"{gone[0].upper()}{gone[1:]}; worker {worker.pid} "
+                       f"{_deaths.how_it_ended(worker.exitcode)} with it")
+        elif gone is not None:
             message += f"; {gone}"
         return _deaths.WorkerKilled(message, cause=cause, exitcode=worker.exitcode,
                                     pid=worker.pid, unit=self.unit_name)

@@ -680,3 +680,17 @@ def test_a_unit_whose_condition_fails_says_so():
         TransientUnitPoolExecutor(1, {"ConditionPathExists": "/no/such/path"})
     assert info.value.result == "skipped"
     _wait_until(lambda: set(_units()) <= before)
+
+
+@pytest.mark.parametrize("how", ["systemctl-stop", "RuntimeMaxSec"])
+def test_a_unit_stopped_under_a_running_task_says_so_first(how):
+    properties = {"PrivateTmp": True, **({"RuntimeMaxSec": 2} if how == "RuntimeMaxSec" else {})}
+    with TransientUnitPoolExecutor(1, properties, on_worker_death="replace") as pool:
+        task = pool.submit(time.sleep, 60)
+        time.sleep(0.5)
+        if how == "systemctl-stop":
+            subprocess.run(["systemctl", "stop", "--no-block", pool.unit.name], check=True)
+        error = task.exception(timeout=30)
+    assert isinstance(error, BrokenProcessPool), error
+    assert str(error).startswith("The unit has stopped"), str(error)
+    assert "the task ended the process" not in str(error)
