@@ -205,7 +205,8 @@ class UnitSession:
             errors = []
             for step, action in (("closing the zygote", zygote and zygote.close),
                                  ("closing the entry plan", plan and plan.close),
-                                 ("stopping the unit", unit and self.owned and unit.stop),
+                                 ("stopping the unit",
+                                  unit and self.owned and (lambda: _stop(unit))),
                                  ("closing the D-Bus connection", systemd and systemd.close)):
                 if action:
                     try:
@@ -228,6 +229,21 @@ class UnitSession:
         else:
             threading.Thread(target=self.release_after, args=(thread, True),
                              name="concurrentd-release", daemon=True).start()
+
+
+def _stop(unit: Unit) -> None:
+    """Stops the unit, over a new connection if the pool's is broken (the bus restarted)."""
+    try:
+        unit.stop()
+    except (OSError, EOFError) as first:
+        try:
+            systemd = Systemd.connect()
+        except Exception:   # noqa: BLE001 - report the first failure, which says more
+            raise first from None
+        try:
+            systemd.unit(unit.name).stop()
+        finally:
+            systemd.close()
 
 
 def _binds_options(import_binds: Any) -> dict:

@@ -694,3 +694,13 @@ def test_a_unit_stopped_under_a_running_task_says_so_first(how):
     assert isinstance(error, BrokenProcessPool), error
     assert str(error).startswith("The unit has stopped"), str(error)
     assert "the task ended the process" not in str(error)
+
+
+def test_a_bus_restart_under_a_pool_still_lets_shutdown_stop_its_unit():
+    pool = TransientUnitPoolExecutor(1, {"PrivateTmp": True})
+    name = pool.unit.name
+    assert pool.submit(abs, -1).result(timeout=30) == 1
+    subprocess.run(["systemctl", "restart", "dbus"], check=True)
+    assert pool.submit(abs, -2).result(timeout=30) == 2   # tasks go on: no D-Bus in them
+    pool.shutdown()   # its connection is broken: it reconnects to stop the unit
+    _wait_until(lambda: not _unit_exists(name))
