@@ -88,6 +88,11 @@ class UnitSession:
             max_workers: a pool's size (the zygote keeps a spare while fewer run).
             import_binds: see TransientUnitPoolExecutor.
         """
+        if os.geteuid() != 0:
+            raise PermissionError(
+                f"concurrentd needs root (this process runs as uid {os.geteuid()}): it starts "
+                "systemd units and moves its workers into them (namespaces, cgroups, "
+                "credentials), which only root in the initial user namespace may do")
         if unit is None:
             check_owned(properties)
         ensure_stdio()

@@ -704,3 +704,11 @@ def test_a_bus_restart_under_a_pool_still_lets_shutdown_stop_its_unit():
     assert pool.submit(abs, -2).result(timeout=30) == 2   # tasks go on: no D-Bus in them
     pool.shutdown()   # its connection is broken: it reconnects to stop the unit
     _wait_until(lambda: not _unit_exists(name))
+
+
+def test_not_root_is_said_before_anything_is_touched(monkeypatch):
+    before = set(_units())
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(PermissionError, match="concurrentd needs root"):
+        TransientUnitPoolExecutor(1, {"PrivateTmp": True})
+    assert set(_units()) == before

@@ -170,7 +170,8 @@ def test_items_are_never_added_to_a_class():
 
 @pytest.mark.parametrize("payload", [
     # PosixPath('/srv/data/report.txt'), whose state then says /etc/shadow
-    b"\x80\x05" + _g("pathlib", "PosixPath") + _s("/srv/data/report.txt") + b"\x85R"
+    b"\x80\x05" + _g(pathlib.PosixPath.__module__, "PosixPath") + _s("/srv/data/report.txt")
+    + b"\x85R"
     + b"N}" + _s("_str") + _s("/etc/shadow") + b"s\x86b.",
     # Fraction(1, 3), whose state then holds a 4-million-bit numerator
     b"\x80\x05" + _g("fractions", "Fraction") + b"K\x01K\x03\x86R"
