@@ -236,17 +236,24 @@ class UnitSession:
                              name="concurrentd-release", daemon=True).start()
 
 
+#: seconds to wait for a unit's stop on the pool's own connection before trying a new one (a
+#: connection to a bus that restarted may never see the job's end)
+_STOP_WAIT = 10.0
+#: seconds to wait for it on the new one (systemd's own TimeoutStopSec= is 90 s)
+_STOP_WAIT_AGAIN = 100.0
+
+
 def _stop(unit: Unit) -> None:
     """Stops the unit, over a new connection if the pool's is broken (the bus restarted)."""
     try:
-        unit.stop()
-    except (OSError, EOFError) as first:
+        unit.stop(timeout=_STOP_WAIT)
+    except (OSError, EOFError) as first:   # TimeoutError is an OSError
         try:
             systemd = Systemd.connect()
         except Exception:   # noqa: BLE001 - report the first failure, which says more
             raise first from None
         try:
-            systemd.unit(unit.name).stop()
+            systemd.unit(unit.name).stop(timeout=_STOP_WAIT_AGAIN)
         finally:
             systemd.close()
 
