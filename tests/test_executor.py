@@ -712,3 +712,12 @@ def test_not_root_is_said_before_anything_is_touched(monkeypatch):
     with pytest.raises(PermissionError, match="concurrentd needs root"):
         TransientUnitPoolExecutor(1, {"PrivateTmp": True})
     assert set(_units()) == before
+
+
+@pytest.mark.parametrize("properties, words", [
+    ({"User": "no-such-user-for-concurrentd"}, "the user to run as does not exist"),
+    ({"WorkingDirectory": "/no/such/dir"}, "could not change to the working directory"),
+])
+def test_a_unit_that_fails_to_start_says_why_in_words(properties, words):
+    with pytest.raises(concurrentd.UnitStartError, match=words):
+        TransientUnitPoolExecutor(1, properties)

@@ -246,6 +246,36 @@ class StartingService:
         return self.announced.get("MainPID") or self.unit.main_pid
 
 
+#: What systemd's own exit statuses say (systemd.exec(5), "Process Exit Codes"): the step of
+#: setting the process up that failed, in words, with the property that usually causes it.
+EXIT_STATUS_MEANINGS = {
+    200: "systemd could not change to the working directory (WorkingDirectory=)",
+    203: "systemd could not run the program (a missing or unreadable executable; RootDirectory=?)",
+    204: "systemd ran out of memory setting the process up",
+    205: "systemd could not set a resource limit (Limit…=)",
+    209: "systemd could not set up standard output (StandardOutput=)",
+    210: "systemd could not change the root directory (RootDirectory=/RootImage=)",
+    214: "systemd could not set the scheduling policy (CPUScheduling…=)",
+    215: "systemd could not set the CPU affinity (CPUAffinity=)",
+    216: "the group to run as does not exist, or could not be set (Group=, SupplementaryGroups=)",
+    217: "the user to run as does not exist, or could not be set (User=)",
+    218: "systemd could not set the capabilities (CapabilityBoundingSet=, AmbientCapabilities=)",
+    219: "systemd could not set up the unit's cgroup",
+    225: "systemd could not set up the network namespace (PrivateNetwork=)",
+    226: "systemd could not set up the file system namespace (ProtectSystem=, PrivateTmp=, "
+         "ReadOnlyPaths=, BindPaths=, … a path that does not exist?)",
+    227: "systemd could not set no_new_privs (NoNewPrivileges=)",
+    228: "systemd could not install the seccomp filter (SystemCallFilter=)",
+    230: "systemd could not set the personality (Personality=)",
+    232: "systemd could not restrict the address families (RestrictAddressFamilies=)",
+    233: "systemd could not create the runtime directory (RuntimeDirectory=)",
+    237: "systemd could not set up the keyring",
+    238: "systemd could not create the state directory (StateDirectory=)",
+    242: "systemd could not set the NUMA policy (NUMAPolicy=)",
+    243: "systemd could not load the credentials (LoadCredential=, SetCredential=)",
+}
+
+
 class Unit:
     """A systemd unit, as seen through one :class:`Systemd` connection."""
 
@@ -345,4 +375,10 @@ class Unit:
         code = details.get("ExecMainCode")
         if code:  # CLD_EXITED=1, CLD_KILLED=2, CLD_DUMPED=3
             details["ExecMainCode"] = {1: "exited", 2: "killed", 3: "dumped"}.get(code, code)
+        status = details.get("ExecMainStatus")
+        if details.get("ExecMainCode") == "exited" and status in EXIT_STATUS_MEANINGS:
+            details["because"] = EXIT_STATUS_MEANINGS[status]
+        elif details.get("ExecMainCode") in ("killed", "dumped") and status == _signal.SIGSYS:
+            details["because"] = ("the unit's seccomp filter (SystemCallFilter=) killed its main "
+                                  "process: the filter forbids a call it makes before it runs")
         return details
