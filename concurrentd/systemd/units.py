@@ -330,6 +330,10 @@ class Unit:
     def stop(self, wait: bool = True, *, timeout: float | None = None) -> None:
         """Stop the unit; with ``wait`` return once its stop job has finished (unit inactive or
         gone). Stopping an inactive or already collected unit is harmless."""
+        if wait:
+            # Before the call: systemd sends JobRemoved only to subscribed clients, and a job
+            # that ends before the subscription would never be seen (a new connection's case).
+            self.systemd._subscribe()
         try:
             (job,) = self.systemd.conn.call(self.systemd.manager.stop_unit(self.name, "replace"),
                                             step=f"StopUnit({self.name})")
@@ -338,7 +342,6 @@ class Unit:
                 return
             raise
         if wait:
-            self.systemd._subscribe()
             self.systemd.wait_job(job, timeout=timeout)
 
     def kill(self, signal: int = _signal.SIGTERM, who: str = "all") -> None:
