@@ -237,6 +237,14 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
     submit.__doc__ = ProcessPoolExecutor.submit.__doc__ or submit.__doc__
 
     # -- end ---------------------------------------------------------------------------------------
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        # ^C in the with block: the calls not started yet are cancelled at once, as the user
+        # asked to stop; the running ones finish (ProcessPoolExecutor would run every queued
+        # call first).
+        self.shutdown(wait=True, cancel_futures=exc_type is not None and
+                      issubclass(exc_type, KeyboardInterrupt))
+        return False
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ProcessPoolExecutor.shutdown; then the zygote ends and the unit is stopped (before
         returning with ``wait=True``, else once the last worker has exited)."""

@@ -1090,3 +1090,18 @@ def test_shutdown_without_waiting_from_a_done_callback_lets_running_tasks_finish
     assert running.result(timeout=T) == "finished"
     manager.join(T)
     assert not manager.is_alive()
+
+
+def test_ctrl_c_in_the_with_block_cancels_the_queued_calls(gates):
+    gate, started = gates.new(), gates.new()
+    with pytest.raises(KeyboardInterrupt):
+        with TransientUnitPoolExecutor(1, PROPS) as p:
+            running = p.submit(mark_and_wait, started, gate, "ran")
+            queued = [p.submit(square, i) for i in range(5)]
+            gates.wait(started)
+            threading.Timer(0.3, gates.open, (gate,)).start()
+            raise KeyboardInterrupt
+    assert running.result(timeout=0) == "ran"
+    # (the worker holds the call after the one it runs: that one was no longer cancellable)
+    done = [f for f in queued if not f.cancelled()]
+    assert len(done) <= 1 and all(f.result(timeout=0) == 0 for f in done), done
