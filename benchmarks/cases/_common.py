@@ -75,7 +75,8 @@ def ensure_subscribed() -> None:
     """Keep one connection that has called Manager.Subscribe() open for the whole run.
 
     pystemd's executor waits for JobRemoved/PropertiesChanged without subscribing; systemd sends
-    them only while some client is subscribed (FACTS.md). No AddMatch: the bus routes nothing to
+    them only while some client is subscribed (a fresh systemd has none: pystemd would wait for
+    ever). No AddMatch: the bus routes nothing to
     this connection, it only has to stay open.
     """
     global _SUBSCRIBER

@@ -568,7 +568,8 @@ def _readable(fd: int, timeout: float = 0) -> bool:
 
 def _check_exe(pid: int, exe: str) -> None:
     """The anchor must already run ``exe``: before its exec, a unit's main process is systemd's
-    fork, not yet confined (FACTS: with Type=simple, 39 % of first workers ran as root)."""
+    fork, not yet confined (with Type=simple, systemd reports the unit started right after its
+    fork: a worker copying that process could run as root)."""
     try:
         theirs = os.stat(f"/proc/{pid}/exe")
     except FileNotFoundError:

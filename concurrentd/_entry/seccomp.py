@@ -1,10 +1,11 @@
 """Copy another process's seccomp filters, exactly, with PTRACE_SECCOMP_GET_FILTER.
 
 The kernel numbers a process's filters from the OLDEST (index 0) to the newest and answers ENOENT
-after the last (kernel/seccomp.c get_nth_filter() counts back from the newest; ptrace(2) and our
-FACTS.md say index 0 is the newest, which is wrong: systemd installs SystemCallFilter= last, and
-its ~300-instruction program is the one at the highest index). The process is seized (PTRACE_SEIZE, no signal), stopped (PTRACE_INTERRUPT) for the
-few microseconds of the copy, and detached; it then resumes whatever it was blocked in. The whole
+after the last (kernel/seccomp.c get_nth_filter() counts back from the newest; ptrace(2) says
+index 0 is the newest, which is wrong: systemd installs SystemCallFilter= last, and its
+~300-instruction program is the one at the highest index). The process is seized (PTRACE_SEIZE,
+no signal), stopped (PTRACE_INTERRUPT) for the few microseconds of the copy, and detached; it
+then resumes whatever it was blocked in. The whole
 sequence runs in C (csrc/enter.c) because a tracee belongs to one thread of the tracer.
 """
 
