@@ -83,6 +83,20 @@ class WorkerHandle:
     def retiring(self) -> bool:
         return self.max_tasks is not None and self.assigned >= self.max_tasks
 
+    def deadlines(self, stall_timeout: float) -> list[tuple[float, str]]:
+        """(when, why) the owner kills this worker unless it has gone on by then."""
+        found = []
+        if self.channel.stalled_since is not None:
+            found.append((self.channel.stalled_since + stall_timeout,
+                          f"it stopped for {stall_timeout:g} s in the middle of sending a result"))
+        if self.eof_at is not None:
+            found.append((self.eof_at + _EXIT_GRACE,
+                          "it closed its result pipe and went on running"))
+        if self.stop_sent is not None and not self.inflight:
+            found.append((self.stop_sent + _EXIT_GRACE,
+                          f"it had not exited {_EXIT_GRACE:g} s after its pool told it to"))
+        return found
+
     def kill(self, why: str | None = None) -> None:
         """SIGKILL; with ``why``, the owner's reason (it takes no call from now on)."""
         if why:
@@ -135,11 +149,10 @@ class PoolManager(threading.Thread):
         self.release_error: BaseException | None = None
         # The manager's own:
         self.workers: dict[int, WorkerHandle] = {}
-        self._by_fd: dict[int, tuple[WorkerHandle, str]] = {}
+        self._by_fd: dict[int, tuple[WorkerHandle, str]] = {}   # what self._poll watches
         self._poll = select.poll()
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._poll.register(self._wakeup, select.POLLIN)
-        self._writing: set[int] = set()
 
     # -- from other threads ------------------------------------------------------------------
     def wakeup(self) -> None:
@@ -209,18 +222,14 @@ class PoolManager(threading.Thread):
                 if worker.stop_sent is None:
                     worker.stopping = True
                     worker.stop_sent = time.monotonic()
+                    self._forget(worker.channel.call_fd)   # before its number is free again
                     worker.channel.close_calls()   # EOF: the worker returns from its loop
             return False
         return True
 
     def _timeout_ms(self) -> int | None:
-        deadlines = []
-        for w in self.workers.values():
-            if w.channel.stalled_since is not None:
-                deadlines.append(w.channel.stalled_since + self.stall_timeout)
-            for since in (w.eof_at, w.stop_sent):
-                if since is not None:
-                    deadlines.append(since + _EXIT_GRACE)
+        deadlines = [when for w in self.workers.values()
+                     for when, _ in w.deadlines(self.stall_timeout)]
         if not deadlines:
             return None
         return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
@@ -228,14 +237,9 @@ class PoolManager(threading.Thread):
     def _check_stalls(self) -> None:
         now = time.monotonic()
         for w in list(self.workers.values()):
-            since = w.channel.stalled_since
-            if since is not None and now - since > self.stall_timeout:
-                w.kill(f"it stopped for {self.stall_timeout:g} s in the middle of sending a "
-                       "result")
-            if w.eof_at is not None and now - w.eof_at > _EXIT_GRACE:
-                w.kill("it closed its result pipe and went on running")
-            if w.stop_sent is not None and not w.inflight and now - w.stop_sent > _EXIT_GRACE:
-                w.kill(f"it had not exited {_EXIT_GRACE:g} s after its pool told it to")
+            for when, why in w.deadlines(self.stall_timeout):
+                if now > when:
+                    w.kill(why)
 
     # -- dispatch ------------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -309,24 +313,27 @@ class PoolManager(threading.Thread):
         worker = WorkerHandle(pid, status_fd, Channel(call_w, result_r, self.max_frame),
                               zygote.child_pidfd(pid), self.max_tasks)
         self.workers[pid] = worker
-        self._by_fd[result_r] = (worker, "result")
-        self._by_fd[status_fd] = (worker, "status")
-        self._poll.register(result_r, select.POLLIN)
-        self._poll.register(status_fd, select.POLLIN)
+        self._watch(result_r, worker, "result")
+        self._watch(status_fd, worker, "status")
         worker.channel.send(self._hello)
         return worker
 
-    def _watch_writes(self, worker: WorkerHandle) -> None:
-        fd = worker.channel.call_fd
-        wants = worker.channel.wants_to_write()
-        if wants and fd not in self._writing:
-            self._writing.add(fd)
-            self._by_fd[fd] = (worker, "call")
-            self._poll.register(fd, select.POLLOUT)
-        elif not wants and fd in self._writing:
-            self._writing.discard(fd)
-            self._by_fd.pop(fd, None)
+    def _watch(self, fd: int, worker: WorkerHandle, role: str) -> None:
+        self._by_fd[fd] = (worker, role)
+        self._poll.register(fd, select.POLLOUT if role == "call" else select.POLLIN)
+
+    def _forget(self, fd: int) -> None:
+        if self._by_fd.pop(fd, None) is not None:
             self._poll.unregister(fd)
+
+    def _watch_writes(self, worker: WorkerHandle) -> None:
+        """The call pipe is watched while the worker's outbox holds bytes the pipe did not take."""
+        fd = worker.channel.call_fd
+        watched = fd in self._by_fd
+        if worker.channel.wants_to_write() and not watched:
+            self._watch(fd, worker, "call")
+        elif watched and not worker.channel.wants_to_write():
+            self._forget(fd)
 
     # -- results -------------------------------------------------------------------------------
     def _receive(self, worker: WorkerHandle) -> None:
@@ -347,9 +354,7 @@ class PoolManager(threading.Thread):
             worker.stopping = True   # it answers nothing more: no more calls to it
 
     def _stop_reading(self, worker: WorkerHandle) -> None:
-        fd = worker.channel.result_fd
-        if self._by_fd.pop(fd, None) is not None:
-            self._poll.unregister(fd)
+        self._forget(worker.channel.result_fd)
 
     def _on_frame(self, worker: WorkerHandle, kind: int, work_id: int, payload: bytes) -> None:
         if kind == P.INIT_FAILED:
@@ -394,12 +399,9 @@ class PoolManager(threading.Thread):
         except (OSError, EOFError, TimeoutError):
             worker.exitcode = P.NOT_FORKED_EXIT_STATUS   # the zygote itself died, or hung
         for fd in (worker.status_fd, worker.channel.result_fd):
-            if self._by_fd.pop(fd, None) is not None:
-                self._poll.unregister(fd)
-        if worker.channel.call_fd in self._writing:
-            self._writing.discard(worker.channel.call_fd)
-            self._by_fd.pop(worker.channel.call_fd, None)
-            self._poll.unregister(worker.channel.call_fd)
+            self._forget(fd)
+        if not worker.channel.closed_calls:   # (a closed one was forgotten as it closed)
+            self._forget(worker.channel.call_fd)
         del self.workers[worker.pid]
         worker.close()
         expected = (worker.stopping or worker.retiring()) and not worker.inflight \
@@ -435,17 +437,17 @@ class PoolManager(threading.Thread):
             message = (f"worker {worker.pid} of unit {self.unit_name} was killed by the owner: "
                        f"{worker.violation}")
         gone = self.session.zygote_gone()
+        stopped = self.session.unit_stopped()
         deadline = time.monotonic() + _UNIT_STOP_GRACE
-        while gone is not None and not gone.startswith("the unit has stopped") and \
-                time.monotonic() < deadline:
+        while gone is not None and stopped is None and time.monotonic() < deadline:
             # The zygote died: in a unit's stop, the anchor is about to (SIGTERM to all of them).
             time.sleep(0.02)
-            gone = self.session.zygote_gone()
-        if gone is not None and gone.startswith("the unit has stopped"):
+            stopped = self.session.unit_stopped()
+        if stopped is not None:
             # The unit's stop killed it (systemctl stop, RuntimeMaxSec=, its anchor killed):
             # that is the cause, whatever the worker's own status suggests.
             cause = _deaths.UNIT_STOPPED
-            message = (f"{gone[0].upper()}{gone[1:]}; worker {worker.pid} "
+            message = (f"{stopped[0].upper()}{stopped[1:]}; worker {worker.pid} "
                        f"{_deaths.how_it_ended(worker.exitcode)} with it")
         elif gone is not None:
             message += f"; {gone}"

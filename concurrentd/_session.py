@@ -182,6 +182,14 @@ class UnitSession:
         dirs = [os.path.dirname(p) for p in self.plan.cgroup_procs] if self.plan else []
         return _deaths.read_counters(dirs)
 
+    def unit_stopped(self) -> str | None:
+        """Why the unit has stopped (its anchor exited), or None while it runs."""
+        plan = self.plan
+        if plan is None or plan.anchor_alive():
+            return None
+        return ("the unit has stopped: its main process (the anchor, pid "
+                f"{plan.anchor_pid}) exited, and systemd ended the rest of it")
+
     def zygote_gone(self) -> str | None:
         """Why the zygote cannot fork workers anymore, or None while it can."""
         zygote, plan = self.zygote, self.plan
@@ -189,9 +197,9 @@ class UnitSession:
             return "the pool has been shut down"
         # The anchor first: systemd ends the rest of the unit after it, in no set order, so a
         # worker may be found dead while the zygote still runs.
-        if not plan.anchor_alive():
-            return ("the unit has stopped: its main process (the anchor, pid "
-                    f"{plan.anchor_pid}) exited, and systemd ended the rest of it")
+        stopped = self.unit_stopped()
+        if stopped is not None:
+            return stopped
         if zygote.alive():
             return None
         return f"the pool's zygote (pid {zygote.pid}), which forks its workers, has exited"
