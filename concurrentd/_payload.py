@@ -20,11 +20,8 @@ import cloudpickle
 
 from . import _cpython
 
-_PLAIN, _CLOUD = 0, 1
-
-
-def _cloud(obj: Any) -> tuple[int, bytes]:
-    return _CLOUD, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+def _cloud(obj: Any) -> bytes:
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _plain(obj: Any) -> bytes | None:
@@ -37,26 +34,26 @@ def _plain(obj: Any) -> bytes | None:
     return None if b"__main__" in blob else blob
 
 
-def dumps(obj: Any) -> tuple[int, bytes]:
-    blob = _plain(obj)
-    return _cloud(obj) if blob is None else (_PLAIN, blob)
+def encode(payload: Any, fn: Callable | None = None) -> tuple[bool, bytes]:
+    """``payload`` for a worker, as (by cloudpickle?, bytes): plain pickle where a worker reads
+    it back the same, cloudpickle where it must. ``fn``: the function the payload calls, whose
+    module, if made at run time, goes by value."""
+    module = None if fn is None else _run_time_module(_target(fn))
+    if module is not None:
+        # cloudpickle takes whatever is in sys.modules by reference, unless told
+        cloudpickle.register_pickle_by_value(module)
+        return True, _cloud(payload)
+    blob = _plain(payload)
+    return (True, _cloud(payload)) if blob is None else (False, blob)
+
+
+def encode_call(fn: Callable, args: tuple, kwargs: dict) -> tuple[bool, bytes]:
+    """``fn(*args, **kwargs)`` for a worker's call pipe, pickled once (see encode)."""
+    return encode((fn, args, kwargs), fn)
 
 
 def loads(cloud: bool, blob: bytes) -> Any:
     return (cloudpickle.loads if cloud else pickle.loads)(blob)
-
-
-def encode_call(fn: Callable, args: tuple, kwargs: dict) -> tuple[bool, bytes]:
-    """``fn(*args, **kwargs)`` as (by cloudpickle?, bytes) for a worker's call pipe: pickled
-    once, plain where a worker reads it back the same, by cloudpickle where it must."""
-    payload = (fn, args, kwargs)
-    module = _run_time_module(_target(fn))
-    if module is not None:
-        # cloudpickle takes whatever is in sys.modules by reference, unless told
-        cloudpickle.register_pickle_by_value(module)
-        return True, _cloud(payload)[1]
-    blob = _plain(payload)
-    return (True, _cloud(payload)[1]) if blob is None else (False, blob)
 
 
 def _target(fn: Callable) -> Callable:
@@ -73,18 +70,11 @@ class Task:
 
     def __init__(self, fn: Callable, args: tuple = (), kwargs: dict | None = None):
         self.fn, self.args, self.kwargs = fn, args, kwargs or {}
-        self._blob: tuple[int, bytes] | None = None
+        self._blob: tuple[bool, bytes] | None = None
 
     def __reduce__(self):
         if self._blob is None:
-            payload = (self.fn, self.args, self.kwargs)
-            module = _run_time_module(self.fn)
-            if module is not None:
-                # cloudpickle takes whatever is in sys.modules by reference, unless told
-                cloudpickle.register_pickle_by_value(module)
-                self._blob = _cloud(payload)
-            else:
-                self._blob = dumps(payload)
+            self._blob = encode_call(self.fn, self.args, self.kwargs)
         return _received, self._blob
 
     def __call__(self):   # where it is called before travelling (ProcessPoolExecutor checks it)
@@ -105,15 +95,15 @@ def _run_time_module(fn: Callable):
 class _ReceivedTask:
     """A Task on the worker's side: still bytes until called."""
 
-    __slots__ = ("kind", "blob")
+    __slots__ = ("cloud", "blob")
 
-    def __init__(self, kind: int, blob: bytes):
-        self.kind, self.blob = kind, blob
+    def __init__(self, cloud: bool, blob: bytes):
+        self.cloud, self.blob = cloud, blob
 
     def __call__(self):
-        fn, args, kwargs = loads(self.kind == _CLOUD, self.blob)
+        fn, args, kwargs = loads(self.cloud, self.blob)
         return fn(*args, **kwargs)
 
 
-def _received(kind: int, blob: bytes) -> _ReceivedTask:
-    return _ReceivedTask(kind, blob)
+def _received(cloud: bool, blob: bytes) -> _ReceivedTask:
+    return _ReceivedTask(cloud, blob)

@@ -22,7 +22,6 @@ the pids limit), and the BrokenProcessPool says which unit, which signal, and wh
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -168,11 +167,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         if max_workers is None:
             max_workers = len(os.sched_getaffinity(0)) or 1
         self._max_workers = max_workers
-        hello = pickle.dumps(
-            (initializer, tuple(initargs), max_tasks_per_child, max_result_size),
-            pickle.HIGHEST_PROTOCOL) if initializer is None else \
-            _payload.dumps((initializer, tuple(initargs), max_tasks_per_child,
-                            max_result_size))[1]
+        _, hello = _payload.encode((initializer, tuple(initargs), max_tasks_per_child,
+                                    max_result_size), initializer)
         limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
 
         session = UnitSession.begin(properties, unit_name=unit_name, unit=unit, enters=True,
