@@ -13,6 +13,8 @@ import os
 import select
 import threading
 
+from ._protocol import write_all
+
 
 class OutputPipes:
     """The two pipes, made before the zygote's fork: ``ends_for_zygote`` are its stdout and
@@ -50,7 +52,7 @@ class OutputPipes:
                     if targets[fd] is None:
                         continue
                     try:
-                        _write_all(targets[fd], data)
+                        write_all(targets[fd], data)
                     except OSError:   # the owner's own stdout is gone: drop, keep draining
                         pass
         finally:
@@ -93,8 +95,3 @@ def ensure_stdio() -> None:
             else:
                 os.set_inheritable(fd, True)
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

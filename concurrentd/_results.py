@@ -37,6 +37,7 @@ import uuid
 from typing import Any, Callable, Iterable
 
 from . import _cpython
+from ._core import ffi, lib
 
 class _CheckedUUID(uuid.UUID):
     """What find_class gives for uuid.UUID, which pickle rebuilds with NEWOBJ (it needs a class)
@@ -278,8 +279,6 @@ def check_pickle(blob: bytes, buildable: bytes = b"") -> None:
     """Refuses, before any unpickling, what only an attacker's pickle holds (csrc/pickle_check.c):
     opcodes that allocate at an arbitrary memo index, BUILD except on instances of the
     ``buildable`` globals ("module\0name\0" pairs), hash-flooded keys, deep tuples."""
-    from ._core import ffi, lib
-
     offset = ffi.new("size_t *")
     verdict = lib.cd_pickle_check(ffi.from_buffer(blob), len(blob), buildable, len(buildable),
                                   MAX_COLLIDABLE_KEYS, MAX_TUPLE_DEPTH, offset)

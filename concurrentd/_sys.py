@@ -77,9 +77,6 @@ def set_dumpable(dumpable: bool) -> None:
            "prctl(PR_SET_DUMPABLE)")
 
 
-def is_dumpable() -> bool:
-    return bool(_check(lib.prctl(lib.PR_GET_DUMPABLE), "prctl(PR_GET_DUMPABLE)"))
-
 
 def pidfd_open(pid: int) -> int:
     """An fd that becomes readable when process ``pid`` exits (close it when done)."""

@@ -79,7 +79,13 @@ class Zygote:
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         extra_stdio = _std_stream_fds()
         owner = os.getpid()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            self._sock.close()
+            theirs.close()
+            self.output.discard()
+            raise
         if self.pid == 0:   # the zygote
             code = P.ZYGOTE_FAILED_EXIT_STATUS
             try:
