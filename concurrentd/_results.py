@@ -7,7 +7,7 @@ allow-list of types whose construction only builds a value:
 
 - the builtin scalars and containers (most need no lookup at all) and the builtin exceptions;
 - a small stdlib set: datetime, decimal, fractions, uuid, collections, pathlib, ipaddress;
-- the types the pool's user names (``result_types=[MyResult, ...]``): the user's own code is trusted.
+- the types the pool's user names (``result_types=[MyResult, ...]``): the user's code is trusted.
 
 Anything else fails only its own future, with ResultRefused naming the type and the parameter that
 allows it. Nothing is imported on a worker's say-so.
@@ -102,28 +102,14 @@ class ResultPolicy:
 
     def __init__(self, result_types: Iterable[Any] = (), trust: bool = False):
         self.trust = bool(trust)
-        allowed: dict[tuple[str, str], Any] = {}
-        for obj, check in _CHECKS.items():
-            allowed[_key(obj)] = _Guard(obj, check)
-        for obj in _BUILTIN_EXCEPTIONS:   # BaseException.__reduce__: (cls, args), then state
-            allowed[_key(obj)] = _Guard(obj, lambda a: True)
-        allowed[_key(uuid.UUID)] = _CheckedUUID
-        named = []
-        for obj in result_types:
+        named = list(result_types)
+        for obj in named:
             if not callable(obj) or not hasattr(obj, "__qualname__"):
                 raise TypeError("result_types must hold classes (or the functions their pickles "
                                 f"call), not {obj!r}")
-            allowed[_key(obj)] = obj
-            named.append(obj)
-        self._allowed = allowed
-        # What instances of a global may receive (csrc/pickle_check.h): the types named, all
-        # (they are the user's own); UUID and exceptions, their state (BUILD: for exceptions,
-        # BaseException.__reduce__ gives their __dict__); OrderedDict, its items (SETITEMS).
-        capabilities = [("bas", obj) for obj in named] + [("b", uuid.UUID)] + \
-            [("b", obj) for obj in _BUILTIN_EXCEPTIONS] + [("s", collections.OrderedDict)]
-        self._buildable = b"".join(
-            f"{flags}\0{module}\0{name}\0".encode()
-            for flags, (module, name) in ((f, _key(obj)) for f, obj in capabilities))
+        self._allowed = {**_DEFAULT_ALLOWED, **{_key(obj): obj for obj in named}}
+        # the types named may receive all (they are the user's own)
+        self._buildable = _capabilities([("bas", obj) for obj in named]) + _DEFAULT_CAPABILITIES
 
     def loads(self, blob: bytes) -> Any:
         """A value from a worker's bytes. Raises ResultRefused for a type not allowed."""
@@ -157,6 +143,13 @@ class ResultPolicy:
             exc = refused
         exc.__cause__ = _cpython.RemoteTraceback(tb_text)
         return exc
+
+
+def _capabilities(pairs: Iterable[tuple[str, Any]]) -> bytes:
+    """csrc/pickle_check.h's list of what instances of a global may receive: "flags\\0module\\0
+    name\\0" for each (flags, global)."""
+    return b"".join(f"{flags}\0{module}\0{name}\0".encode()
+                    for flags, (module, name) in ((f, _key(obj)) for f, obj in pairs))
 
 
 def _construct(cls: type, args: tuple) -> BaseException:
@@ -233,7 +226,8 @@ _CHECKS: dict[type, Callable[[tuple], bool]] = {
     datetime.timezone: lambda a: 1 <= len(a) <= 2 and _is(a[0], datetime.timedelta) and
     (len(a) == 1 or _short_str(a[1])),
     decimal.Decimal: lambda a: len(a) == 1 and _short_str(a[0], 4096),
-    fractions.Fraction: lambda a: len(a) == 2 and all(_small_int(x, _MAX_FRACTION_BITS) for x in a),
+    fractions.Fraction: lambda a: len(a) == 2 and all(_small_int(x, _MAX_FRACTION_BITS)
+                                                      for x in a),
     uuid.SafeUUID: lambda a: len(a) == 1 and (a[0] is None or _small_int(a[0], 8)),
     collections.OrderedDict: lambda a: a == (),
     collections.Counter: lambda a: a == () or (len(a) == 1 and _is(a[0], dict)),
@@ -253,6 +247,20 @@ def _weight(value: Any) -> int:
     if isinstance(value, int):
         return value.bit_length() // 8 + 1
     return 1
+
+
+#: What every pool allows (built once): the guarded stdlib types, the builtin exceptions
+#: (BaseException.__reduce__: (cls, args), then state), UUID through its checked subclass.
+_DEFAULT_ALLOWED: dict[tuple[str, str], Any] = {
+    **{_key(obj): _Guard(obj, check) for obj, check in _CHECKS.items()},
+    **{_key(obj): _Guard(obj, lambda a: True) for obj in _BUILTIN_EXCEPTIONS},
+    _key(uuid.UUID): _CheckedUUID,
+}
+#: UUID and exceptions may receive their state (BUILD: for exceptions, BaseException.__reduce__
+#: gives their __dict__); OrderedDict, its items (SETITEMS).
+_DEFAULT_CAPABILITIES = _capabilities(
+    [("b", uuid.UUID), *[("b", obj) for obj in _BUILTIN_EXCEPTIONS],
+     ("s", collections.OrderedDict)])
 
 
 #: At most this many dict keys and set members whose hashes a worker can make collide (all but
@@ -357,7 +365,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise ResultRefused("the result refers to a persistent id, which workers may not send")
 
 
-# -- the worker's side ------------------------------------------------------------------------------
+# -- the worker's side ----------------------------------------------------------------------------
 
 def encode_result(value: Any) -> bytes:
     return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
