@@ -76,6 +76,9 @@ class WorkerHandle:
         self.eof_at: float | None = None
         self.stop_sent: float | None = None   # when its call pipe was closed (EOF: exit)
         self.exitcode: int | None = None
+        self.exited = threading.Event()   # set once reaped and closed
+        self._signal_lock = threading.Lock()   # a signal from a user's thread vs close()
+        self.process = WorkerProcess(self)
 
     def can_take(self) -> bool:
         return not self.stopping and (self.max_tasks is None or self.assigned < self.max_tasks)
@@ -103,17 +106,57 @@ class WorkerHandle:
             self.stopping = True
             if self.violation is None:
                 self.violation = why
-        if self.pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.signal(signal.SIGKILL)
+
+    def signal(self, signum: int) -> None:
+        """Sends ``signum`` through the pidfd: never to another process that reused the pid."""
+        with self._signal_lock:
+            if self.pidfd is not None:
+                try:
+                    signal.pidfd_send_signal(self.pidfd, signum)
+                except ProcessLookupError:
+                    pass
 
     def close(self) -> None:
         self.channel.close()
-        for fd in (self.status_fd, self.pidfd):
-            if fd is not None:
-                os.close(fd)
+        with self._signal_lock:
+            for fd in (self.status_fd, self.pidfd):
+                if fd is not None:
+                    os.close(fd)
+            self.pidfd = None
+        self.exited.set()
+
+
+class WorkerProcess:
+    """A worker as ProcessPoolExecutor's ``_processes`` shows one (a multiprocessing.Process):
+    its pid, exit code, join(), terminate() and kill(), for code that reaches into the pool."""
+
+    def __init__(self, handle: WorkerHandle):
+        self._handle = handle
+        self.pid = handle.pid
+        self.name = f"concurrentd-worker-{handle.pid}"
+
+    @property
+    def exitcode(self) -> int | None:
+        """None while it runs; then its exit status, or -N if signal N ended it."""
+        return self._handle.exitcode if self._handle.exited.is_set() else None
+
+    def is_alive(self) -> bool:
+        return not self._handle.exited.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Waits until the pool has seen the worker exit (at most ``timeout`` seconds)."""
+        self._handle.exited.wait(timeout)
+
+    def terminate(self) -> None:
+        self._handle.signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._handle.signal(signal.SIGKILL)
+
+    def __repr__(self) -> str:
+        state = "alive" if self.is_alive() else f"exitcode={self.exitcode}"
+        return f"<WorkerProcess pid={self.pid} {state}>"
 
 
 class PoolManager(threading.Thread):
@@ -147,6 +190,9 @@ class PoolManager(threading.Thread):
         self.cancel_pending = False
         self.broken: str | None = None
         self.release_error: BaseException | None = None
+        # settle(): the asks so far, and the last one answered by a dispatch
+        self._settle_asked = self._settled = 0
+        self._settled_cv = threading.Condition(self.lock)
         # The manager's own:
         self.workers: dict[int, WorkerHandle] = {}
         self._by_fd: dict[int, tuple[WorkerHandle, str]] = {}   # what self._poll watches
@@ -156,10 +202,22 @@ class PoolManager(threading.Thread):
 
     # -- from other threads ------------------------------------------------------------------
     def wakeup(self) -> None:
-        try:
-            os.eventfd_write(self._wakeup, 1)
-        except OSError:   # closed: the manager has ended
-            pass
+        with self.lock:   # never after run() closed it: the number may be another file's now
+            if self._wakeup >= 0:
+                os.eventfd_write(self._wakeup, 1)
+
+    def settle(self, timeout: float) -> None:
+        """Returns once the manager has dispatched what was submitted before this call, so the
+        workers it needed are forked (as ProcessPoolExecutor starts them in submit()); or after
+        ``timeout``, or at once when called from the manager itself (a future's callback)."""
+        if threading.current_thread() is self:
+            return
+        with self.lock:
+            self._settle_asked += 1
+            asked = self._settle_asked
+            self.wakeup()
+            self._settled_cv.wait_for(lambda: self._settled >= asked or not self.is_alive(),
+                                      timeout)
 
     def request_shutdown(self, cancel_pending: bool = False) -> None:
         with self.lock:
@@ -179,7 +237,10 @@ class PoolManager(threading.Thread):
             for worker in list(self.workers.values()):
                 worker.kill()
                 self._reap(worker, blocking=True)
-            os.close(self._wakeup)
+            with self.lock:
+                os.close(self._wakeup)
+                self._wakeup = -1
+                self._settled_cv.notify_all()   # settle() waits no more on a thread that ended
             try:
                 self.session.release()
             except BaseException as e:   # noqa: BLE001 - shutdown() raises it
@@ -188,7 +249,13 @@ class PoolManager(threading.Thread):
 
     def _loop(self) -> None:
         while True:
+            with self.lock:
+                asked = self._settle_asked
             self._dispatch()
+            with self.lock:
+                if asked > self._settled:
+                    self._settled = asked
+                    self._settled_cv.notify_all()
             if self._done():
                 return
             for fd, events in self._poll.poll(self._timeout_ms()):

@@ -21,6 +21,7 @@ the pids limit), and the BrokenProcessPool says which unit, which signal, and wh
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 import weakref
@@ -28,7 +29,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _manager, _payload
+from . import _manager, _payload, _protocol
 from ._manager import PoolManager, WorkItem
 from ._results import ResultPolicy
 from ._session import DEFAULT_START_TIMEOUT, UnitSession
@@ -81,6 +82,19 @@ DEFAULT_MAX_RESULT_SIZE = 64 << 20
 DEFAULT_STALL_TIMEOUT = 30.0
 
 
+def _fork_context(mp_context: Any) -> Any:
+    """The multiprocessing context the pool reports: the one given, which must fork."""
+    if mp_context is None:
+        return multiprocessing.get_context("fork")
+    method = getattr(mp_context, "get_start_method", None)
+    if method is None:
+        raise TypeError(f"mp_context must be a multiprocessing context (not {mp_context!r})")
+    if method() != "fork":
+        raise ValueError(f"mp_context: workers are forked from a process inside the unit; a "
+                         f"{method()!r} context is not supported (give a fork context or none)")
+    return mp_context
+
+
 class TransientUnitPoolExecutor(ProcessPoolExecutor):
     """A ProcessPoolExecutor whose workers run confined in a transient systemd unit.
 
@@ -93,6 +107,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         unit_name: the transient unit's name (default: unique, ``concurrentd-<pid>-…service``).
         unit: instead of starting a unit, join this running one (it is never stopped by the pool).
         initializer, initargs: called in each worker, inside the unit, before its first task.
+        mp_context: ProcessPoolExecutor's start-method context. Workers are forked from a
+            zygote inside the unit: a "fork" context (or None) is accepted, others are refused.
         max_tasks_per_child: replace a worker after this many tasks (Python 3.11+).
         on_worker_death: "break" (default): a worker that dies breaks the pool, as in
             ProcessPoolExecutor, with a BrokenProcessPool that says which worker of which unit
@@ -126,7 +142,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
 
     def __init__(self, max_workers: int | None = None, properties: Mapping[str, Any] | None = None,
                  *, ns_options: Mapping[str, Any] | None = None, unit_name: str | None = None,
-                 unit: str | None = None, initializer: Callable | None = None,
+                 unit: str | None = None, mp_context: Any = None,
+                 initializer: Callable | None = None,
                  initargs: Iterable = (), max_tasks_per_child: int | None = None,
                  on_worker_death: str = "break", result_types: Iterable[Any] = (),
                  trust_results: bool = False,
@@ -158,6 +175,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         if not isinstance(stall_timeout, (int, float)) or stall_timeout <= 0:
             raise ValueError(f"stall_timeout must be a positive number of seconds "
                              f"(not {stall_timeout!r})")
+        self._mp_context = _fork_context(mp_context)
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if isinstance(result_types, type):
@@ -195,8 +213,12 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
 
     @property
     def _processes(self) -> dict:
-        """The running workers by pid (ProcessPoolExecutor's attribute, read-only here)."""
-        return dict(self._executor_manager_thread.workers)
+        """ProcessPoolExecutor's private attribute, which code reaches into: the workers by pid,
+        each with pid, exitcode, is_alive(), join(), terminate() and kill(). The workers the
+        calls submitted so far need are there, as ProcessPoolExecutor starts them in submit()."""
+        manager = self._executor_manager_thread
+        manager.settle(_protocol.ZYGOTE_TIMEOUT)
+        return {pid: worker.process for pid, worker in list(manager.workers.items())}
 
     @property
     def _broken(self):

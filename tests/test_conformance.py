@@ -1036,6 +1036,49 @@ def test_worker_sigkilled_from_outside_breaks_the_pool(gates):
         _assert_broken(p, [f, pid])
 
 
+def test_processes_has_the_workers_right_after_submit_and_they_can_be_terminated(gates):
+    # ProcessPoolExecutor starts workers in submit(); code (CPython's test_killed_child among
+    # it) takes one from _processes at once and terminates it.
+    with TransientUnitPoolExecutor(2, PROPS) as p:
+        gate = gates.new()
+        futures = [p.submit(wait_gate, gate) for _ in range(10)]
+        processes = p._processes
+        assert len(processes) == 2
+        worker = next(iter(processes.values()))
+        assert worker.is_alive() and worker.exitcode is None
+        worker.terminate()
+        worker.join(T)
+        assert not worker.is_alive() and worker.exitcode == -signal.SIGTERM
+        _assert_broken(p, futures)
+
+
+def test_processes_can_be_joined_after_shutdown():
+    p = TransientUnitPoolExecutor(3, PROPS)
+    assert list(p.map(square, range(30))) == [i * i for i in range(30)]
+    processes = p._processes
+    assert processes and all(w.is_alive() for w in processes.values())
+    p.shutdown()
+    for w in processes.values():
+        w.join(T)
+        assert w.exitcode == 0, w
+
+
+def test_a_shutdown_after_the_end_writes_into_no_file(tmp_path):
+    # The manager's wakeup eventfd is closed when its thread ends; a later wakeup (a second
+    # shutdown, the finalizer) must not write 8 bytes to whatever file now has that number.
+    p = TransientUnitPoolExecutor(1, PROPS)
+    p.submit(square, 2).result(timeout=T)
+    p.shutdown()
+    files = [os.open(tmp_path / f"f{i}", os.O_RDWR | os.O_CREAT) for i in range(64)]
+    try:
+        p.shutdown()
+        p.shutdown(wait=False)
+    finally:
+        for fd in files:
+            os.close(fd)
+    assert not [f.name for f in tmp_path.iterdir() if f.stat().st_size], "a wakeup wrote into a file"
+
+
 def test_idle_worker_killed_breaks_the_pool():
     with TransientUnitPoolExecutor(1, PROPS) as p:
         worker = p.submit(pid_after).result(timeout=T)
