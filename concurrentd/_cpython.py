@@ -1,14 +1,16 @@
-"""Every use of CPython's private concurrent.futures internals, in one place.
+"""Every use of CPython's private concurrent.futures and multiprocessing internals, in one place.
 
 concurrentd reimplements ProcessPoolExecutor's machinery and borrows only these, so that its
 results look like ProcessPoolExecutor's: the exception that carries a worker's traceback as text,
-the function map() sends in each chunk, the logger that reports a failed initializer, and the
-registry of manager threads that the interpreter's exit wakes. Each exists, with this meaning,
+the function map() sends in each chunk, the logger that reports a failed initializer, the
+registry of manager threads that the interpreter's exit wakes, and the steps with which
+multiprocessing's fork children start and end. Each exists, with this meaning,
 in CPython 3.10 to 3.14; a version without one fails here, at import, with the name.
 """
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import _base
 from concurrent.futures import process as _process
 
@@ -28,3 +30,23 @@ def forget_executor_wakeups() -> None:
     """In a fork of the owner: its ProcessPoolExecutors' manager threads are not here, and the
     interpreter's exit must not wake them (through fds that are closed, or another file's)."""
     _wakeups.clear()
+
+
+def become_a_fork_child() -> None:
+    """In the zygote, as multiprocessing's forked children start: the owner's children are not
+    its children, the owner's finalizers are not its own, and objects that registered for it
+    (a Queue, a Lock inherited through initargs) reset their after-fork state."""
+    process, util = sys.modules.get("multiprocessing.process"), sys.modules.get("multiprocessing.util")
+    if process is None or util is None:
+        return
+    process._children = set()
+    util._finalizer_registry.clear()
+    util._run_after_forkers()
+
+
+def end_as_a_fork_child() -> None:
+    """In a worker about to exit, as a multiprocessing fork child exits: finalizers run (a
+    Queue's feeder thread flushes what the worker put)."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util._exit_function()

@@ -166,18 +166,16 @@ class PoolManager(threading.Thread):
 
     Args:
         session: the pool's unit session (released by this thread when it ends).
-        hello: the first frame's payload for every worker (initializer, initargs, limits).
         policy: what results the owner accepts.
         on_worker_death: "break" or "replace" (see TransientUnitPoolExecutor).
     """
 
     def __init__(self, session: UnitSession, *, max_workers: int, max_tasks: int | None,
-                 hello: bytes, policy: ResultPolicy, on_worker_death: str, unit_name: str,
+                 policy: ResultPolicy, on_worker_death: str, unit_name: str,
                  limits: dict[str, str], max_frame: int, stall_timeout: float):
         super().__init__(name="concurrentd-manager", daemon=True)
         self.session = session
         self.max_workers, self.max_tasks = max_workers, max_tasks
-        self._hello = P.frame(P.HELLO, 0, hello)
         self.policy = policy
         self._replace = on_worker_death == "replace"
         self.unit_name, self.limits = unit_name, limits
@@ -382,7 +380,6 @@ class PoolManager(threading.Thread):
         self.workers[pid] = worker
         self._watch(result_r, worker, "result")
         self._watch(status_fd, worker, "status")
-        worker.channel.send(self._hello)
         return worker
 
     def _watch(self, fd: int, worker: WorkerHandle, role: str) -> None:

@@ -12,8 +12,12 @@ its call frame as it takes it; a TransientUnitProcess's Task only when it is cal
 from __future__ import annotations
 
 import functools
+import io
 import pickle
+import socket
 import sys
+import threading
+import types
 from typing import Any, Callable
 
 import cloudpickle
@@ -107,3 +111,73 @@ class _ReceivedTask:
 
 def _received(cloud: bool, blob: bytes) -> _ReceivedTask:
     return _ReceivedTask(cloud, blob)
+
+
+class _FdFinder(pickle.Pickler):
+    """Walks an object graph as pickle would, noting the fds of the files, sockets and
+    multiprocessing connections in it; writes nothing anyone reads."""
+
+    def __init__(self):
+        super().__init__(_Discard(), protocol=pickle.HIGHEST_PROTOCOL)
+        self.fds: set[int] = set()
+        mp = sys.modules.get("multiprocessing.connection"), sys.modules.get("multiprocessing.synchronize")
+        self._with_fd = (io.IOBase, socket.socket) + ((mp[0].Connection,) if mp[0] else ())
+        self._opaque = (types.ModuleType, type(threading.Lock()), type(threading.RLock()),
+                        *((mp[1].SemLock,) if mp[1] else ()))
+
+    def reducer_override(self, obj):
+        if isinstance(obj, self._with_fd):
+            try:
+                self.fds.add(obj.fileno())
+            except (OSError, ValueError):   # closed, or a file without an fd
+                pass
+            return int, ()
+        if isinstance(obj, self._opaque):   # not walked: no fd, and pickle refuses them
+            return int, ()
+        if isinstance(obj, types.FunctionType):   # what it closes over, defaults to, names
+            cells = tuple(c.cell_contents for c in obj.__closure__ or () if _has_contents(c))
+            names = tuple(obj.__globals__[name] for name in obj.__code__.co_names
+                          if name in obj.__globals__)
+            return tuple, ((obj.__defaults__, obj.__kwdefaults__, cells, names),)
+        return NotImplemented
+
+    def duplicate_for_child(self, fd: int) -> int:
+        """As a spawning Popen: what multiprocessing's reducers pass on by fd."""
+        self.fds.add(fd)
+        return fd
+
+
+class _Discard:
+    """A file that keeps nothing: the walk of a large initarg copies none of it."""
+
+    def write(self, data) -> int:
+        return len(data)
+
+
+def _has_contents(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:   # an empty cell
+        return False
+    return True
+
+
+def fds_held_by(obj: Any) -> set[int]:
+    """The fds that ``obj`` holds open through files, sockets and multiprocessing connections,
+    as far as pickle can walk it (what it cannot walk, such as a thread lock, ends the search
+    there: the fds found so far are returned)."""
+    finder = _FdFinder()
+    # multiprocessing's objects pickle only "while spawning" (a Queue refuses otherwise): the
+    # finder stands in for the Popen being spawned.
+    context = sys.modules.get("multiprocessing.context")
+    previous = context.get_spawning_popen() if context else None
+    if context:
+        context.set_spawning_popen(finder)
+    try:
+        finder.dump(obj)
+    except Exception:   # noqa: BLE001 - an object pickle cannot walk: not an error here
+        pass
+    finally:
+        if context:
+            context.set_spawning_popen(previous)
+    return finder.fds

@@ -9,7 +9,7 @@ Three channels, each with one owner on each end:
         PROCESS + fds [status_w, data_r, passed...]   fork a multiprocessing Process
     zygote ── status pipe (one per worker) ──▶ owner
         the worker's pid (or -errno if the fork failed), later its exit status: one SIGNED each
-    owner ── call pipe ──▶ worker      HELLO, then CALL_* frames, then STOP (or EOF)
+    owner ── call pipe ──▶ worker      CALL_* frames, then STOP (or EOF)
     worker ── result pipe ──▶ owner    RESULT, EXCEPTION or INIT_FAILED frames
 
 A frame is a FRAME header (payload length, kind, work id) and its payload. The owner writes the
@@ -52,7 +52,7 @@ ZYGOTE_FAILED_EXIT_STATUS = 70
 # -- worker frames ---------------------------------------------------------------------------------
 FRAME = struct.Struct("=QBq")   # payload length, kind, work id
 # owner -> worker
-HELLO, CALL_PLAIN, CALL_CLOUD, STOP = 1, 2, 3, 4
+CALL_PLAIN, CALL_CLOUD, STOP = 2, 3, 4
 # worker -> owner
 RESULT, EXCEPTION, INIT_FAILED = 16, 17, 18
 WORKER_KINDS = frozenset({RESULT, EXCEPTION, INIT_FAILED})

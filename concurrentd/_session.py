@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Mapping
 
-from . import _deaths, _pythonpath
+from . import _deaths, _pythonpath, _worker
 from ._entry import EntryPlan, anchor_argv
 from ._entry.enter import anchor_exited
 from ._entry.plan import AnchorGone
@@ -78,7 +78,7 @@ class UnitSession:
     @classmethod
     def begin(cls, properties: Mapping[str, Any], *, unit_name: str | None = None,
               unit: str | None = None, enters: bool = True, max_workers: int = 0,
-              import_binds: Any = True) -> "UnitSession":
+              import_binds: Any = True, start: _worker.Start | None = None) -> "UnitSession":
         """Starts (or joins) the unit and forks the zygote; returns while systemd may still be
         setting the unit up (call finish()).
 
@@ -86,6 +86,7 @@ class UnitSession:
             enters: the zygote enters the unit itself (a pool's); else each worker enters on its
                 own (a TransientUnitProcess's own unit).
             max_workers: a pool's size (the zygote keeps a spare while fewer run).
+            start: how a pool's workers start (the zygote's fork carries it to them).
             import_binds: see TransientUnitPoolExecutor.
         """
         if os.geteuid() != 0:
@@ -119,7 +120,8 @@ class UnitSession:
                 session._anchor_exe = _program_of(session._main_pid)
             # systemd sets the unit up (~10 ms with a sandbox): meanwhile, the zygote's fork,
             # which waits for the anchor.
-            session.zygote = Zygote(path_map, enters=enters, max_workers=max_workers)
+            session.zygote = Zygote(path_map, enters=enters, max_workers=max_workers,
+                                    start=start)
         except BaseException:
             session.release()
             raise

@@ -37,7 +37,7 @@ import signal
 import socket
 import sys
 
-from . import _pythonpath, _zygote_loop
+from . import _pythonpath, _worker, _zygote_loop
 from . import _protocol as P
 from ._deaths import how_it_ended
 from ._entry import EnterError, EntryPlan
@@ -66,7 +66,8 @@ class Zygote:
             zygote keeps one forked ahead of its request (see _zygote_loop._Spare).
     """
 
-    def __init__(self, path_map: PathMap = (), *, enters: bool = True, max_workers: int = 0):
+    def __init__(self, path_map: PathMap = (), *, enters: bool = True, max_workers: int = 0,
+                 start: _worker.Start | None = None):
         self.entered = enters
         #: with an entered zygote: each worker installs the unit's seccomp filters itself
         self.filters_per_worker = False
@@ -91,9 +92,9 @@ class Zygote:
             try:
                 self._sock.close()
                 _stdio_for_zygote(*self.output.ends_for_zygote)
-                code = _zygote_loop.main(theirs, rewrite, enters,
-                                         {0, 1, 2, *extra_stdio, theirs.fileno()}, owner,
-                                         max_workers)
+                keep = {0, 1, 2, *extra_stdio, theirs.fileno(), *(start.fds() if start else ())}
+                code = _zygote_loop.main(theirs, rewrite, enters, keep, owner, max_workers,
+                                         start)
             finally:
                 os._exit(code)
         theirs.close()

@@ -52,14 +52,16 @@ inherited_fds: list[int] = []
 
 
 def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: set[int],
-         owner: int, max_workers: int) -> int:
-    """The zygote, from its fork to the owner's EOF. Returns its exit status."""
+         owner: int, max_workers: int, start: _worker.Start | None) -> int:
+    """The zygote, from its fork to the owner's EOF. Returns its exit status. ``start``: how a
+    pool's workers start (they inherit it), None for a zygote that forks no pool worker."""
     # If the owner dies without closing the pool, the zygote goes too (the anchor stops the unit).
     _sys.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != owner:
         return 0
     _sys.set_dumpable(False)
     _forget_the_owners_pools()
+    _cpython.become_a_fork_child()
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C is the owner's to handle
     # A session of its own, as systemd gives a unit's process: no controlling terminal.
     os.setsid()
@@ -102,7 +104,9 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
         return P.ENTER_FAILED_EXIT_STATUS
     report(P.FILTERS_PER_WORKER if per_worker else P.CONFINED, 0, 0, 0)
     finish = per_worker or plan.sched_resets_on_fork
-    bodies = {P.WORKER: _pool_worker, P.PROCESS: _process_inside}
+    bodies: dict[bytes, Body] = {P.PROCESS: _process_inside}
+    if start is not None:
+        bodies[P.WORKER] = lambda fds: _pool_worker(fds, start)
     return _serve(sock, bodies,
                   install=(lambda: _finish_worker_entry(plan, per_worker)) if finish else None,
                   max_workers=max_workers, ready=lambda: os.write(sock.fileno(), P.SPARE_FORKED))
@@ -363,10 +367,10 @@ def _finish_worker_entry(plan: EntryPlan, filters: bool) -> None:
 
 # -- the bodies of a worker (each never returns) ---------------------------------------------------
 
-def _pool_worker(fds: list[int]) -> int:
+def _pool_worker(fds: list[int], start: _worker.Start) -> int:
     """A pool's worker, forked by the entered zygote: its own call and result pipes."""
     call_fd, result_fd = fds
-    return _worker.serve(call_fd, result_fd)
+    return _worker.serve(call_fd, result_fd, start)
 
 
 def _read_process(fds: list[int]):

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _manager, _payload, _protocol
+from . import _manager, _payload, _protocol, _worker
 from ._manager import PoolManager, WorkItem
 from ._results import ResultPolicy
 from ._session import DEFAULT_START_TIMEOUT, UnitSession
@@ -185,17 +185,17 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         if max_workers is None:
             max_workers = len(os.sched_getaffinity(0)) or 1
         self._max_workers = max_workers
-        _, hello = _payload.encode((initializer, tuple(initargs), max_tasks_per_child,
-                                    max_result_size), initializer)
+        start = _worker.Start(initializer, tuple(initargs), max_tasks_per_child, max_result_size)
         limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
 
         session = UnitSession.begin(properties, unit_name=unit_name, unit=unit, enters=True,
-                                    max_workers=max_workers, import_binds=import_binds)
+                                    max_workers=max_workers, import_binds=import_binds,
+                                    start=start)
         self.unit = PoolUnit(session.unit, session.owned)
         # The zygote is forked: the pool may have a thread now, started while systemd sets the
         # unit up.
         self._executor_manager_thread = manager = PoolManager(
-            session, max_workers=max_workers, max_tasks=max_tasks_per_child, hello=hello,
+            session, max_workers=max_workers, max_tasks=max_tasks_per_child,
             policy=policy, on_worker_death=on_worker_death, unit_name=self.unit.name,
             limits=limits, max_frame=max_result_size, stall_timeout=float(stall_timeout))
         manager.start()

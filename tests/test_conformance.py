@@ -759,6 +759,43 @@ def test_failing_initializer_breaks_the_pool(stdlib_ctx):
         _assert_broken(p, fs)
 
 
+def log_to_queue_and_fail(log_queue):
+    """CPython's test_init: a failing initializer whose log records go through a Queue."""
+    import logging
+    from logging.handlers import QueueHandler
+    logger = logging.getLogger("concurrent.futures")
+    logger.addHandler(QueueHandler(log_queue))
+    logger.propagate = False
+    raise ValueError("error in initializer")
+
+
+def test_initargs_are_inherited_as_by_processpoolexecutors_fork_workers():
+    # A fork context's Queue passes only by inheritance; a thread lock does not pickle at all.
+    ctx = multiprocessing.get_context("fork")
+    log_queue, lock = ctx.Queue(), threading.Lock()
+    with TransientUnitPoolExecutor(1, PROPS, initializer=log_to_queue_and_fail,
+                                   initargs=(log_queue,)) as p:
+        _assert_broken(p, _submit_until_broken(p))
+    record = log_queue.get(timeout=T)
+    # (QueueHandler puts the formatted traceback in the message)
+    assert "Exception in initializer" in record.getMessage()
+    assert "ValueError: error in initializer" in record.getMessage()
+    with TransientUnitPoolExecutor(1, PROPS, initializer=record_lock, initargs=(lock,)) as p:
+        assert p.submit(lock_was_given).result(timeout=T) is True
+    log_queue.close()
+
+
+_given: dict = {}
+
+
+def record_lock(lock):
+    _given["lock"] = lock
+
+
+def lock_was_given():
+    return type(_given.get("lock")).__name__ == "lock" and _given["lock"].acquire(blocking=False)
+
+
 def test_initializer_must_be_callable():
     with pytest.raises(TypeError):
         TransientUnitPoolExecutor(1, initializer=42)

@@ -242,6 +242,24 @@ def test_worker_holds_none_of_the_owners_files_or_sockets(tmp_path):
     assert not [link for link in links if "secret" in link or link.startswith("socket:")], links
 
 
+def _send_through(conn):
+    conn.send("from the initializer")
+
+
+def test_only_the_fds_of_initargs_reach_the_unit(tmp_path):
+    # The zygote keeps open the fds its workers' initargs hold (as ProcessPoolExecutor's fork
+    # workers inherit them), and no other of the owner's.
+    import multiprocessing
+    mine, theirs = multiprocessing.Pipe()
+    with open(tmp_path / "secret", "w"), TransientUnitPoolExecutor(
+            1, {"User": "nobody"}, initializer=_send_through, initargs=(theirs,)) as pool:
+        links = pool.submit(_fd_links).result()
+    assert mine.recv() == "from the initializer"
+    assert [link for link in links if link.startswith("socket:")] == [os.readlink(
+        f"/proc/self/fd/{theirs.fileno()}")], links
+    assert not [link for link in links if "secret" in link], links
+
+
 def test_pool_worker_is_confined_exactly_as_the_anchor():
     from entry_helpers import diff_table, proc_snapshot, self_report
     from test_entry_parity import KITCHEN_SINK
