@@ -268,6 +268,10 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         returning with ``wait=True``, else once the last worker has exited)."""
         manager = self._executor_manager_thread
         again = manager.shutting_down
+        if cancel_futures and not again:
+            # What workers can take now runs (ProcessPoolExecutor has queued it to them in
+            # submit()); only the rest is cancelled.
+            manager.settle(_protocol.ZYGOTE_TIMEOUT)
         manager.request_shutdown(cancel_futures)
         self._finalizer.detach()
         # As ProcessPoolExecutor, a shutdown(wait=True) after a shutdown(wait=False) does not

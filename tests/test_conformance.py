@@ -928,6 +928,17 @@ def test_shutdown_cancel_futures(gates):
     assert cancelled == pending[len(pending) - len(cancelled):]   # the tail of the queue
 
 
+def test_shutdown_cancel_futures_right_after_submit_runs_what_workers_took():
+    # CPython's test_cancel_futures: ProcessPoolExecutor hands calls to its workers in submit();
+    # a shutdown(cancel_futures=True) right after cancels only the rest.
+    p = TransientUnitPoolExecutor(3, PROPS)
+    fs = [p.submit(time.sleep, 0.05) for _ in range(40)]
+    p.shutdown(cancel_futures=True)
+    ran = [f for f in fs if not f.cancelled()]
+    assert 3 <= len(ran) <= 3 * 2, len(ran)   # each worker takes up to two calls at a time
+    assert all(f.done() and f.exception() is None for f in ran)
+
+
 def test_shutdown_no_wait_cancel_futures(gates):
     p = TransientUnitPoolExecutor(1, PROPS)
     gate, running, pending = _blocked_pool_tasks(p, gates, 1, 6)
