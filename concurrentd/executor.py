@@ -198,7 +198,11 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             session, max_workers=max_workers, max_tasks=max_tasks_per_child,
             policy=policy, on_worker_death=on_worker_death, unit_name=self.unit.name,
             limits=limits, max_frame=max_result_size, stall_timeout=float(stall_timeout))
-        manager.start()
+        try:
+            manager.start()   # (at the interpreter's exit: "can't create new thread")
+        except BaseException:
+            session.release()
+            raise
         try:
             session.finish(float(start_timeout))
         except BaseException:

@@ -424,6 +424,22 @@ def test_a_hundred_pools_leave_nothing_behind():
     assert open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split() == children
 
 
+def test_a_pool_whose_thread_cannot_start_leaves_nothing_behind(monkeypatch):
+    # At the interpreter's exit, starting a thread raises RuntimeError: the unit and the zygote
+    # that were started before must go.
+    from concurrentd import _manager
+
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(_manager.PoolManager, "start", refuse)
+    units, children = set(_units()), set(_children(os.getpid()))
+    with pytest.raises(RuntimeError, match="can't create new thread"):
+        TransientUnitPoolExecutor(1, SEED_PROPERTIES)
+    assert set(_units()) == units
+    assert set(_children(os.getpid())) <= children, "the zygote is left"
+
+
 def test_join_an_existing_unit_and_leave_it_running():
     name = f"joined-{os.getpid()}.service"
     subprocess.run(["systemd-run", "--unit", name, "-p", "PrivateTmp=yes", "sleep", "60"],
