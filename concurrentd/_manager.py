@@ -441,7 +441,9 @@ class PoolManager(threading.Thread):
                 outcome = self.policy.rebuild_exception(payload)
         except ResultRefused as e:
             kind, outcome = P.EXCEPTION, e
-        except Exception as e:   # noqa: BLE001 - bytes from the unit: any error is theirs
+        except BaseException as e:   # noqa: BLE001 - bytes from the unit: any error is theirs
+            # (a SystemExit too, from a trusted pickle: it must not end this thread with the
+            # item already taken from pending, its future then waiting for ever)
             kind, outcome = P.EXCEPTION, ResultRefused(
                 f"worker {worker.pid} sent a result the owner could not read: {e!r}")
         try:

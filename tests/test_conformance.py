@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from concurrentd import RemoteBaseException, TransientUnitPoolExecutor
+from concurrentd import RemoteBaseException, ResultRefused, TransientUnitPoolExecutor
 
 PROPS = {"PrivateTmp": True}
 GATE_DIR = Path("/dev/shm") / f"concurrentd-conformance-{os.getpid()}"
@@ -308,6 +308,29 @@ def test_base_exception_in_task_is_reraised_and_pool_survives(pool):
         with pytest.raises(SystemExit) as info:
             trusting.submit(raise_system_exit).result(timeout=T)
     assert info.value.code == 7
+
+
+def exit_when_unpickled():
+    sys.exit(3)
+
+
+class ExitsWhenUnpickled:
+    def __reduce__(self):
+        return exit_when_unpickled, ()
+
+
+def return_one_that_exits_when_unpickled():
+    return ExitsWhenUnpickled()
+
+
+def test_a_trusted_result_whose_unpickling_exits_fails_its_future_and_pool_goes_on():
+    # With trust_results=True a result's pickle runs code in the owner; a SystemExit from it
+    # must neither end the pool's thread nor leave the future waiting for ever.
+    with TransientUnitPoolExecutor(1, PROPS, trust_results=True) as trusting:
+        f = trusting.submit(return_one_that_exits_when_unpickled)
+        with pytest.raises(ResultRefused, match="SystemExit"):
+            f.result(timeout=T)
+        assert trusting.submit(square, 4).result(timeout=T) == 16
 
 
 # -- pickling --------------------------------------------------------------------------------------
