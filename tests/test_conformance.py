@@ -396,12 +396,18 @@ def test_function_of_dynamic_module_in_sys_modules(pool):
         del sys.modules[name]
 
 
+#: this checkout: a script run from elsewhere would import whichever concurrentd is installed
+REPO = Path(__file__).resolve().parent.parent
+
+
 def _run_script(tmp_path, code, *, stdin=None, args=()):
+    """Runs ``code`` as tmp_path/script.py (or from stdin), with this checkout's concurrentd."""
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(code))
     cmd = [sys.executable, *args] + ([] if stdin is not None else [str(script)])
     return subprocess.run(cmd, input=textwrap.dedent(stdin) if stdin is not None else None,
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 
 MAIN_SCRIPT = """
