@@ -21,6 +21,7 @@ def serve(call_fd: int, result_fd: int) -> int:
     """Runs the worker; returns its exit status."""
     for fd in (call_fd, result_fd):
         os.set_inheritable(fd, False)   # not into a task's subprocesses
+    _payload.note_forked()   # before anything of __main__'s is unpickled (the initializer)
     hello = P.read_frame(call_fd)
     if hello is None or hello[0] != P.HELLO:
         return 0

@@ -452,6 +452,127 @@ def test_functions_defined_in_an_interactive_session(tmp_path):
                                          "[True, False]"]
 
 
+# What an initializer defined in __main__ sets is what the tasks read (#16 F11), as in a worker of
+# ProcessPoolExecutor(fork): first what both pools can run, then what only cloudpickle carries.
+INITIALIZER_SCRIPT = """
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrentd import TransientUnitPoolExecutor
+
+    X = None
+    STATE = {}
+
+
+    def init():
+        global X, ONLY_INIT
+        X = 5
+        ONLY_INIT = 7          # a global only the initializer creates
+        STATE["conn"] = "open"
+
+
+    def read_x():
+        return X
+
+
+    def read_only_init():
+        return ONLY_INIT
+
+
+    def read_state():
+        return STATE.get("conn")
+
+
+    def helper():
+        return X
+
+
+    def via_helper():
+        return helper() + 1
+
+
+    class Point:
+        def __init__(self, v):
+            self.v = v
+
+        def times_x(self):
+            return self.v * X
+
+
+    class Outer:
+        class Inner:
+            pass
+
+
+    def check_point(p):
+        return isinstance(p, Point), p.times_x()
+
+
+    def check_inner(i):
+        return isinstance(i, Outer.Inner)
+
+
+    def add(a, b):
+        return a + b + X
+
+
+    def counter():             # a task's own global: kept by its worker, as any other
+        global COUNT
+        COUNT = globals().get("COUNT", 0) + 1
+        return COUNT
+
+
+    def outcome(call, *args):
+        try:
+            return call(*args)
+        except Exception as e:
+            return type(e).__name__
+
+
+    def portable(pool):
+        run = lambda fn, *args: outcome(lambda: pool.submit(fn, *args).result(timeout=20))
+        return [run(read_x), run(read_only_init), run(read_state), run(via_helper),
+                run(check_point, Point(3)), run(Point(4).times_x),
+                run(check_inner, Outer.Inner()),
+                run(functools.partial(add, 1, 2)), run(counter), run(counter),
+                outcome(lambda: list(pool.map(add, [1, 2], [3, 4])))]
+
+
+    def by_value_only(pool):
+        run = lambda fn, *args: outcome(lambda: pool.submit(fn, *args).result(timeout=20))
+
+        def closure(k):
+            return lambda: X + k + ONLY_INIT
+        global LATE
+        LATE = 100             # not in __main__ when the pool started: the owner's, as it is
+
+        def late():
+            return LATE + X
+        out = [run(lambda: X * ONLY_INIT), run(closure(10)), run(late)]
+        LATE = 200
+        return out + [run(late)]
+
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                             initializer=init) as pool:
+        print(portable(pool))
+    with TransientUnitPoolExecutor(1, {"PrivateTmp": True}, initializer=init) as pool:
+        print(portable(pool))
+        print(by_value_only(pool))
+"""
+
+
+@pytest.mark.parametrize("interactive", [False, True], ids=["script", "stdin"])
+def test_globals_an_initializer_in_main_sets_are_the_tasks(tmp_path, interactive):
+    r = _run_script(tmp_path, INITIALIZER_SCRIPT, **(
+        {"stdin": INITIALIZER_SCRIPT, "args": ("-",)} if interactive else {}))
+    assert r.returncode == 0, r.stderr[-3000:]
+    reference, ours, by_value = r.stdout.splitlines()[:3]
+    assert reference == "[5, 7, 'open', 6, (True, 15), 20, True, 8, 1, 2, [9, 11]]"
+    assert ours == reference
+    assert by_value == "[35, 22, 105, 205]"
+
+
 @pytest.mark.xfail(reason="BUG: results travel by plain pickle (multiprocessing's queue): an "
                           "instance of a class the worker got by value (defined in __main__ after "
                           "the pool started) cannot be sent back", strict=True)
