@@ -33,6 +33,7 @@ from . import _cpython
 try:
     # cloudpickle's reducers, whose results _Pickler adjusts (each exists, with the same results,
     # from cloudpickle 2.2 on)
+    _cloudpickle_code_reduce = cloudpickle.cloudpickle._code_reduce
     _cloudpickle_class_reduce = cloudpickle.cloudpickle._class_reduce
     _cloudpickle_reducer_override = cloudpickle.Pickler.reducer_override
 except AttributeError as e:   # pragma: no cover - a cloudpickle that changed them
@@ -70,9 +71,33 @@ def _cloud(obj: Any, forked: Forked | None = None) -> bytes:
     return out.getvalue()
 
 
+def _filename_index() -> int:
+    """Where cloudpickle's reduction of a code object puts its file name, in the arguments of
+    the code type: found once, on a code object of a file name of our own."""
+    _, args = _cloudpickle_code_reduce(compile("pass", "<concurrentd>", "exec"))
+    for index, arg in enumerate(args):
+        if arg in ("<concurrentd>", "<dynamic-code>"):
+            return index
+    raise ImportError("concurrentd does not know this cloudpickle: its code objects hold no "
+                      "file name")
+
+
+_FILENAME_INDEX = _filename_index()
+
+
+def _code_reduce(code: types.CodeType) -> tuple:
+    """cloudpickle's reduction of a code object, with its file name kept: cloudpickle 3 names
+    every one "<dynamic-code>" (so that a payload does not depend on where a function was
+    defined), and a traceback through a function sent by value then showed no file."""
+    make, args = _cloudpickle_code_reduce(code)
+    at = _FILENAME_INDEX
+    return make, (*args[:at], code.co_filename, *args[at + 1:])
+
+
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle's Pickler, for a pool's worker (``forked`` given, see forked_main): what
-    ``__main__`` defines lives in the worker's ``__main__``:
+    """cloudpickle's Pickler, with code that keeps its file name (see _code_reduce), and, for a
+    pool's worker (``forked`` given, see forked_main), with what ``__main__`` defines living in
+    the worker's ``__main__``:
 
     - a function whose globals are ``__main__``'s is made, in the worker, with the worker's
       ``__main__`` as its globals: it reads what the initializer or an earlier task set there,
@@ -92,6 +117,9 @@ class _Pickler(cloudpickle.Pickler):
         self._main = vars(sys.modules["__main__"]) if forked is not None else None
 
     def reducer_override(self, obj: Any) -> Any:
+        # called for (almost) every object pickled: the common case first
+        if type(obj) is types.CodeType:
+            return _code_reduce(obj)
         if self._forked and isinstance(obj, type) and \
                 self._forked.get(obj.__qualname__) is obj:
             # by value (cloudpickle's reduction), but made in the worker as its own class

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -571,6 +573,76 @@ def test_globals_an_initializer_in_main_sets_are_the_tasks(tmp_path, interactive
     assert reference == "[5, 7, 'open', 6, (True, 15), 20, True, 8, 1, 2, [9, 11]]"
     assert ours == reference
     assert by_value == "[35, 22, 105, 205]"
+
+
+# A task's remote traceback shows the file, line and source of a function defined in __main__, as
+# ProcessPoolExecutor's does, also where the unit hides the script (PrivateTmp=, ProtectHome=).
+TRACEBACK_SCRIPT = """
+    import json
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrentd import TransientUnitPoolExecutor
+
+
+    def boom(x):
+        raise ValueError(f"boom {x}")
+
+
+    def cause(pool, fn, *args):
+        return str(pool.submit(fn, *args).exception(timeout=20).__cause__)
+
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        reference = cause(pool, boom, 1)
+    with TransientUnitPoolExecutor(1, PROPERTIES) as pool:
+        ours = cause(pool, boom, 1)
+        by_value = cause(pool, lambda: boom(2))   # made after the pool started
+    print(json.dumps([reference, ours, by_value]))
+"""
+
+
+@pytest.fixture(params=["PrivateTmp", "ProtectHome", "stdin"])
+def hidden_script(request, tmp_path):
+    """(directory of the script, the unit's properties that hide it, run from stdin?)."""
+    if request.param != "ProtectHome":
+        assert str(tmp_path).startswith("/tmp/")   # what PrivateTmp= hides
+        yield tmp_path, {"PrivateTmp": True}, request.param == "stdin"
+        return
+    home = Path("/home") / f"concurrentd-test-{uuid.uuid4().hex[:12]}"
+    home.mkdir()
+    home.chmod(0o755)   # as Debian makes them: only ProtectHome= hides what is in it
+    try:
+        yield home, {"ProtectHome": True}, False
+    finally:
+        shutil.rmtree(home)
+
+
+def _frames_in(text: str, filename: str) -> list[str]:
+    """A traceback's lines from its first frame in ``filename`` on (the task's own frames)."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith(f'  File "{filename}"')),
+                 None)
+    assert first is not None, f"no frame in {filename} in the traceback:\n{text}"
+    return lines[first:]
+
+
+def test_remote_traceback_shows_where_a_function_of_main_raised(hidden_script):
+    directory, properties, from_stdin = hidden_script
+    code = TRACEBACK_SCRIPT.replace("PROPERTIES", repr(properties))
+    r = _run_script(directory, code, **({"stdin": code, "args": ("-",)} if from_stdin else {}))
+    assert r.returncode == 0, r.stderr[-3000:]
+    reference, ours, by_value = json.loads(r.stdout)
+    filename = "<stdin>" if from_stdin else str(directory / "script.py")
+    # the frames of the task: file, line, and the source line where there is a file
+    assert _frames_in(ours, filename) == _frames_in(reference, filename)
+    lines = textwrap.dedent(code).splitlines()
+    at = next(i for i, line in enumerate(lines) if "lambda: boom(2)" in line)
+    frames = _frames_in(by_value, filename)
+    assert frames[0] == f'  File "{filename}", line {at + 1}, in <lambda>'
+    if not from_stdin:
+        assert frames[1].strip() == lines[at].strip()
+        assert 'raise ValueError(f"boom {x}")' in _frames_in(reference, filename)[1]
+    assert frames[-2:] == ["ValueError: boom 2", '"""']
 
 
 @pytest.mark.xfail(reason="BUG: results travel by plain pickle (multiprocessing's queue): an "
