@@ -645,6 +645,45 @@ def test_remote_traceback_shows_where_a_function_of_main_raised(hidden_script):
     assert frames[-2:] == ["ValueError: boom 2", '"""']
 
 
+HELPERS_SCRIPT = """
+    import json
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrentd import TransientUnitPoolExecutor
+    import helper              # imported by the owner, before the pool started
+
+
+    def lazily(x):
+        import late_helper     # imported first in the worker, from the copy the unit sees
+        late_helper.fail(x)
+
+
+    def cause(pool, fn, *args):
+        return str(pool.submit(fn, *args).exception(timeout=20).__cause__)
+
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        reference = [cause(pool, helper.fail, 1), cause(pool, lazily, 2)]
+    with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+        ours = [cause(pool, helper.fail, 1), cause(pool, lazily, 2)]
+    print(json.dumps([reference, ours]))
+"""
+
+
+def test_remote_traceback_through_modules_of_a_hidden_script_directory(tmp_path):
+    # the unit sees a copy of the script directory's code, elsewhere (see _pythonpath)
+    for name in ("helper", "late_helper"):
+        (tmp_path / f"{name}.py").write_text(f"def fail(x):\n    raise KeyError(('{name}', x))\n")
+    r = _run_script(tmp_path, HELPERS_SCRIPT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (ref_helper, ref_lazily), (helper, lazily) = json.loads(r.stdout)
+    helper_file = str(tmp_path / "helper.py")
+    assert _frames_in(helper, helper_file) == _frames_in(ref_helper, helper_file)
+    script = str(tmp_path / "script.py")
+    assert _frames_in(lazily, script) == _frames_in(ref_lazily, script)
+    assert "    raise KeyError(('late_helper', x))" in _frames_in(ref_lazily, script)
+
+
 @pytest.mark.xfail(reason="BUG: results travel by plain pickle (multiprocessing's queue): an "
                           "instance of a class the worker got by value (defined in __main__ after "
                           "the pool started) cannot be sent back", strict=True)
