@@ -684,26 +684,31 @@ def test_remote_traceback_through_modules_of_a_hidden_script_directory(tmp_path)
     assert "    raise KeyError(('late_helper', x))" in _frames_in(ref_lazily, script)
 
 
-@pytest.mark.xfail(reason="BUG: results travel by plain pickle (multiprocessing's queue): an "
-                          "instance of a class the worker got by value (defined in __main__ after "
-                          "the pool started) cannot be sent back", strict=True)
 def test_returning_an_instance_of_a_class_defined_in_main(tmp_path):
+    # Results come back through the owner's allow-list (_results), which takes a class of
+    # __main__ once result_types= names it (it must then exist before the pool); the worker's
+    # instance is of the worker's own class (#16 F11), which pickles by name.
     r = _run_script(tmp_path, """
-        from concurrentd import TransientUnitPoolExecutor
+        from concurrentd import ResultRefused, TransientUnitPoolExecutor
 
-        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
-            class Point:
-                def __init__(self, x, y):
-                    self.x, self.y = x, y
+        class Point:
+            def __init__(self, x, y):
+                self.x, self.y = x, y
 
-            def moved(p):
-                return Point(p.x + 1, p.y)
+        def moved(p):
+            return Point(p.x + 1, p.y)
 
+        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}, result_types=[Point]) as pool:
             p = pool.submit(moved, Point(1, 2)).result(timeout=20)
-            print(type(p).__name__, p.x, p.y)
+            print(type(p) is Point, p.x, p.y)
+        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+            try:
+                pool.submit(moved, Point(1, 2)).result(timeout=20)
+            except ResultRefused as e:
+                print(e.type_name, "result_types=[Point]" in str(e))
     """)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == "Point 2 2"
+    assert r.stdout.splitlines()[:2] == ["True 2 2", "__main__.Point True"]
 
 
 # -- map -------------------------------------------------------------------------------------------
