@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import linecache
 import os
+import stat
 import sys
 import traceback
 from typing import Iterator
@@ -38,13 +39,22 @@ def keep_main_source() -> None:
     which ProcessPoolExecutor's tracebacks show without source lines too."""
     main = sys.modules.get("__main__")
     filename = getattr(main, "__file__", None)
-    if not isinstance(filename, str):
+    if not isinstance(filename, str) or not _readable_without_waiting(filename):
         return
     linecache.checkcache(filename)   # the source as it is now, as a traceback would read it
     if not linecache.getlines(filename, vars(main)):
         return
     size, _, lines, fullname = linecache.cache[filename]
     linecache.cache[filename] = (size, None, lines, fullname)
+
+
+def _readable_without_waiting(filename: str) -> bool:
+    """A regular file, or no file at all (linecache then asks the module's loader: a zip
+    archive's); not a FIFO or a device, whose reading could make the zygote wait for ever."""
+    try:
+        return stat.S_ISREG(os.stat(filename).st_mode)
+    except OSError:
+        return True
 
 
 def note_bound(places: tuple[tuple[str, str], ...]) -> None:

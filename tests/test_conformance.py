@@ -645,6 +645,23 @@ def test_remote_traceback_shows_where_a_function_of_main_raised(hidden_script):
     assert frames[-2:] == ["ValueError: boom 2", '"""']
 
 
+def test_a_script_read_from_a_fifo_starts_its_pool(tmp_path):
+    # Python reads its script from the FIFO once; reading it again for the source of tracebacks
+    # (the zygote does, as the pool starts) would wait for a writer for ever
+    fifo = tmp_path / "script.py"
+    os.mkfifo(fifo)
+    code = textwrap.dedent("""
+        from concurrentd import TransientUnitPoolExecutor
+        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+            print(pool.submit(abs, -3).result(timeout=20))
+    """)
+    threading.Thread(target=fifo.write_text, args=(code,), daemon=True).start()
+    r = subprocess.run([sys.executable, str(fifo)], capture_output=True, text=True, timeout=30,
+                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "3"
+
+
 HELPERS_SCRIPT = """
     import json
     import multiprocessing
