@@ -30,14 +30,21 @@ import cloudpickle
 
 from . import _cpython
 
-try:
-    # cloudpickle's reducers, whose results _Pickler adjusts (each exists, with the same results,
-    # from cloudpickle 2.2 on)
-    _cloudpickle_code_reduce = cloudpickle.cloudpickle._code_reduce
-    _cloudpickle_class_reduce = cloudpickle.cloudpickle._class_reduce
-    _cloudpickle_reducer_override = cloudpickle.Pickler.reducer_override
-except AttributeError as e:   # pragma: no cover - a cloudpickle that changed them
-    raise ImportError(f"concurrentd does not know this cloudpickle ({e})") from e
+
+def _cloudpickle_reducer(name: str) -> Callable:
+    """One of cloudpickle's reducers, whose results _Pickler adjusts: each exists, with the same
+    results, from cloudpickle 2.2 on (in cloudpickle_fast before 3.0)."""
+    for module in (cloudpickle.cloudpickle, getattr(cloudpickle, "cloudpickle_fast", None)):
+        reducer = getattr(module, name, None)
+        if reducer is not None:
+            return reducer
+    raise ImportError(f"concurrentd does not know this cloudpickle ({cloudpickle.__version__}): "
+                      f"it has no {name}")
+
+
+_cloudpickle_code_reduce = _cloudpickle_reducer("_code_reduce")
+_cloudpickle_class_reduce = _cloudpickle_reducer("_class_reduce")
+_cloudpickle_reducer_override = cloudpickle.Pickler.reducer_override
 
 #: A pool's snapshot of __main__ (see forked_main): its classes by name.
 Forked = Mapping[str, type]
