@@ -73,6 +73,7 @@ def _add_classes(found: dict[str, type], namespace: Mapping[str, Any], prefix: s
 
 
 def _cloud(obj: Any, forked: Forked | None = None) -> bytes:
+    """``obj`` by cloudpickle, as _Pickler adjusts it (``forked``: a pool's, see forked_main)."""
     out = io.BytesIO()
     _Pickler(out, forked).dump(obj)
     return out.getvalue()
