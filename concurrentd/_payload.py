@@ -7,6 +7,14 @@ by name).
 
 A call is deserialized only as it runs, in the worker, inside the unit (a pool's worker unpickles
 its call frame as it takes it; a TransientUnitProcess's Task only when it is called).
+
+A pool's worker is a fork of the owner as it was when the pool started (through the zygote), as a
+worker of ProcessPoolExecutor(fork) is a fork of it at its first submit: its ``__main__`` is the
+owner's then, plus what its initializer and tasks do. cloudpickle would give every function sent
+by value a globals dict of its own, so that a global the initializer set was not what a task read
+(#16 F11). For a pool, what ``__main__`` defines lives in the worker's own ``__main__`` instead
+(see _Pickler): a name it had from its fork is the worker's, a name it lacked then comes with
+each call that uses it, at the owner's value of the moment.
 """
 
 from __future__ import annotations
@@ -18,14 +26,188 @@ import socket
 import sys
 import threading
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import cloudpickle
 
 from . import _cpython
 
-def _cloud(obj: Any) -> bytes:
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+def _cloudpickle_reducer(name: str) -> Callable:
+    """One of cloudpickle's reducers, whose results _Pickler adjusts: each exists, with the same
+    results, from cloudpickle 2.2 on (in cloudpickle_fast before 3.0)."""
+    for module in (cloudpickle.cloudpickle, getattr(cloudpickle, "cloudpickle_fast", None)):
+        reducer = getattr(module, name, None)
+        if reducer is not None:
+            return reducer
+    raise ImportError(f"concurrentd does not know this cloudpickle ({cloudpickle.__version__}): "
+                      f"it has no {name}")
+
+
+_cloudpickle_code_reduce = _cloudpickle_reducer("_code_reduce")
+_cloudpickle_class_reduce = _cloudpickle_reducer("_class_reduce")
+_cloudpickle_reducer_override = cloudpickle.Pickler.reducer_override
+
+#: A pool's snapshot of __main__ (see forked_main): its classes by name.
+Forked = Mapping[str, type]
+
+
+def forked_main() -> Forked:
+    """The classes ``__main__`` defines (nested ones too), by qualified name, as a pool's workers
+    will have them: taken as the pool starts, before its zygote's fork (no code of the user's
+    runs in between). A class of this snapshot travels to a worker as the worker's own (see
+    _Pickler)."""
+    found: dict[str, type] = {}
+    main = sys.modules.get("__main__")
+    if main is not None:
+        _add_classes(found, vars(main), "")
+    return found
+
+
+def _add_classes(found: dict[str, type], namespace: Mapping[str, Any], prefix: str) -> None:
+    """The classes defined in ``namespace`` (a module's or a class's) under their own names."""
+    for name, obj in list(namespace.items()):
+        qualname = prefix + name
+        if isinstance(obj, type) and obj.__module__ == "__main__" and \
+                obj.__qualname__ == qualname and qualname not in found:
+            found[qualname] = obj
+            _add_classes(found, vars(obj), qualname + ".")
+
+
+def _cloud(obj: Any, forked: Forked | None = None) -> bytes:
+    """``obj`` by cloudpickle, as _Pickler adjusts it (``forked``: a pool's, see forked_main)."""
+    out = io.BytesIO()
+    _Pickler(out, forked).dump(obj)
+    return out.getvalue()
+
+
+def _filename_index() -> int:
+    """Where cloudpickle's reduction of a code object puts its file name, in the arguments of
+    the code type: found once, on a code object of a file name of our own."""
+    _, args = _cloudpickle_code_reduce(compile("pass", "<concurrentd>", "exec"))
+    for index, arg in enumerate(args):
+        if arg in ("<concurrentd>", "<dynamic-code>"):
+            return index
+    raise ImportError("concurrentd does not know this cloudpickle: its code objects hold no "
+                      "file name")
+
+
+_FILENAME_INDEX = _filename_index()
+
+
+def _code_reduce(code: types.CodeType) -> tuple:
+    """cloudpickle's reduction of a code object, with its file name kept: cloudpickle 3 names
+    every one "<dynamic-code>" (so that a payload does not depend on where a function was
+    defined), and a traceback through a function sent by value then showed no file."""
+    make, args = _cloudpickle_code_reduce(code)
+    at = _FILENAME_INDEX
+    return make, (*args[:at], code.co_filename, *args[at + 1:])
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's Pickler, with code that keeps its file name (see _code_reduce), and, for a
+    pool's worker (``forked`` given, see forked_main), with what ``__main__`` defines living in
+    the worker's ``__main__``:
+
+    - a function whose globals are ``__main__``'s is made, in the worker, with the worker's
+      ``__main__`` as its globals: it reads what the initializer or an earlier task set there,
+      and its ``global`` statements set it there. The globals it is sent with (cloudpickle
+      takes every one its code names) are set there only if ``__main__`` lacked them when the
+      worker was forked (see _set_main_function_state);
+    - a class of ``forked`` is the worker's own class: an instance sent along and the name a
+      task reads are one class, and the worker's (an isinstance() holds in the task). Its
+      methods still travel, for the globals they bring, but do not replace the worker's.
+
+    Functions and classes of other modules are cloudpickle's business as before.
+    """
+
+    def __init__(self, file: io.BytesIO, forked: Forked | None = None):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._forked = forked
+        self._main = vars(sys.modules["__main__"]) if forked is not None else None
+
+    def reducer_override(self, obj: Any) -> Any:
+        # called for (almost) every object pickled: the common case first
+        if type(obj) is types.CodeType:
+            return _code_reduce(obj)
+        if self._forked and isinstance(obj, type) and \
+                self._forked.get(obj.__qualname__) is obj:
+            # by value (cloudpickle's reduction), but made in the worker as its own class
+            _, _, state, *_ = _cloudpickle_class_reduce(obj)
+            return _forked_class, (obj.__qualname__,), state, None, None, _keep_forked_class
+        return _cloudpickle_reducer_override(self, obj)
+
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple:
+        reduced = super()._dynamic_function_reduce(func)
+        if func.__globals__ is not self._main:
+            return reduced
+        _, args, state, *_ = reduced
+        return _main_function, args, state, None, None, _set_main_function_state
+
+
+# -- in the worker: what a pool's _Pickler sends is made in the worker's __main__ -------------
+
+#: The names __main__ had when this process was forked (its pool's start): set by note_forked().
+_forked_names: frozenset[str] = frozenset()
+
+
+def note_forked() -> None:
+    """In a pool's worker, before its initializer: the names its ``__main__`` has from the
+    owner's, which the worker keeps against what calls bring (see _set_main_function_state)."""
+    global _forked_names
+    _forked_names = frozenset(vars(sys.modules["__main__"]))
+
+
+def _main_function(code: types.CodeType, base_globals: dict, name: str | None,
+                   argdefs: tuple | None, closure: tuple | None) -> types.FunctionType:
+    """cloudpickle's making of a function sent by value, with the worker's own ``__main__`` as
+    its globals instead of ``base_globals``, a dict of its own."""
+    return types.FunctionType(code, vars(sys.modules["__main__"]), name, argdefs, closure)
+
+
+def _set_main_function_state(func: types.FunctionType, state: tuple) -> None:
+    """cloudpickle's _function_setstate for a function made by _main_function: its attributes
+    and closure as sent; of the globals it was sent with, those ``__main__`` lacked when the
+    worker was forked (made by the owner after the pool started: their value now is the
+    owner's), never those it had (the worker's own, set by its initializer or its tasks, as
+    in a forked ProcessPoolExecutor worker)."""
+    attrs, slots = state
+    slots = dict(slots)
+    main = func.__globals__
+    for key, value in slots.pop("__globals__").items():
+        if key not in _forked_names or key not in main:
+            main[key] = value
+    cells = slots.pop("__closure__", None)
+    slots.pop("_cloudpickle_submodules", None)   # only held them, to import them first
+    func.__dict__.update(attrs)
+    for cell, sent in zip(func.__closure__ or (), cells or ()):
+        try:
+            cell.cell_contents = sent.cell_contents
+        except ValueError:   # an empty cell (a variable not assigned yet)
+            pass
+    for key, value in slots.items():
+        setattr(func, key, value)
+
+
+def _forked_class(qualname: str) -> type:
+    """The worker's own class of that qualified name in ``__main__``, which it had from its
+    fork (looked up in the namespaces, as forked_main found it)."""
+    cls: Any = sys.modules["__main__"]
+    for part in qualname.split("."):
+        cls = vars(cls).get(part)
+        if not isinstance(cls, type):
+            break
+    if not isinstance(cls, type):
+        raise pickle.UnpicklingError(
+            f"__main__.{qualname} is not a class in the worker anymore (its initializer or a "
+            "task rebound that name), but a call sends an instance of that class")
+    return cls
+
+
+def _keep_forked_class(cls: type, state: Any) -> type:
+    """The worker's class keeps its own attributes: the methods sent along were made only for
+    the globals they bring (see _set_main_function_state)."""
+    return cls
 
 
 def _plain(obj: Any) -> bytes | None:
@@ -38,22 +220,25 @@ def _plain(obj: Any) -> bytes | None:
     return None if b"__main__" in blob else blob
 
 
-def encode(payload: Any, fn: Callable | None = None) -> tuple[bool, bytes]:
+def encode(payload: Any, fn: Callable | None = None,
+           forked: Forked | None = None) -> tuple[bool, bytes]:
     """``payload`` for a worker, as (by cloudpickle?, bytes): plain pickle where a worker reads
     it back the same, cloudpickle where it must. ``fn``: the function the payload calls, whose
-    module, if made at run time, goes by value."""
+    module, if made at run time, goes by value. ``forked``: for a pool's worker, its pool's
+    forked_main() (what ``__main__`` defines then lives in the worker's ``__main__``)."""
     module = None if fn is None else _run_time_module(_target(fn))
     if module is not None:
         # cloudpickle takes whatever is in sys.modules by reference, unless told
         cloudpickle.register_pickle_by_value(module)
-        return True, _cloud(payload)
+        return True, _cloud(payload, forked)
     blob = _plain(payload)
-    return (True, _cloud(payload)) if blob is None else (False, blob)
+    return (True, _cloud(payload, forked)) if blob is None else (False, blob)
 
 
-def encode_call(fn: Callable, args: tuple, kwargs: dict) -> tuple[bool, bytes]:
+def encode_call(fn: Callable, args: tuple, kwargs: dict,
+                forked: Forked | None = None) -> tuple[bool, bytes]:
     """``fn(*args, **kwargs)`` for a worker's call pipe, pickled once (see encode)."""
-    return encode((fn, args, kwargs), fn)
+    return encode((fn, args, kwargs), fn, forked)
 
 
 def loads(cloud: bool, blob: bytes) -> Any:

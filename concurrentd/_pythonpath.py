@@ -48,6 +48,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from . import _sources
 from ._unitfiles import code_copy
 from .systemd._syntax import parse_boolean, split_words
 
@@ -383,6 +384,9 @@ class Rewrite:
 
     def __init__(self, mapping: PathMap):
         self.sys_path = [remap(p, mapping) for p in sys.path] if mapping else None
+        #: the directories the unit sees elsewhere, for the tracebacks (see _sources)
+        self.bound = tuple((old, new) for old, new in mapping
+                           if old and new.startswith(MOUNT_BASE + "/"))
         self.lists: list[tuple[list, list]] = []
         if not mapping:
             return
@@ -399,6 +403,7 @@ class Rewrite:
         """In a worker, inside the unit: later imports find the bound copies."""
         if self.sys_path is None:
             return
+        _sources.note_bound(self.bound)
         sys.path[:] = self.sys_path
         sys.path_importer_cache.clear()
         for path, new in self.lists:

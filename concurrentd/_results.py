@@ -32,11 +32,10 @@ import ipaddress
 import pathlib
 import pickle
 import sys
-import traceback
 import uuid
 from typing import Any, Callable, Iterable
 
-from . import _cpython
+from . import _cpython, _sources
 from ._core import ffi, lib
 
 class _CheckedUUID(uuid.UUID):
@@ -374,7 +373,7 @@ def encode_result(value: Any) -> bytes:
 def encode_exception(exc: BaseException) -> bytes:
     """The record the owner rebuilds ``exc`` from: plain values only, so that a refused type in
     its args costs the exception's class and traceback nothing."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = _sources.format_exception(exc)
     cls = type(exc)
     args, state = _reduced(exc)
     try:

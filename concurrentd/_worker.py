@@ -37,6 +37,7 @@ def serve(call_fd: int, result_fd: int, start: Start) -> int:
     """Runs the worker; returns its exit status."""
     for fd in (call_fd, result_fd):
         os.set_inheritable(fd, False)   # not into a task's subprocesses
+    _payload.note_forked()   # before anything of __main__'s is unpickled
     try:
         return _serve(call_fd, result_fd, start)
     finally:

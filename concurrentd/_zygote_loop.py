@@ -3,6 +3,7 @@
     zygote                                                   worker
     ──────
     no terminal: /dev/null, the output pipes; close the rest
+    __main__'s source into linecache (see _sources)
     wait for the anchor; EntryPlan.from_pid(anchor)
     enter(plan) (C, once; a pool's zygote), non-dumpable
     fork a spare ─────────────────────────────────────────▶  wait for a request, confined
@@ -39,7 +40,7 @@ import socket
 import sys
 from typing import Callable
 
-from . import _cpython, _pythonpath, _sys, _worker
+from . import _cpython, _pythonpath, _sources, _sys, _worker
 from . import _protocol as P
 from ._entry import EnterError, EntryPlan, add_sched_reset, enter, install_filters
 
@@ -67,6 +68,8 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
     os.setsid()
     # Nothing of the owner's reaches the unit: not its D-Bus connection, not its open files.
     _close_fds_except(keep)
+    # While systemd sets the unit up, and before the unit may hide it: the script's source.
+    _sources.keep_main_source()
     if not select.select([sock], [], [], 0)[0]:   # the unit is not there yet
         EntryPlan.rehearse()
     msg = sock.recv(P.ANCHOR.size + 4096)

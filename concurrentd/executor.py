@@ -186,6 +186,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             max_workers = len(os.sched_getaffinity(0)) or 1
         self._max_workers = max_workers
         start = _worker.Start(initializer, tuple(initargs), max_tasks_per_child, max_result_size)
+        # What __main__ holds as the zygote is forked (below): the workers' own from then on.
+        self._forked_main = _payload.forked_main()
         limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
 
         session = UnitSession.begin(properties, unit_name=unit_name, unit=unit, enters=True,
@@ -235,7 +237,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         manager = self._executor_manager_thread
         future = Future()
         try:
-            cloud, blob = _payload.encode_call(fn, args, kwargs)
+            cloud, blob = _payload.encode_call(fn, args, kwargs, self._forked_main)
         except Exception as e:   # noqa: BLE001 - as ProcessPoolExecutor: the future fails
             cloud, blob, error = False, b"", e
         else:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -419,12 +421,18 @@ def test_function_of_dynamic_module_in_sys_modules(pool):
         del sys.modules[name]
 
 
+#: this checkout: a script run from elsewhere would import whichever concurrentd is installed
+REPO = Path(__file__).resolve().parent.parent
+
+
 def _run_script(tmp_path, code, *, stdin=None, args=()):
+    """Runs ``code`` as tmp_path/script.py (or from stdin), with this checkout's concurrentd."""
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(code))
     cmd = [sys.executable, *args] + ([] if stdin is not None else [str(script)])
     return subprocess.run(cmd, input=textwrap.dedent(stdin) if stdin is not None else None,
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 
 MAIN_SCRIPT = """
@@ -469,26 +477,278 @@ def test_functions_defined_in_an_interactive_session(tmp_path):
                                          "[True, False]"]
 
 
-@pytest.mark.xfail(reason="BUG: results travel by plain pickle (multiprocessing's queue): an "
-                          "instance of a class the worker got by value (defined in __main__ after "
-                          "the pool started) cannot be sent back", strict=True)
-def test_returning_an_instance_of_a_class_defined_in_main(tmp_path):
-    r = _run_script(tmp_path, """
+# What an initializer defined in __main__ sets is what the tasks read (#16 F11), as in a worker of
+# ProcessPoolExecutor(fork): first what both pools can run, then what only cloudpickle carries.
+INITIALIZER_SCRIPT = """
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrentd import TransientUnitPoolExecutor
+
+    X = None
+    STATE = {}
+
+
+    def init():
+        global X, ONLY_INIT
+        X = 5
+        ONLY_INIT = 7          # a global only the initializer creates
+        STATE["conn"] = "open"
+
+
+    def read_x():
+        return X
+
+
+    def read_only_init():
+        return ONLY_INIT
+
+
+    def read_state():
+        return STATE.get("conn")
+
+
+    def helper():
+        return X
+
+
+    def via_helper():
+        return helper() + 1
+
+
+    class Point:
+        def __init__(self, v):
+            self.v = v
+
+        def times_x(self):
+            return self.v * X
+
+
+    class Outer:
+        class Inner:
+            pass
+
+
+    def check_point(p):
+        return isinstance(p, Point), p.times_x()
+
+
+    def check_inner(i):
+        return isinstance(i, Outer.Inner)
+
+
+    def add(a, b):
+        return a + b + X
+
+
+    def counter():             # a task's own global: kept by its worker, as any other
+        global COUNT
+        COUNT = globals().get("COUNT", 0) + 1
+        return COUNT
+
+
+    def outcome(call, *args):
+        try:
+            return call(*args)
+        except Exception as e:
+            return type(e).__name__
+
+
+    def portable(pool):
+        run = lambda fn, *args: outcome(lambda: pool.submit(fn, *args).result(timeout=20))
+        return [run(read_x), run(read_only_init), run(read_state), run(via_helper),
+                run(check_point, Point(3)), run(Point(4).times_x),
+                run(check_inner, Outer.Inner()),
+                run(functools.partial(add, 1, 2)), run(counter), run(counter),
+                outcome(lambda: list(pool.map(add, [1, 2], [3, 4])))]
+
+
+    def by_value_only(pool):
+        run = lambda fn, *args: outcome(lambda: pool.submit(fn, *args).result(timeout=20))
+
+        def closure(k):
+            return lambda: X + k + ONLY_INIT
+        global LATE
+        LATE = 100             # not in __main__ when the pool started: the owner's, as it is
+
+        def late():
+            return LATE + X
+        out = [run(lambda: X * ONLY_INIT), run(closure(10)), run(late)]
+        LATE = 200
+        return out + [run(late)]
+
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                             initializer=init) as pool:
+        print(portable(pool))
+    with TransientUnitPoolExecutor(1, {"PrivateTmp": True}, initializer=init) as pool:
+        print(portable(pool))
+        print(by_value_only(pool))
+"""
+
+
+@pytest.mark.parametrize("interactive", [False, True], ids=["script", "stdin"])
+def test_globals_an_initializer_in_main_sets_are_the_tasks(tmp_path, interactive):
+    r = _run_script(tmp_path, INITIALIZER_SCRIPT, **(
+        {"stdin": INITIALIZER_SCRIPT, "args": ("-",)} if interactive else {}))
+    assert r.returncode == 0, r.stderr[-3000:]
+    reference, ours, by_value = r.stdout.splitlines()[:3]
+    assert reference == "[5, 7, 'open', 6, (True, 15), 20, True, 8, 1, 2, [9, 11]]"
+    assert ours == reference
+    assert by_value == "[35, 22, 105, 205]"
+
+
+# A task's remote traceback shows the file, line and source of a function defined in __main__, as
+# ProcessPoolExecutor's does, also where the unit hides the script (PrivateTmp=, ProtectHome=).
+TRACEBACK_SCRIPT = """
+    import json
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrentd import TransientUnitPoolExecutor
+
+
+    def boom(x):
+        raise ValueError(f"boom {x}")
+
+
+    def cause(pool, fn, *args):
+        return str(pool.submit(fn, *args).exception(timeout=20).__cause__)
+
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        reference = cause(pool, boom, 1)
+    with TransientUnitPoolExecutor(1, PROPERTIES) as pool:
+        ours = cause(pool, boom, 1)
+        by_value = cause(pool, lambda: boom(2))   # made after the pool started
+    print(json.dumps([reference, ours, by_value]))
+"""
+
+
+@pytest.fixture(params=["PrivateTmp", "ProtectHome", "stdin"])
+def hidden_script(request, tmp_path):
+    """(directory of the script, the unit's properties that hide it, run from stdin?)."""
+    if request.param != "ProtectHome":
+        assert str(tmp_path).startswith("/tmp/")   # what PrivateTmp= hides
+        yield tmp_path, {"PrivateTmp": True}, request.param == "stdin"
+        return
+    home = Path("/home") / f"concurrentd-test-{uuid.uuid4().hex[:12]}"
+    home.mkdir()
+    home.chmod(0o755)   # as Debian makes them: only ProtectHome= hides what is in it
+    try:
+        yield home, {"ProtectHome": True}, False
+    finally:
+        shutil.rmtree(home)
+
+
+def _frames_in(text: str, filename: str) -> list[str]:
+    """A traceback's lines from its first frame in ``filename`` on (the task's own frames)."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith(f'  File "{filename}"')),
+                 None)
+    assert first is not None, f"no frame in {filename} in the traceback:\n{text}"
+    return lines[first:]
+
+
+def test_remote_traceback_shows_where_a_function_of_main_raised(hidden_script):
+    directory, properties, from_stdin = hidden_script
+    code = TRACEBACK_SCRIPT.replace("PROPERTIES", repr(properties))
+    r = _run_script(directory, code, **({"stdin": code, "args": ("-",)} if from_stdin else {}))
+    assert r.returncode == 0, r.stderr[-3000:]
+    reference, ours, by_value = json.loads(r.stdout)
+    filename = "<stdin>" if from_stdin else str(directory / "script.py")
+    # the frames of the task: file, line, and the source line where there is a file
+    assert _frames_in(ours, filename) == _frames_in(reference, filename)
+    lines = textwrap.dedent(code).splitlines()
+    at = next(i for i, line in enumerate(lines) if "lambda: boom(2)" in line)
+    frames = _frames_in(by_value, filename)
+    assert frames[0] == f'  File "{filename}", line {at + 1}, in <lambda>'
+    if not from_stdin:
+        assert frames[1].strip() == lines[at].strip()
+        assert 'raise ValueError(f"boom {x}")' in _frames_in(reference, filename)[1]
+    assert frames[-2:] == ["ValueError: boom 2", '"""']
+
+
+def test_a_script_read_from_a_fifo_starts_its_pool(tmp_path):
+    # Python reads its script from the FIFO once; reading it again for the source of tracebacks
+    # (the zygote does, as the pool starts) would wait for a writer for ever
+    fifo = tmp_path / "script.py"
+    os.mkfifo(fifo)
+    code = textwrap.dedent("""
         from concurrentd import TransientUnitPoolExecutor
-
         with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
-            class Point:
-                def __init__(self, x, y):
-                    self.x, self.y = x, y
+            print(pool.submit(abs, -3).result(timeout=20))
+    """)
+    threading.Thread(target=fifo.write_text, args=(code,), daemon=True).start()
+    r = subprocess.run([sys.executable, str(fifo)], capture_output=True, text=True, timeout=30,
+                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "3"
 
-            def moved(p):
-                return Point(p.x + 1, p.y)
 
+HELPERS_SCRIPT = """
+    import json
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrentd import TransientUnitPoolExecutor
+    import helper              # imported by the owner, before the pool started
+
+
+    def lazily(x):
+        import late_helper     # imported first in the worker, from the copy the unit sees
+        late_helper.fail(x)
+
+
+    def cause(pool, fn, *args):
+        return str(pool.submit(fn, *args).exception(timeout=20).__cause__)
+
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        reference = [cause(pool, helper.fail, 1), cause(pool, lazily, 2)]
+    with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+        ours = [cause(pool, helper.fail, 1), cause(pool, lazily, 2)]
+    print(json.dumps([reference, ours]))
+"""
+
+
+def test_remote_traceback_through_modules_of_a_hidden_script_directory(tmp_path):
+    # the unit sees a copy of the script directory's code, elsewhere (see _pythonpath)
+    for name in ("helper", "late_helper"):
+        (tmp_path / f"{name}.py").write_text(f"def fail(x):\n    raise KeyError(('{name}', x))\n")
+    r = _run_script(tmp_path, HELPERS_SCRIPT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (ref_helper, ref_lazily), (helper, lazily) = json.loads(r.stdout)
+    helper_file = str(tmp_path / "helper.py")
+    assert _frames_in(helper, helper_file) == _frames_in(ref_helper, helper_file)
+    script = str(tmp_path / "script.py")
+    assert _frames_in(lazily, script) == _frames_in(ref_lazily, script)
+    assert "    raise KeyError(('late_helper', x))" in _frames_in(ref_lazily, script)
+
+
+def test_returning_an_instance_of_a_class_defined_in_main(tmp_path):
+    # Results come back through the owner's allow-list (_results), which takes a class of
+    # __main__ once result_types= names it (it must then exist before the pool); the worker's
+    # instance is of the worker's own class (#16 F11), which pickles by name.
+    r = _run_script(tmp_path, """
+        from concurrentd import ResultRefused, TransientUnitPoolExecutor
+
+        class Point:
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+
+        def moved(p):
+            return Point(p.x + 1, p.y)
+
+        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}, result_types=[Point]) as pool:
             p = pool.submit(moved, Point(1, 2)).result(timeout=20)
-            print(type(p).__name__, p.x, p.y)
+            print(type(p) is Point, p.x, p.y)
+        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+            try:
+                pool.submit(moved, Point(1, 2)).result(timeout=20)
+            except ResultRefused as e:
+                print(e.type_name, "result_types=[Point]" in str(e))
     """)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == "Point 2 2"
+    assert r.stdout.splitlines()[:2] == ["True 2 2", "__main__.Point True"]
 
 
 # -- map -------------------------------------------------------------------------------------------

@@ -76,3 +76,10 @@ def test_an_unpicklable_argument_raises_at_encoding():
 def test_a_task_round_trips_what_plain_pickle_cannot():
     task = _payload.Task(_closure())
     assert pickle.loads(pickle.dumps(task))() == 1
+
+
+def test_code_sent_by_value_keeps_its_file_name():
+    # cloudpickle 3 names it "<dynamic-code>": a worker's traceback would show no file
+    cloud, (fn, _, _) = _decoded(lambda: lambda: 1)
+    assert cloud and fn.__code__.co_filename == __file__
+    assert fn().__code__.co_filename == __file__   # a code object within another
