@@ -50,3 +50,10 @@ def end_as_a_fork_child() -> None:
     util = sys.modules.get("multiprocessing.util")
     if util is not None:
         util._exit_function()
+
+
+def multiprocessing_reducers() -> dict:
+    """How multiprocessing pickles what it passes to a spawned process by fd (a Connection, a
+    socket): the reducers its ForkingPickler adds to copyreg's, by type."""
+    from multiprocessing import reduction
+    return dict(reduction.ForkingPickler._extra_reducers)

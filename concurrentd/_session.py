@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Mapping
 
-from . import _deaths, _pythonpath, _worker
+from . import _deaths, _fresh, _pythonpath, _worker
 from ._entry import EntryPlan, anchor_argv
 from ._entry.enter import anchor_exited
 from ._entry.plan import AnchorGone
@@ -78,7 +78,8 @@ class UnitSession:
     @classmethod
     def begin(cls, properties: Mapping[str, Any], *, unit_name: str | None = None,
               unit: str | None = None, enters: bool = True, max_workers: int = 0,
-              import_binds: Any = True, start: _worker.Start | None = None) -> "UnitSession":
+              import_binds: Any = True, start: _worker.Start | None = None,
+              fresh: _fresh.Fresh | None = None) -> "UnitSession":
         """Starts (or joins) the unit and forks the zygote; returns while systemd may still be
         setting the unit up (call finish()).
 
@@ -87,6 +88,7 @@ class UnitSession:
                 own (a TransientUnitProcess's own unit).
             max_workers: a pool's size (the zygote keeps a spare while fewer run).
             start: how a pool's workers start (the zygote's fork carries it to them).
+            fresh: the zygote is a fresh interpreter, not a fork of this process (see _fresh).
             import_binds: see TransientUnitPoolExecutor.
         """
         if os.geteuid() != 0:
@@ -121,7 +123,7 @@ class UnitSession:
             # systemd sets the unit up (~10 ms with a sandbox): meanwhile, the zygote's fork,
             # which waits for the anchor.
             session.zygote = Zygote(path_map, enters=enters, max_workers=max_workers,
-                                    start=start)
+                                    start=start, fresh=fresh)
         except BaseException:
             session.release()
             raise

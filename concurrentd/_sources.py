@@ -33,16 +33,19 @@ from typing import Iterator
 _bound: tuple[tuple[str, str], ...] = ()
 
 
-def keep_main_source() -> None:
+def keep_main_source(filename: str | None = None) -> None:
     """Reads ``__main__``'s source (one file: the script, or the module of ``python -m``) into
     linecache, for good. Nothing for a ``__main__`` without a file (``-c``, stdin, the REPL),
-    which ProcessPoolExecutor's tracebacks show without source lines too."""
+    which ProcessPoolExecutor's tracebacks show without source lines too. ``filename``: the
+    owner's script, in a zygote whose ``__main__`` is not the owner's (a fresh interpreter)."""
     main = sys.modules.get("__main__")
-    filename = getattr(main, "__file__", None)
+    module_globals = vars(main) if main is not None and filename is None else None
+    if filename is None:
+        filename = getattr(main, "__file__", None)
     if not isinstance(filename, str) or not _readable_without_waiting(filename):
         return
     linecache.checkcache(filename)   # the source as it is now, as a traceback would read it
-    if not linecache.getlines(filename, vars(main)):
+    if not linecache.getlines(filename, module_globals):
         return
     size, _, lines, fullname = linecache.cache[filename]
     linecache.cache[filename] = (size, None, lines, fullname)

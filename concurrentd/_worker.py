@@ -27,6 +27,7 @@ class Start(NamedTuple):
     initargs: tuple
     max_tasks: int | None
     max_result: int
+    preload: tuple[str, ...] = ()   # modules the zygote imports before it enters the unit
 
     def fds(self) -> set[int]:
         """The open fds the initializer and its arguments hold (a Queue's pipe, a socket)."""

@@ -37,7 +37,7 @@ import signal
 import socket
 import sys
 
-from . import _pythonpath, _worker, _zygote_loop
+from . import _fresh, _pythonpath, _worker, _zygote_loop
 from . import _protocol as P
 from ._deaths import how_it_ended
 from ._entry import EnterError, EntryPlan
@@ -67,17 +67,20 @@ class Zygote:
     """
 
     def __init__(self, path_map: PathMap = (), *, enters: bool = True, max_workers: int = 0,
-                 start: _worker.Start | None = None):
+                 start: _worker.Start | None = None, fresh: _fresh.Fresh | None = None):
         self.entered = enters
         #: with an entered zygote: each worker installs the unit's seccomp filters itself
         self.filters_per_worker = False
         self.status: int | None = None   # the zygote's exit status, once reaped
         self._report: bytes | None = None   # its READY record, once received
+        self.output = OutputPipes()
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if fresh is not None:
+            self._spawn(fresh, path_map, enters, max_workers, theirs)
+            return
         # Where the workers will import from inside the unit: computed here, where reading every
         # module costs no copy-on-write fault.
         rewrite = _pythonpath.Rewrite(path_map)
-        self.output = OutputPipes()
-        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         extra_stdio = _std_stream_fds()
         owner = os.getpid()
         try:
@@ -98,6 +101,25 @@ class Zygote:
             finally:
                 os._exit(code)
         theirs.close()
+        self.output.start()
+        self._pidfd = os.pidfd_open(self.pid)
+
+    def _spawn(self, fresh: _fresh.Fresh, path_map: PathMap, enters: bool, max_workers: int,
+               theirs: socket.socket) -> None:
+        """The zygote as a fresh interpreter (see _fresh)."""
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        setup = _fresh.Setup(list(sys.path), tuple(path_map), enters, os.getpid(), max_workers,
+                             fresh.start,
+                             os.path.abspath(main_file) if isinstance(main_file, str) else None,
+                             fresh.fds)
+        try:
+            self.pid = _fresh.spawn(setup, *self.output.ends_for_zygote, theirs.fileno())
+        except OSError:
+            self._sock.close()
+            self.output.discard()
+            raise
+        finally:
+            theirs.close()
         self.output.start()
         self._pidfd = os.pidfd_open(self.pid)
 

@@ -32,6 +32,7 @@ its workers enters on its own after reading its Process object.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import pickle
 import select
@@ -68,8 +69,11 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
     os.setsid()
     # Nothing of the owner's reaches the unit: not its D-Bus connection, not its open files.
     _close_fds_except(keep)
-    # While systemd sets the unit up, and before the unit may hide it: the script's source.
+    # While systemd sets the unit up, and before the unit may hide it: the script's source,
+    # and the modules the pool asked to import ahead.
     _sources.keep_main_source()
+    for name in start.preload if start is not None else ():
+        importlib.import_module(name)
     if not select.select([sock], [], [], 0)[0]:   # the unit is not there yet
         EntryPlan.rehearse()
     msg = sock.recv(P.ANCHOR.size + 4096)

@@ -21,15 +21,18 @@ the pids limit), and the BrokenProcessPool says which unit, which signal, and wh
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import multiprocessing
 import os
 import sys
+import threading
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _manager, _payload, _protocol, _worker
+from . import _fresh, _manager, _payload, _protocol, _worker
 from ._manager import PoolManager, WorkItem
 from ._results import ResultPolicy
 from ._session import DEFAULT_START_TIMEOUT, UnitSession
@@ -82,17 +85,43 @@ DEFAULT_MAX_RESULT_SIZE = 64 << 20
 DEFAULT_STALL_TIMEOUT = 30.0
 
 
-def _fork_context(mp_context: Any) -> Any:
-    """The multiprocessing context the pool reports: the one given, which must fork."""
+_LOG = logging.getLogger("concurrentd")
+_said_fresh = False
+
+
+def _start_mode(mp_context: Any) -> tuple[Any, bool]:
+    """The pool's multiprocessing context as it reports it, and whether its zygote is a fresh
+    interpreter: a fork context forks the zygote from this process; spawn or forkserver start a
+    new Python; none forks, unless this process runs threads of its own (a fork could deadlock),
+    and then says so once."""
+    global _said_fresh
     if mp_context is None:
-        return multiprocessing.get_context("fork")
+        threads = [t.name for t in threading.enumerate()
+                   if t is not threading.main_thread() and not t.name.startswith("concurrentd-")]
+        if not threads:
+            return multiprocessing.get_context("fork"), False
+        if not _said_fresh:
+            _said_fresh = True
+            _LOG.warning("concurrentd: this process runs other threads (%s): pools without "
+                         "mp_context= start their zygote as a fresh interpreter, not a fork of "
+                         "this process (mp_context=multiprocessing.get_context('fork') forks)",
+                         ", ".join(threads[:3]) + (", …" if len(threads) > 3 else ""))
+        return multiprocessing.get_context("forkserver"), True
     method = getattr(mp_context, "get_start_method", None)
     if method is None:
         raise TypeError(f"mp_context must be a multiprocessing context (not {mp_context!r})")
-    if method() != "fork":
-        raise ValueError(f"mp_context: workers are forked from a process inside the unit; a "
-                         f"{method()!r} context is not supported (give a fork context or none)")
-    return mp_context
+    if method() not in ("fork", "spawn", "forkserver"):
+        raise ValueError(f"mp_context: unknown start method {method()!r}")
+    return mp_context, method() != "fork"
+
+
+def _check_preload(preload: Iterable[str]) -> tuple[str, ...]:
+    names = (preload,) if isinstance(preload, str) else tuple(preload)
+    for name in names:
+        if not isinstance(name, str) or importlib.util.find_spec(name) is None:
+            raise ValueError(f"preload: no module named {name!r} (give module names the owner "
+                             "can import, e.g. preload=['numpy'])")
+    return names
 
 
 class TransientUnitPoolExecutor(ProcessPoolExecutor):
@@ -107,8 +136,14 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         unit_name: the transient unit's name (default: unique, ``concurrentd-<pid>-…service``).
         unit: instead of starting a unit, join this running one (it is never stopped by the pool).
         initializer, initargs: called in each worker, inside the unit, before its first task.
-        mp_context: ProcessPoolExecutor's start-method context. Workers are forked from a
-            zygote inside the unit: a "fork" context (or None) is accepted, others are refused.
+        mp_context: how the zygote (the process inside the unit that forks every worker)
+            starts. A "fork" context: forked from this process, with its modules and memory
+            (fast; the initializer and initargs are inherited). "spawn" or "forkserver": a fresh
+            interpreter, which has none of this process's memory and imports what calls name
+            (initargs are pickled). None: fork, unless this process runs other threads (a fork
+            could deadlock): then a fresh interpreter, said once in the "concurrentd" log.
+        preload: modules the zygote imports before it enters the unit (while systemd sets it
+            up): what every task needs, imported once.
         max_tasks_per_child: replace a worker after this many tasks (Python 3.11+).
         on_worker_death: "break" (default): a worker that dies breaks the pool, as in
             ProcessPoolExecutor, with a BrokenProcessPool that says which worker of which unit
@@ -143,7 +178,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
     def __init__(self, max_workers: int | None = None, properties: Mapping[str, Any] | None = None,
                  *, ns_options: Mapping[str, Any] | None = None, unit_name: str | None = None,
                  unit: str | None = None, mp_context: Any = None,
-                 initializer: Callable | None = None,
+                 preload: Iterable[str] = (), initializer: Callable | None = None,
                  initargs: Iterable = (), max_tasks_per_child: int | None = None,
                  on_worker_death: str = "break", result_types: Iterable[Any] = (),
                  trust_results: bool = False,
@@ -175,7 +210,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         if not isinstance(stall_timeout, (int, float)) or stall_timeout <= 0:
             raise ValueError(f"stall_timeout must be a positive number of seconds "
                              f"(not {stall_timeout!r})")
-        self._mp_context = _fork_context(mp_context)
+        self._mp_context, fresh = _start_mode(mp_context)
+        preload = _check_preload(preload)
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if isinstance(result_types, type):
@@ -185,14 +221,18 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         if max_workers is None:
             max_workers = len(os.sched_getaffinity(0)) or 1
         self._max_workers = max_workers
-        start = _worker.Start(initializer, tuple(initargs), max_tasks_per_child, max_result_size)
-        # What __main__ holds as the zygote is forked (below): the workers' own from then on.
-        self._forked_main = _payload.forked_main()
+        start = _worker.Start(initializer, tuple(initargs), max_tasks_per_child, max_result_size,
+                              preload)
+        # Checked before the unit starts: what a fresh interpreter is sent must pickle.
+        fresh_start = _fresh.Fresh.prepare(start) if fresh else None
+        # What __main__ holds as the zygote is forked (below): the workers' own from then on (a
+        # fresh interpreter has none of it: classes of __main__ then travel by value).
+        self._forked_main = {} if fresh else _payload.forked_main()
         limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
 
         session = UnitSession.begin(properties, unit_name=unit_name, unit=unit, enters=True,
                                     max_workers=max_workers, import_binds=import_binds,
-                                    start=start)
+                                    start=start, fresh=fresh_start)
         self.unit = PoolUnit(session.unit, session.owned)
         # The zygote is forked: the pool may have a thread now, started while systemd sets the
         # unit up.

@@ -260,12 +260,16 @@ def test_only_the_fds_of_initargs_reach_the_unit(tmp_path):
     assert not [link for link in links if "secret" in link], links
 
 
-def test_pool_worker_is_confined_exactly_as_the_anchor():
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_pool_worker_is_confined_exactly_as_the_anchor(start_method):
+    import multiprocessing
+
     from entry_helpers import diff_table, proc_snapshot, self_report
     from test_entry_parity import KITCHEN_SINK
 
     properties = dict(setting.split("=", 1) for setting in KITCHEN_SINK)
-    with TransientUnitPoolExecutor(1, properties) as pool:
+    with TransientUnitPoolExecutor(1, properties,
+                                   mp_context=multiprocessing.get_context(start_method)) as pool:
         # The zygote entered the unit, filters and all; a worker is a plain fork of it.
         assert not pool._session.zygote.filters_per_worker
         pid = pool.submit(os.getpid).result()

@@ -1,0 +1,139 @@
+"""The two ways a pool's zygote starts, on a real systemd: forked from the owner (mp_context fork),
+or a fresh interpreter (spawn, forkserver, and by default in an owner that runs threads).
+(Their confinement is the same: test_executor's parity test runs with both.)"""
+
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from concurrentd import TransientUnitPoolExecutor
+
+PROPS = {"User": "nobody", "PrivateTmp": True}
+T = 20
+REPO = Path(__file__).resolve().parent.parent
+
+#: set by a test in the owner, after this module was imported
+_owner_state = None
+
+
+def _what_the_worker_has():
+    import __main__
+    me = sys.modules[__name__]
+    return {"uid": os.getuid(), "owner_state": me._owner_state,
+            "owner_imported": "colorsys" in sys.modules,
+            "main": getattr(__main__, "__file__", None),
+            "cgroup": open("/proc/self/cgroup").read()}
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_each_start_method_runs_confined_calls(method):
+    global _owner_state
+    _owner_state = "read before the pool"
+    import colorsys  # noqa: F401 - a module only this test imports, before the pool
+    try:
+        with TransientUnitPoolExecutor(2, PROPS, mp_context=multiprocessing.get_context(method)) as p:
+            seen = p.submit(_what_the_worker_has).result(timeout=T)
+            assert p.submit(lambda x: x * 2, 21).result(timeout=T) == 42
+            assert list(p.map(abs, range(-3, 3))) == [3, 2, 1, 0, 1, 2]
+            assert p._mp_context.get_start_method() == method
+            unit_cgroup = p.unit.control_group
+    finally:
+        _owner_state = None
+    assert seen["uid"] != 0 and unit_cgroup in seen["cgroup"]
+    fork = method == "fork"
+    # A fork has the owner's memory; a fresh interpreter only what the calls imported.
+    assert seen["owner_state"] == ("read before the pool" if fork else None)
+    assert seen["owner_imported"] is fork
+
+
+def _log_through(queue):
+    import logging.handlers
+    logger = logging.getLogger("from-the-worker")
+    logger.addHandler(logging.handlers.QueueHandler(queue))
+    logger.warning("initialized in %s", os.getpid())
+
+
+def _nothing():
+    return None
+
+
+def test_a_fresh_pool_takes_initargs_of_its_context_and_refuses_a_fork_contexts():
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    with TransientUnitPoolExecutor(1, PROPS, mp_context=ctx, initializer=_log_through,
+                                   initargs=(queue,)) as p:
+        pid = p.submit(os.getpid).result(timeout=T)
+    assert queue.get(timeout=T).getMessage() == f"initialized in {pid}"
+    queue.close()
+    units = _units()
+    fork_queue = multiprocessing.get_context("fork").Queue()
+    with pytest.raises(TypeError, match="fresh interpreter.*fork context"):
+        TransientUnitPoolExecutor(1, PROPS, mp_context=ctx, initializer=_log_through,
+                                  initargs=(fork_queue,))
+    assert _units() == units, "nothing may start for a pool refused"
+    fork_queue.close()
+
+
+def _units():
+    out = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
+                          "concurrentd-*"], capture_output=True, text=True, check=True).stdout
+    return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+
+
+def _loaded(name):
+    return name in sys.modules
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_preload_imports_in_the_zygote_before_the_first_call(method):
+    assert "tabnanny" not in sys.modules   # a stdlib module nothing else imports
+    with TransientUnitPoolExecutor(1, PROPS, preload=["tabnanny"],
+                                   mp_context=multiprocessing.get_context(method)) as p:
+        assert p.submit(_loaded, "tabnanny").result(timeout=T) is True
+    assert "tabnanny" not in sys.modules   # the zygote's, not the owner's
+    with pytest.raises(ValueError, match="preload: no module named 'no_such_module'"):
+        TransientUnitPoolExecutor(1, PROPS, preload=["no_such_module"])
+
+
+THREADED_OWNER = """
+    import logging, threading, warnings
+    warnings.simplefilter("error", DeprecationWarning)   # 3.12+: a fork of a threaded process
+    logging.basicConfig(format="%(name)s: %(message)s")
+    from concurrentd import TransientUnitPoolExecutor
+
+    stop = threading.Event()
+    server = threading.Thread(target=stop.wait, name="web-server")
+    server.start()
+    try:
+        for _ in range(2):
+            with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+                print(pool._mp_context.get_start_method(), pool.submit(abs, -7).result(timeout=20))
+    finally:
+        stop.set()
+"""
+
+
+def test_an_owner_with_threads_gets_a_fresh_zygote_and_is_told_once(tmp_path):
+    script = tmp_path / "threaded_owner.py"
+    script.write_text(textwrap.dedent(THREADED_OWNER))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["forkserver", "7", "forkserver", "7"]
+    told = [line for line in r.stderr.splitlines() if "fresh interpreter" in line]
+    assert len(told) == 1 and "web-server" in told[0], r.stderr
+
+
+def test_the_pools_own_threads_do_not_make_the_next_pool_fresh():
+    with TransientUnitPoolExecutor(1, PROPS) as first:
+        first.submit(abs, 1).result(timeout=T)
+        with TransientUnitPoolExecutor(1, PROPS) as second:
+            assert second._mp_context.get_start_method() == "fork"
