@@ -26,7 +26,7 @@ THROUGHPUT_PROPERTIES = {k: v for k, v in POOL_PROPERTIES.items() if k != "CPUQu
 PYSTEMD_THROUGHPUT_PROPERTIES = {k: v for k, v in PYSTEMD_PROPERTIES.items()
                                  if k != b"CPUQuotaPerSecUSec"}
 
-CONTENDERS = ("concurrentd", "ProcessPoolExecutor", "pystemd")
+CONTENDERS = ("concurrentd", "concurrentd (fresh)", "ProcessPoolExecutor", "pystemd")
 TRIAL_TIMEOUT = 60.0
 
 

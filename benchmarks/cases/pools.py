@@ -69,11 +69,13 @@ def _patch_worker() -> None:
 
 def make_pool(contender: str, workers: int, properties: str = "pool"):
     """A started pool of ``contender`` and the callable that shuts it down."""
-    if contender == "concurrentd":
+    if contender in ("concurrentd", "concurrentd (fresh)"):
         from concurrentd import TransientUnitPoolExecutor
 
         props = c.POOL_PROPERTIES if properties == "pool" else c.THROUGHPUT_PROPERTIES
-        pool = TransientUnitPoolExecutor(workers, props)
+        fresh = contender == "concurrentd (fresh)"   # its zygote a new interpreter, not a fork
+        pool = TransientUnitPoolExecutor(workers, props,
+                                         mp_context=get_context("forkserver" if fresh else "fork"))
         return pool, pool.shutdown
     if contender == "ProcessPoolExecutor":
         pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
@@ -100,6 +102,8 @@ def trial(contender: str, workers: int) -> dict:
         uid = pool.submit(c.whoami).result(timeout=30)
     finally:
         stop()
+    if contender == "concurrentd (fresh)":   # its workers' loop is not this process's to mark
+        return {"pool_start_ns": t1 - t0, "cold_start_ns": None, "uid": uid}
     if not _STARTS or ready is None:
         raise RuntimeError(f"{contender}: no worker start seen")
     return {"pool_start_ns": t1 - t0, "cold_start_ns": ready - _STARTS[0], "uid": uid}
@@ -135,7 +139,8 @@ def run(reps: int, contenders: list[str], tick, log) -> dict:
         pool_start[f"workers{w}"] = {k: c.summary(ms(samples[(k, w, "pool_start_ns")]))
                                      for k in contenders}
     cold["contenders"] = {k: c.summary(ms(samples[(k, 1, "cold_start_ns")] +
-                                          samples[(k, 2, "cold_start_ns")])) for k in contenders}
+                                          samples[(k, 2, "cold_start_ns")]))
+                          for k in contenders if k != "concurrentd (fresh)"}
     cold["worker_uid"] = {k: sorted(v) for k, v in uids.items()}
     both = lambda k: samples[(k, 1, "cold_start_ns")] + samples[(k, 2, "cold_start_ns")]  # noqa: E731
     ratios = {}
@@ -148,9 +153,10 @@ def run(reps: int, contenders: list[str], tick, log) -> dict:
             pool_start.setdefault("ratios", {})[f"concurrentd/pystemd workers{w}"] = c.paired_ratio(
                 samples[("concurrentd", w, "pool_start_ns")], samples[("pystemd", w, "pool_start_ns")])
     if "ProcessPoolExecutor" in contenders:
-        for w in (1, 2):
-            pool_start.setdefault("ratios", {})[f"concurrentd/ProcessPoolExecutor workers{w}"] = \
-                c.paired_ratio(samples[("concurrentd", w, "pool_start_ns")],
-                               samples[("ProcessPoolExecutor", w, "pool_start_ns")])
+        for k in [k for k in contenders if k.startswith("concurrentd")]:
+            for w in (1, 2):
+                pool_start.setdefault("ratios", {})[f"{k}/ProcessPoolExecutor workers{w}"] = \
+                    c.paired_ratio(samples[(k, w, "pool_start_ns")],
+                                   samples[("ProcessPoolExecutor", w, "pool_start_ns")])
     cold["ratios"] = ratios
     return {"pool_start": pool_start, "cold_start": cold}
