@@ -60,3 +60,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"the tests that need systemd ran in a testbed box above (exit status {inner}); "
             "the host-only tests ran here")
+
+
+@pytest.fixture(autouse=True)
+def _prepared_units_stopped_after_each_test():
+    """Units prepared for the next pool (concurrentd._warm) live as long as their process: the
+    suite's tests, one process, each start without any, and none outlives its test; nor does
+    the unit of a run() call, which stops after run() has returned."""
+    yield
+    manager = sys.modules.get("concurrentd._manager")
+    for pool in list(manager._running) if manager is not None else ():
+        if pool.shutting_down:
+            pool.join(30)
+    warm = sys.modules.get("concurrentd._warm")
+    if warm is not None:
+        warm._prepared.close()
+        warm._prepared = warm._Prepared()

@@ -47,6 +47,15 @@ _OWNED = {
 }
 
 
+def check_root() -> None:
+    """Says that root is needed, before anything is touched."""
+    if os.geteuid() != 0:
+        raise PermissionError(
+            f"concurrentd needs root (this process runs as uid {os.geteuid()}): it starts "
+            "systemd units and moves its workers into them (namespaces, cgroups, "
+            "credentials), which only root in the initial user namespace may do")
+
+
 def check_owned(properties: Mapping[str, Any]) -> None:
     """Refuses the properties concurrentd sets itself, before anything is sent."""
     for name, why in _OWNED.items():
@@ -71,6 +80,7 @@ class UnitSession:
         self._starting = None
         self._main_pid = 0
         self._anchor_exe = ""
+        self._path_map: _pythonpath.PathMap = ()
         self._conditions: dict = {}
         self._lock = threading.Lock()
 
@@ -96,6 +106,16 @@ class UnitSession:
                 f"concurrentd needs root (this process runs as uid {os.geteuid()}): it starts "
                 "systemd units and moves its workers into them (namespaces, cgroups, "
                 "credentials), which only root in the initial user namespace may do")
+        session = cls.begin_unit(properties, unit_name=unit_name, unit=unit,
+                                 import_binds=import_binds)
+        session.fork_zygote(enters=enters, max_workers=max_workers, start=start, fresh=fresh)
+        return session
+
+    @classmethod
+    def begin_unit(cls, properties: Mapping[str, Any], *, unit_name: str | None = None,
+                   unit: str | None = None, import_binds: Any = True) -> "UnitSession":
+        """begin()'s first half: the unit started (or joined), no zygote yet."""
+        check_root()
         if unit is None:
             check_owned(properties)
         ensure_stdio()
@@ -120,14 +140,44 @@ class UnitSession:
                 if not session._main_pid:
                     raise ValueError(f"unit {unit} has no main process to join (is it running?)")
                 session._anchor_exe = _program_of(session._main_pid)
-            # systemd sets the unit up (~10 ms with a sandbox): meanwhile, the zygote's fork,
-            # which waits for the anchor.
-            session.zygote = Zygote(path_map, enters=enters, max_workers=max_workers,
-                                    start=start, fresh=fresh)
         except BaseException:
             session.release()
             raise
+        session._path_map = path_map
         return session
+
+    def fork_zygote(self, *, enters: bool = True, max_workers: int = 0,
+                    start: _worker.Start | None = None, fresh: _fresh.Fresh | None = None) -> None:
+        """begin()'s second half: the zygote, which waits for the anchor (systemd sets the unit up
+        meanwhile, ~10 ms with a sandbox)."""
+        try:
+            self.zygote = Zygote(self._path_map, enters=enters, max_workers=max_workers,
+                                 start=start, fresh=fresh)
+        except BaseException:
+            self.release()
+            raise
+
+    def await_unit(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        """Waits for the unit's start job (a prepared unit's, before any zygote): afterwards
+        finish() has nothing to wait for but the zygote. Releases everything if it fails."""
+        try:
+            if self._starting is not None:
+                self._starting.wait(timeout)
+                self._main_pid = self._starting.main_pid
+                self._starting = None
+            if not self._main_pid:
+                raise self._skipped() or anchor_exited(self._main_pid)
+        except BaseException:
+            self.release()
+            raise
+
+    def anchor_alive(self) -> bool:
+        """The unit's main process still runs (a prepared unit may have been stopped since)."""
+        try:
+            os.close(os.pidfd_open(self._main_pid))
+        except OSError:
+            return False
+        return True
 
     # -- finish --------------------------------------------------------------------------------
     def finish(self, timeout: float = DEFAULT_START_TIMEOUT) -> "UnitSession":

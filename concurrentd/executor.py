@@ -32,10 +32,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _fresh, _manager, _payload, _protocol, _worker
+from . import _fresh, _manager, _payload, _protocol, _warm, _worker
 from ._manager import PoolManager, WorkItem
 from ._results import ResultPolicy
-from ._session import DEFAULT_START_TIMEOUT, UnitSession
+from ._session import DEFAULT_START_TIMEOUT, UnitSession, check_root
 from .systemd import Unit
 
 __all__ = ["TransientUnitPoolExecutor", "PoolUnit"]
@@ -165,6 +165,9 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             directories: bound as well.
         start_timeout: seconds the unit may take to start; then it is stopped and the
             constructor raises TimeoutError.
+        warm_units: take the unit prepared for these properties, if there is one, and prepare
+            the next one in the background (see README, "Prepared units"). Every pool still gets
+            a unit of its own. False: start one now, and prepare none.
 
     Raises:
         ValueError: an unknown property, a bad value, or a property concurrentd sets itself
@@ -184,7 +187,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
                  trust_results: bool = False,
                  max_result_size: int = DEFAULT_MAX_RESULT_SIZE,
                  stall_timeout: float = DEFAULT_STALL_TIMEOUT, import_binds: Any = True,
-                 start_timeout: float = DEFAULT_START_TIMEOUT):
+                 start_timeout: float = DEFAULT_START_TIMEOUT, warm_units: bool = True):
         if properties is not None and ns_options is not None:
             raise TypeError("give properties= or ns_options= (the same thing), not both")
         properties = dict(properties if properties is not None else ns_options or {})
@@ -230,9 +233,15 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         self._forked_main = {} if fresh else _payload.forked_main()
         limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
 
-        session = UnitSession.begin(properties, unit_name=unit_name, unit=unit, enters=True,
-                                    max_workers=max_workers, import_binds=import_binds,
-                                    start=start, fresh=fresh_start)
+        # A unit prepared for these properties is taken; then the next one is prepared.
+        check_root()
+        warm = warm_units and unit is None and unit_name is None and _warm.preparable(properties)
+        key = _warm.key_of(properties, import_binds) if warm else ""
+        session = _warm.take(key) if warm else None
+        if session is None:
+            session = UnitSession.begin_unit(properties, unit_name=unit_name, unit=unit,
+                                             import_binds=import_binds)
+        session.fork_zygote(enters=True, max_workers=max_workers, start=start, fresh=fresh_start)
         self.unit = PoolUnit(session.unit, session.owned)
         # The zygote is forked: the pool may have a thread now, started while systemd sets the
         # unit up.
@@ -251,6 +260,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             manager.request_shutdown()
             manager.join()
             raise
+        if warm:   # (only for properties that started a unit)
+            _warm.want(key, properties, import_binds)
         self._session = session
         self._work_ids = iter(range(1 << 62))
         # Collected without shutdown(): the manager thread still finishes the submitted work,

@@ -13,14 +13,20 @@ T = TypeVar("T")
 
 
 def run(fn: Callable[..., T], /, *args: Any, properties: Mapping[str, Any] | None = None,
-        **kwargs: Any) -> T:
+        warm_units: bool = True, **kwargs: Any) -> T:
     """Runs ``fn(*args, **kwargs)`` once, in a transient unit of its own, and returns its result.
 
-    The unit is started for this call and stopped after it. ``fn`` may be a lambda or a closure.
-    An exception raised by ``fn`` is raised here, with the worker's traceback as its cause.
+    The unit is started for this call (or was prepared for it by the previous call with the same
+    properties: ``warm_units``) and stopped after it. ``fn`` may be a lambda or a closure. An
+    exception raised by ``fn`` is raised here, with the worker's traceback as its cause.
     """
-    with TransientUnitPoolExecutor(1, properties or {}) as pool:
+    pool = TransientUnitPoolExecutor(1, properties or {}, warm_units=warm_units)
+    try:
         return pool.submit(fn, *args, **kwargs).result()
+    finally:
+        # The unit stops once the worker has exited, without holding the caller (a few ms, as
+        # long as the call when it is a small one); the interpreter's exit waits for it.
+        pool.shutdown(wait=False)
 
 
 def sandboxed(**properties: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:

@@ -1,0 +1,178 @@
+"""Prepared units: the next unit for the same properties, started before it is asked for.
+
+Starting a unit is most of what a pool's start costs (systemd sets the sandbox up: ~12 ms, ~20 ms
+with connecting). So after a unit is used, a thread of the owner starts the next one with the same
+properties and waits for it; the next pool, run() or @sandboxed call with those properties takes
+it and only forks its zygote into it. Each call still gets a unit of its own, started for it and
+stopped after it, never reused: a fresh PrivateTmp, a fresh cgroup, nothing a previous call left.
+
+Only units that are the same whenever they start are prepared (not those with Condition…=,
+RuntimeMaxSec=, EnvironmentFile=, LoadCredential=…: see _AS_IT_STARTS). Bounded: one prepared
+unit per set of properties, at most MAX_PREPARED in all (the least recently
+asked for goes first), each stopped once nobody took it for IDLE_SECONDS, and at the interpreter's
+exit. If the owner dies, its prepared units go as any other: their anchors watch it.
+
+A unit is prepared for exactly the unit the caller would start: the same properties, the same
+import binds (which follow sys.path and the working directory, so those are in the key too).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import sys
+import threading
+import time
+from typing import Any, Mapping
+
+#: the most prepared units a process keeps
+MAX_PREPARED = 4
+#: seconds a prepared unit waits to be taken before it is stopped
+IDLE_SECONDS = 30.0
+#: seconds a unit may take to start in the background before it is given up
+_START_TIMEOUT = 60.0
+
+
+#: Properties whose effect is fixed as the unit starts, from the time or from files: a unit
+#: prepared ahead would carry that moment's (its runtime already counting, a condition checked
+#: then, an environment file or a credential read then). Units with any are never prepared.
+_AS_IT_STARTS = ("Condition", "Assert", "RuntimeMaxSec", "RuntimeRandomizedExtraSec",
+                 "WatchdogSec", "EnvironmentFile", "LoadCredential", "ImportCredential",
+                 "ExecStartPre", "ExecCondition")
+
+
+def preparable(properties: Mapping[str, Any]) -> bool:
+    """A unit with these properties is the same whenever it starts."""
+    return not any(str(name).startswith(_AS_IT_STARTS) for name in properties)
+
+
+def key_of(properties: Mapping[str, Any], import_binds: Any) -> str:
+    """What a prepared unit must match: the properties as given, the import binds' inputs."""
+    items = sorted((str(k), repr(v)) for k, v in properties.items())
+    return repr((items, repr(import_binds), tuple(sys.path), os.getcwd()))
+
+
+class _Prepared:
+    """The process's prepared units and the thread that starts them."""
+
+    def __init__(self):
+        self._lock = threading.Condition()
+        self._ready: collections.OrderedDict[str, tuple[Any, float]] = collections.OrderedDict()
+        self._wanted: collections.OrderedDict[str, tuple[dict, Any]] = collections.OrderedDict()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def take(self, key: str):
+        """The prepared session for ``key`` (its unit started, no zygote yet), or None."""
+        with self._lock:
+            entry = self._ready.pop(key, None)
+        if entry is None:
+            return None
+        session, _ = entry
+        if session.anchor_alive():
+            return session
+        _release(session)   # stopped meanwhile (systemctl stop): start afresh
+        return None
+
+    def want(self, key: str, properties: Mapping[str, Any], import_binds: Any) -> None:
+        """Asks for a unit to be prepared for ``key`` (once one is not there already)."""
+        with self._lock:
+            if self._closed or key in self._ready or key in self._wanted:
+                return
+            self._wanted[key] = (dict(properties), import_binds)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="concurrentd-warm",
+                                                daemon=True)
+                self._thread.start()
+            self._lock.notify()
+
+    def close(self) -> None:
+        """Stops every prepared unit, and the one being prepared; prepares nothing more (the
+        interpreter's exit)."""
+        with self._lock:
+            self._closed = True
+            ready, self._ready = list(self._ready.values()), collections.OrderedDict()
+            self._wanted.clear()
+            self._lock.notify()
+            thread = self._thread
+        for session, _ in ready:
+            _release(session)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()   # it releases what it was preparing, seeing it closed
+
+    # -- the thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._wanted and not self._expired():
+                    self._lock.wait(self._next_expiry())
+                if self._closed:
+                    return
+                expired = self._expired()
+                for key in expired:
+                    expired[key] = self._ready.pop(key)[0]
+                job = self._wanted.popitem(last=False) if self._wanted else None
+            for session in expired.values():
+                _release(session)
+            if job is not None:
+                self._prepare(*job)
+
+    def _prepare(self, key: str, request: tuple[dict, Any]) -> None:
+        from ._session import UnitSession
+        properties, import_binds = request
+        try:
+            session = UnitSession.begin_unit(properties, import_binds=import_binds)
+            session.await_unit(_START_TIMEOUT)
+        except Exception:   # noqa: BLE001 - the call that wants it starts its own, and says why
+            return
+        evicted = []
+        with self._lock:
+            if self._closed:
+                evicted.append(session)
+            else:
+                self._ready[key] = (session, time.monotonic())
+                while len(self._ready) > MAX_PREPARED:
+                    evicted.append(self._ready.popitem(last=False)[1][0])
+                self._lock.notify()
+        for old in evicted:
+            _release(old)
+
+    def _expired(self) -> dict:
+        now = time.monotonic()
+        return {k: None for k, (_, since) in self._ready.items() if now - since > IDLE_SECONDS}
+
+    def _next_expiry(self) -> float | None:
+        if not self._ready:
+            return None
+        oldest = min(since for _, since in self._ready.values())
+        return max(0.0, oldest + IDLE_SECONDS - time.monotonic()) + 0.01
+
+
+def _release(session) -> None:
+    try:
+        session.release()
+    except Exception:   # noqa: BLE001 - a unit that will not stop: its anchor still ends it
+        pass
+
+
+_prepared = _Prepared()
+
+
+def take(key: str):
+    return _prepared.take(key)
+
+
+def want(key: str, properties: Mapping[str, Any], import_binds: Any) -> None:
+    _prepared.want(key, properties, import_binds)
+
+
+def _forget_in_child() -> None:
+    """A fork of the owner (a worker's zygote, a user's child) has no prepared units: they are
+    the parent's, as is the thread that made them."""
+    global _prepared
+    _prepared = _Prepared()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+atexit.register(lambda: _prepared.close())

@@ -1,0 +1,127 @@
+"""Prepared units (concurrentd._warm), on a real systemd: the next unit for the same properties
+is started before it is asked for; every call still gets a fresh unit of its own."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from concurrentd import TransientUnitPoolExecutor, _warm, run
+
+PROPS = {"User": "nobody", "PrivateTmp": True}
+T = 20
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _units():
+    out = subprocess.run(["systemctl", "list-units", "--plain", "--no-legend", "concurrentd-*"],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+
+
+def _wait_until(predicate, timeout=T):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _unit_and_tmp():
+    """The unit this call runs in, what its /tmp held, and a mark left there."""
+    import re
+    unit = re.search(r"concurrentd-[\w-]+\.service", open("/proc/self/cgroup").read()).group()
+    seen = sorted(os.listdir("/tmp"))
+    open("/tmp/left-by-a-call", "w").close()
+    return unit, seen
+
+
+def test_each_call_gets_a_fresh_unit_and_the_next_is_prepared():
+    first_unit, first_tmp = run(_unit_and_tmp, properties=PROPS)
+    _wait_until(lambda: _warm._prepared._ready)   # the next one, prepared
+    ((session, _),) = _warm._prepared._ready.values()
+    prepared = session.unit.name
+    assert prepared != first_unit and prepared in _units()
+    second_unit, second_tmp = run(_unit_and_tmp, properties=PROPS)
+    assert second_unit == prepared   # it took the prepared unit ...
+    assert first_tmp == second_tmp == []   # ... with a /tmp of its own
+    _wait_until(lambda: first_unit not in _units() and second_unit not in _units())
+
+
+def _environment_value():
+    return os.environ.get("WHICH")
+
+
+def test_a_prepared_unit_goes_only_to_the_same_properties():
+    run(_environment_value, properties={**PROPS, "Environment": "WHICH=a"})
+    _wait_until(lambda: _warm._prepared._ready)
+    assert run(_environment_value, properties={**PROPS, "Environment": "WHICH=b"}) == "b"
+    assert run(_environment_value, properties={**PROPS, "Environment": "WHICH=a"}) == "a"
+
+
+def test_warm_units_false_prepares_nothing():
+    before = _units()
+    with TransientUnitPoolExecutor(1, PROPS, warm_units=False) as pool:
+        pool.submit(abs, 1).result(timeout=T)
+    assert run(abs, -1, properties=PROPS, warm_units=False) == 1
+    time.sleep(0.3)
+    assert not _warm._prepared._ready and not _warm._prepared._wanted
+    _wait_until(lambda: set(_units()) <= set(before))
+
+
+def test_an_unused_prepared_unit_is_stopped_when_idle(monkeypatch):
+    monkeypatch.setattr(_warm, "IDLE_SECONDS", 0.5)
+    before = _units()
+    run(abs, -1, properties=PROPS)
+    _wait_until(lambda: _warm._prepared._ready)
+    _wait_until(lambda: not _warm._prepared._ready and _units() == before)
+
+
+def test_a_prepared_unit_stopped_from_outside_is_not_used():
+    run(abs, -1, properties=PROPS)
+    _wait_until(lambda: _warm._prepared._ready)
+    ((session, _),) = _warm._prepared._ready.values()
+    subprocess.run(["systemctl", "stop", session.unit.name], check=True)
+    assert run(abs, -2, properties=PROPS) == 2
+
+
+OWNER = """
+    import os, sys, time
+    from concurrentd import run
+    run(abs, -1, properties={"PrivateTmp": True})
+    while not __import__("concurrentd._warm")._warm._prepared._ready:
+        time.sleep(0.01)
+    print("prepared", flush=True)
+    sys.stdin.readline()   # then exit (or be killed before)
+"""
+
+
+@pytest.mark.parametrize("end", ["exits", "killed"])
+def test_prepared_units_go_when_the_owner_ends(tmp_path, end):
+    script = tmp_path / "owner.py"
+    script.write_text(textwrap.dedent(OWNER))
+    owner = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    owners = lambda: [u for u in _units() if u.startswith(f"concurrentd-{owner.pid}-")]  # noqa: E731
+    assert owner.stdout.readline() == "prepared\n"
+    assert owners(), "the prepared unit runs"
+    if end == "killed":
+        owner.send_signal(signal.SIGKILL)
+    owner.stdin.close()
+    owner.wait(timeout=T)
+    _wait_until(lambda: not owners())
+
+
+def test_a_unit_whose_start_time_matters_is_never_prepared():
+    # RuntimeMaxSec= counts from the unit's start; a prepared unit's would have run down.
+    with TransientUnitPoolExecutor(1, {**PROPS, "RuntimeMaxSec": "2s"}) as pool:
+        pool.submit(abs, 1).result(timeout=T)
+    with TransientUnitPoolExecutor(1, {**PROPS, "ConditionPathExists": "/"}) as pool:
+        pool.submit(abs, 1).result(timeout=T)
+    time.sleep(0.3)
+    assert not _warm._prepared._ready and not _warm._prepared._wanted
