@@ -7,7 +7,6 @@ Tests marked `host` boot boxes of their own on the host; the others run inside t
 import glob
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from concurrentd.testbed import Box
 from concurrentd._mountinfo import read_hierarchies
 
 PY = sys.executable
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _systemctl_show(unit, prop):
@@ -148,11 +148,11 @@ def test_box_checkout_is_read_write(bind_dir):
 
 
 @pytest.mark.host
-def test_box_refuses_to_show_a_directory_its_boot_cleans(tmp_path):
-    shown = re.escape(str(tmp_path))
+def test_box_refuses_to_show_a_directory_its_boot_cleans():
+    # refused before anything is made: /tmp itself, unlike a directory in it, has no other place
     with pytest.raises(testbed.TestbedError,
-                       match=rf"^refusing to show {shown} \(asked to bind\) .* tmpfiles rule"):
-        Box(binds=[str(tmp_path)])
+                       match=r"^refusing to show /tmp \(asked to bind\) .* tmpfiles rule"):
+        Box(binds=["/tmp"])
 
 
 @pytest.mark.host
@@ -252,15 +252,26 @@ def test_cli_refuses_without_root():
 
 # Runs in a private mount namespace (unshare -m) with a tmpfs over every path in sys.argv[2], so the
 # host's own directories are never at stake, even if the box is broken. Fills each with a tree,
-# runs the testbed CLI (argv after the JSON spec), and reports its status, stderr and what changed.
+# runs the testbed CLI (argv after the JSON spec), and reports its status, output and what changed.
+# The CLI imports concurrentd from this checkout, shown at /mnt/checkout: the tmpfs may hide it.
 _IN_PRIVATE_NAMESPACE = r"""
-import json, os, subprocess, sys
+import ctypes, json, os, subprocess, sys
 
 spec = json.loads(sys.argv[1])
-for path in spec["tmpfs"]:
+libc = ctypes.CDLL(None, use_errno=True)
+
+def mount(source, target, fstype=None, flags=0, data=None):
+    if libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(), flags,
+                  data and data.encode()) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {source} on {target}")
+
+checkout = os.open(spec["checkout"], os.O_PATH | os.O_DIRECTORY)
+for path in ["/mnt", *spec["tmpfs"]]:
     os.makedirs(path, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=" + spec["modes"][path], "testbed-test",
-                    path], check=True)
+    mount("testbed-test", path, "tmpfs", 0, "mode=" + spec["modes"].get(path, "755"))
+os.mkdir("/mnt/checkout")
+mount(f"/proc/self/fd/{checkout}", "/mnt/checkout", None, 4096 | 16384)   # MS_BIND | MS_REC
+env = dict(os.environ, PYTHONPATH="/mnt/checkout")
 
 def fill(top):
     for rel, mode, data in [("plain", 0o644, b"plain\n"), ("secret", 0o600, b"\x00\x01binary"),
@@ -299,40 +310,43 @@ for top in spec["fill"]:
     os.makedirs(top, exist_ok=True)
     fill(top)
 before = {top: snapshot(top) for top in spec["fill"]}
-proc = subprocess.run(spec["argv"], cwd=spec["cwd"], capture_output=True, text=True, timeout=120)
+proc = subprocess.run(spec["argv"], cwd=spec["cwd"], env=env, capture_output=True, text=True,
+                      timeout=120)
 after = {top: snapshot(top) for top in spec["fill"]}
 changed = {top: sorted(k for k in set(before[top]) | set(after[top])
                        if before[top].get(k) != after[top].get(k)) for top in spec["fill"]}
-print(json.dumps({"status": proc.returncode, "stderr": proc.stderr, "changed": changed}))
+print(json.dumps({"status": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
+                  "changed": changed}))
 """
 
 
-def _in_private_namespace(cwd, binds=(), tmpfs=("/tmp", "/var/tmp", "/home")):
-    """Runs the testbed CLI from `cwd` with `binds`, each a tmpfs-backed tree in a namespace of
-    its own; returns (exit status, stderr, {tree: paths whose content, mode, owner or presence
-    changed})."""
+def _in_private_namespace(cwd, binds=(), command=("true",), tmpfs=("/tmp", "/var/tmp", "/home")):
+    """Runs the testbed CLI from `cwd` with `binds` and `command`, each directory a tmpfs-backed
+    tree in a namespace of its own; returns (exit status, stdout, stderr, {tree: paths whose
+    content, mode, owner or presence changed})."""
     import json
 
-    spec = {"tmpfs": list(tmpfs), "modes": {"/tmp": "1777", "/var/tmp": "1777", "/home": "755"},
-            "fill": sorted({cwd, *binds} - {os.getcwd()}), "cwd": cwd,
+    fill = sorted({cwd, *binds})
+    assert all(any(f == t or f.startswith(t + "/") for t in tmpfs) for f in fill), "only tmpfs"
+    spec = {"tmpfs": list(tmpfs), "modes": {"/tmp": "1777", "/var/tmp": "1777"},
+            "fill": fill, "cwd": cwd, "checkout": CHECKOUT,
             "argv": [PY, "-m", "concurrentd.testbed",
-                     *[a for b in binds for a in ("--bind", b)], "--", "true"]}
-    env = dict(os.environ, PYTHONPATH=os.getcwd())   # concurrentd from this checkout, at any cwd
+                     *[a for b in binds for a in ("--bind", b)], "--", *command]}
     out = subprocess.run(["unshare", "-m", "--propagation", "private", PY, "-c",
                           _IN_PRIVATE_NAMESPACE, json.dumps(spec)],
-                         capture_output=True, text=True, env=env, timeout=180)
+                         capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    return report["status"], report["stderr"], report["changed"]
+    return report["status"], report["stdout"], report["stderr"], report["changed"]
 
 
 @pytest.mark.host
 @pytest.mark.parametrize("cwd, binds", [("/tmp", ()), ("/var/tmp", ()),
-                                        (os.getcwd(), ("/tmp",)), (os.getcwd(), ("/var/tmp",))])
+                                        ("/home/tester", ("/tmp",)), ("/home/tester", ("/var/tmp",))])
 def test_a_directory_the_boot_cleans_is_refused_and_left_alone(cwd, binds):
     # The box's systemd runs systemd-tmpfiles --create --remove --boot: shown read-write, the
     # host's /tmp would be emptied (`D /tmp`) and /var/tmp's systemd-private-* removed.
-    status, stderr, changed = _in_private_namespace(cwd, binds)
+    status, _, stderr, changed = _in_private_namespace(cwd, binds)
     assert changed == {top: [] for top in changed}, "the box changed files of the host"
     path = binds[0] if binds else cwd
     assert status == 2, stderr
@@ -342,6 +356,25 @@ def test_a_directory_the_boot_cleans_is_refused_and_left_alone(cwd, binds):
 
 @pytest.mark.host
 def test_a_home_directory_no_boot_rule_touches_works_and_is_left_alone():
-    status, stderr, changed = _in_private_namespace("/home/tester")
+    status, _, stderr, changed = _in_private_namespace("/home/tester")
     assert (status, stderr) == (0, "")
     assert changed == {"/home/tester": []}
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("cwd, binds, shown", [
+    ("/tmp/clone", (), "/tmp/clone"),                  # a clone under /tmp: README's commands
+    ("/home/tester", ("/tmp/out",), "/tmp/out"),       # --bind of a directory in /tmp
+])
+def test_a_directory_in_tmp_is_shown_elsewhere_linked_and_left_alone(cwd, binds, shown):
+    # `D /tmp` would empty it at its own path: the box mounts it under ELSEWHERE, and links its
+    # own path there once booted, so both paths reach the host's directory
+    script = (f"cd {shown} && pwd -P && readlink {shown} && echo hi > {shown}/written && "
+              f"cd {cwd} && pwd -P")
+    status, stdout, stderr, changed = _in_private_namespace(cwd, binds, ["sh", "-c", script])
+    assert (status, stderr) == (0, ""), stderr
+    from concurrentd.testbed.box import ELSEWHERE
+    in_box = ELSEWHERE + shown
+    assert stdout.split() == [in_box, in_box, in_box if cwd == shown else cwd]
+    expected = {top: ["written"] if top == shown else [] for top in {cwd, shown}}
+    assert changed == expected, "the box changed other files of the host"
