@@ -191,13 +191,22 @@ def test_exception_in_the_with_block_tears_down():
     assert not _ours(_cgroup_dirs(), name)
 
 
+def _sigint_as_from_a_terminal():
+    """In the CLI's process, before exec: SIGINT handled by default, as a shell leaves it for a
+    foreground command. pytest may have inherited it ignored (run under nohup, or in the
+    background of a script), and a Python started so keeps ignoring it, as it should: the test
+    would signal nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.host
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM),
                                          (signal.SIGINT, 130)])
 def test_cli_tears_down_on_signal(bind_dir, sig, status):
     ready = bind_dir / "ready"
     proc = subprocess.Popen([PY, "-m", "concurrentd.testbed", "--bind", str(bind_dir), "--",
-                             "sh", "-c", f"echo $$ > {ready}; exec sleep 1000"])
+                             "sh", "-c", f"echo $$ > {ready}; exec sleep 1000"],
+                            preexec_fn=_sigint_as_from_a_terminal)
     deadline = time.monotonic() + 30
     while not ready.exists() or not ready.read_text().strip():
         assert time.monotonic() < deadline and proc.poll() is None
@@ -213,6 +222,18 @@ def test_cli_tears_down_on_signal(bind_dir, sig, status):
     assert not [p for p in members if os.path.exists(f"/proc/{p}")]
     assert not _ours(_cgroup_dirs(), name)
     assert not os.path.exists(boxes[0])
+
+
+@pytest.mark.host
+def test_cli_tears_down_on_signal_when_pytest_ignores_sigint():
+    # as under `nohup python -m pytest &` from a script: SIGINT ignored, and inherited so
+    ignoring = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+    out = subprocess.run([PY, "-c", ignoring, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"{__file__}::test_cli_tears_down_on_signal"],
+                         env=dict(os.environ, CONCURRENTD_TESTBED="never"), cwd=CHECKOUT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.host
