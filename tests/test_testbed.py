@@ -7,6 +7,7 @@ Tests marked `host` boot boxes of their own on the host; the others run inside t
 import glob
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -234,6 +235,21 @@ def test_cli_tears_down_on_signal_when_pytest_ignores_sigint():
                          env=dict(os.environ, CONCURRENTD_TESTBED="never"), cwd=CHECKOUT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.host
+def test_a_host_test_that_leaves_a_process_running_errors_and_the_process_is_stopped(tmp_path):
+    # conftest's check after each host test; here it finds a `sleep` a test forgot
+    leaky = tmp_path / "test_leaky.py"
+    leaky.write_text("import subprocess, pytest\n\n@pytest.mark.host\ndef test_leaks():\n"
+                     "    subprocess.Popen(['sleep', '1000'])\n")
+    out = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
+                          "-W", "ignore::pytest.PytestUnknownMarkWarning", str(leaky)],
+                         env=dict(os.environ, CONCURRENTD_TESTBED="never"), cwd=CHECKOUT,
+                         capture_output=True, text=True, timeout=120)
+    left = re.search(r"left running or behind: process (\d+) \(sleep 1000\)", out.stdout)
+    assert left and "1 passed, 1 error" in out.stdout, out.stdout + out.stderr
+    assert not os.path.exists(f"/proc/{left[1]}"), "it was stopped"
 
 
 @pytest.mark.host
