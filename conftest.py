@@ -47,14 +47,21 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [i for i in items if keep(i)]
 
 
+def combined_exit_status(inner: int, outer: int) -> int:
+    """The exit status of a session run in two halves, the box's (inner) and the host's (outer):
+    either's failure (the box's first); else OK if either ran tests (with `-k` one half may
+    select none); else NO_TESTS_COLLECTED."""
+    ok, none = pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED
+    failed = [status for status in (inner, outer) if status not in (ok, none)]
+    if failed:
+        return failed[0]
+    return ok if ok in (inner, outer) else none
+
+
 def pytest_sessionfinish(session, exitstatus):
     inner = session.config.stash.get(_INNER_RC, None)
-    if inner is None:
-        return
-    if inner != 0:
-        session.exitstatus = inner
-    elif exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
-        session.exitstatus = pytest.ExitCode.OK   # every selected test ran in the box
+    if inner is not None:
+        session.exitstatus = combined_exit_status(inner, exitstatus)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -102,6 +102,16 @@ def test_memory_max_oom_kills():
         subprocess.run(["systemctl", "stop", unit], check=True)
 
 
+@pytest.mark.parametrize("inner, outer, combined", [
+    (0, 0, 0), (1, 0, 1), (0, 1, 1), (2, 1, 2),
+    (5, 1, 1), (5, 0, 0), (0, 5, 0), (5, 5, 5),   # -k may leave one half nothing to run
+])
+def test_the_session_fails_if_either_half_failed(inner, outer, combined):
+    from conftest import combined_exit_status
+
+    assert combined_exit_status(inner, outer) == combined
+
+
 # -- on the host: boxes of our own -----------------------------------------------------------------
 
 def _cgroup_dirs():
