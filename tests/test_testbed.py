@@ -202,26 +202,34 @@ def test_exception_in_the_with_block_tears_down():
     assert not _ours(_cgroup_dirs(), name)
 
 
-def _sigint_as_from_a_terminal():
-    """In the CLI's process, before exec: SIGINT handled by default, as a shell leaves it for a
-    foreground command. pytest may have inherited it ignored (run under nohup, or in the
-    background of a script), and a Python started so keeps ignoring it, as it should: the test
-    would signal nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _as_from_a_terminal():
+    """In the CLI's process, before exec: SIGINT and SIGHUP handled by default, as a shell
+    leaves them for a foreground command. pytest may have inherited them ignored (nohup ignores
+    SIGHUP, a script's background command SIGINT), and the CLI, as any program, keeps ignoring a
+    signal ignored when it started: the test would signal nothing."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
-@pytest.mark.host
-@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM),
-                                         (signal.SIGINT, 130)])
-def test_cli_tears_down_on_signal(bind_dir, sig, status):
+def _start_cli(bind_dir, preexec_fn=_as_from_a_terminal):
+    """A testbed CLI running `sleep` in a box, once the box runs it."""
     ready = bind_dir / "ready"
     proc = subprocess.Popen([PY, "-m", "concurrentd.testbed", "--bind", str(bind_dir), "--",
                              "sh", "-c", f"echo $$ > {ready}; exec sleep 1000"],
-                            preexec_fn=_sigint_as_from_a_terminal)
+                            preexec_fn=preexec_fn)
     deadline = time.monotonic() + 30
     while not ready.exists() or not ready.read_text().strip():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM),
+                                         (signal.SIGINT, 130),
+                                         (signal.SIGHUP, 128 + signal.SIGHUP)])
+def test_cli_tears_down_on_signal(bind_dir, sig, status):
+    proc = _start_cli(bind_dir)
     boxes = glob.glob(f"/run/concurrentd-testbed/{proc.pid}-*")
     assert len(boxes) == 1
     name = os.path.basename(boxes[0])
@@ -236,15 +244,27 @@ def test_cli_tears_down_on_signal(bind_dir, sig, status):
 
 
 @pytest.mark.host
-def test_cli_tears_down_on_signal_when_pytest_ignores_sigint():
-    # as under `nohup python -m pytest &` from a script: SIGINT ignored, and inherited so
+def test_cli_under_nohup_keeps_its_box_on_a_hangup(bind_dir):
+    # nohup leaves SIGHUP ignored so that the command outlives its terminal; its box must too
+    proc = _start_cli(bind_dir, lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    proc.send_signal(signal.SIGHUP)
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+@pytest.mark.host
+def test_cli_tears_down_on_signal_when_pytest_runs_under_nohup():
+    # as `nohup python -m pytest &` in a script: SIGHUP and SIGINT ignored, and inherited so
     ignoring = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "signal.signal(signal.SIGHUP, signal.SIG_IGN); "
                 "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
     out = subprocess.run([PY, "-c", ignoring, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           f"{__file__}::test_cli_tears_down_on_signal"],
                          env=dict(os.environ, CONCURRENTD_TESTBED="never"), cwd=CHECKOUT,
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "3 passed" in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.host
