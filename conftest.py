@@ -72,7 +72,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             "the host-only tests ran here")
 
 
-# -- a host test leaves nothing running --------------------------------------------------------------
+# -- a host test leaves nothing running -----------------------------------------------------------
 
 def _running_children(pid: int) -> dict[int, str]:
     """The live (not zombie) child processes of `pid`, with their command lines."""

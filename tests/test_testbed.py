@@ -272,12 +272,12 @@ def test_a_host_test_that_leaves_a_process_running_errors_and_the_process_is_sto
     # conftest's check after each host test; here it finds a `sleep` a test forgot
     leaky = tmp_path / "test_leaky.py"
     leaky.write_text("import subprocess, pytest\n\n@pytest.mark.host\ndef test_leaks():\n"
-                     "    subprocess.Popen(['sleep', '1000'])\n")
+                     "    subprocess.Popen(['sleep', '120'])\n")
     out = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
                           "-W", "ignore::pytest.PytestUnknownMarkWarning", str(leaky)],
                          env=dict(os.environ, CONCURRENTD_TESTBED="never"), cwd=CHECKOUT,
                          capture_output=True, text=True, timeout=120)
-    left = re.search(r"left running or behind: process (\d+) \(sleep 1000\)", out.stdout)
+    left = re.search(r"left running or behind: process (\d+) \(sleep 120\)", out.stdout)
     assert left and "1 passed, 1 error" in out.stdout, out.stdout + out.stderr
     assert not os.path.exists(f"/proc/{left[1]}"), "it was stopped"
 
@@ -317,8 +317,8 @@ def test_cli_refuses_without_root():
 
 # -- the box's boot must not change host files it shows ------------------------------------------
 
-# Runs in a private mount namespace (unshare -m) with a tmpfs over every path in sys.argv[2], so the
-# host's own directories are never at stake, even if the box is broken. Fills each with a tree,
+# Runs in a private mount namespace (unshare -m) with a tmpfs over every path in spec["tmpfs"], so
+# the host's own directories are never at stake, even if the box is broken. Fills each with a tree,
 # runs the testbed CLI (argv after the JSON spec), and reports its status, output and what changed.
 # The CLI imports concurrentd from this checkout, shown at /mnt/checkout: the tmpfs may hide it.
 _IN_PRIVATE_NAMESPACE = r"""
@@ -408,8 +408,8 @@ def _in_private_namespace(cwd, binds=(), command=("true",), tmpfs=("/tmp", "/var
 
 
 @pytest.mark.host
-@pytest.mark.parametrize("cwd, binds", [("/tmp", ()), ("/var/tmp", ()),
-                                        ("/home/tester", ("/tmp",)), ("/home/tester", ("/var/tmp",))])
+@pytest.mark.parametrize("cwd, binds", [("/tmp", ()), ("/var/tmp", ()), ("/home/tester", ("/tmp",)),
+                                        ("/home/tester", ("/var/tmp",))])
 def test_a_directory_the_boot_cleans_is_refused_and_left_alone(cwd, binds):
     # The box's systemd runs systemd-tmpfiles --create --remove --boot: shown read-write, the
     # host's /tmp would be emptied (`D /tmp`) and /var/tmp's systemd-private-* removed.

@@ -87,7 +87,7 @@ def test_a_file_in_run_also_reads_the_file_it_hides_from_cat_config(tmp_path, mo
     assert _hazards.shadowed_by_run(text) == [str(lowest / "foo.conf")]
 
 
-# -- where a box shows each directory ---------------------------------------------------------------
+# -- where a box shows each directory -------------------------------------------------------------
 
 def _placed(path, rules=RULES, why="asked to bind"):
     from concurrentd.testbed.box import place
