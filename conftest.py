@@ -4,11 +4,14 @@ Where PID 1 is not systemd (containers, CI machines), the session is run again i
 systemd booted by concurrentd.testbed; this outer session then runs only the tests marked `host`
 (those of the testbed itself, which boot boxes of their own), and fails if the inner one failed.
 Where systemd is PID 1, everything runs here. CONCURRENTD_TESTBED=always|never overrides the
-detection.
+detection. After each `host` test, nothing it started may still run (_nothing_left_running).
 """
 
+import glob
 import os
+import signal
 import sys
+import time
 
 import pytest
 
@@ -44,14 +47,21 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [i for i in items if keep(i)]
 
 
+def combined_exit_status(inner: int, outer: int) -> int:
+    """The exit status of a session run in two halves, the box's (inner) and the host's (outer):
+    either's failure (the box's first); else OK if either ran tests (with `-k` one half may
+    select none); else NO_TESTS_COLLECTED."""
+    ok, none = pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED
+    failed = [status for status in (inner, outer) if status not in (ok, none)]
+    if failed:
+        return failed[0]
+    return ok if ok in (inner, outer) else none
+
+
 def pytest_sessionfinish(session, exitstatus):
     inner = session.config.stash.get(_INNER_RC, None)
-    if inner is None:
-        return
-    if inner != 0:
-        session.exitstatus = inner
-    elif exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
-        session.exitstatus = pytest.ExitCode.OK   # every selected test ran in the box
+    if inner is not None:
+        session.exitstatus = combined_exit_status(inner, exitstatus)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -60,6 +70,73 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"the tests that need systemd ran in a testbed box above (exit status {inner}); "
             "the host-only tests ran here")
+
+
+# -- a host test leaves nothing running -----------------------------------------------------------
+
+def _running_children(pid: int) -> dict[int, str]:
+    """The live (not zombie) child processes of `pid`, with their command lines."""
+    children = {}
+    for proc in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(f"{proc}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            with open(f"{proc}/cmdline") as f:
+                cmdline = f.read().replace("\0", " ").strip()
+        except (OSError, ValueError):
+            continue   # gone meanwhile
+        if int(ppid) == pid and state != "Z":
+            children[int(os.path.basename(proc))] = cmdline
+    return children
+
+
+def _boxes_of(pids: list[int]) -> list[str]:
+    """What boxes that `pids` made left behind: state directories, mounts, sub-cgroups. A box
+    is named after the pid that made it (Box.name), so the boxes other sessions may be running
+    on the machine are never counted."""
+    from concurrentd._mountinfo import read_hierarchies, read_mountinfo
+    from concurrentd.testbed.box import STATE_ROOT
+
+    states = tuple(f"{STATE_ROOT}/{pid}-" for pid in pids)
+    left = [d for state in states for d in glob.glob(state + "*")]
+    left += [f"mount {m.mount_point}" for m in read_mountinfo()
+             if m.mount_point.startswith(states)]
+    left += [d for h in read_hierarchies() for pid in pids
+             for d in glob.glob(os.path.join(h.own_dir, f"concurrentd-testbed-{pid}-*"))]
+    return left
+
+
+def _stop(pids: list[int], timeout: float = 30.0) -> None:
+    """SIGTERM (a testbed CLI then tears its box down), then SIGKILL what still runs; reaps."""
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        try:
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.05)
+        except ChildProcessError:
+            pass   # reaped by its Popen meanwhile
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_running(request):
+    """After each `host` test (those boot boxes on the host): no process it started still runs,
+    and no box it, or one of those processes, made left a state directory, mount or cgroup.
+    What is left is stopped (found by pid, never by name), and the test errors, naming it."""
+    yield
+    if request.node.get_closest_marker("host") is None:
+        return
+    children = _running_children(os.getpid())
+    _stop(list(children))
+    left = [f"process {pid} ({cmdline})" for pid, cmdline in children.items()]
+    left += _boxes_of([os.getpid(), *children])
+    if left:
+        pytest.fail("left running or behind: " + "; ".join(left), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(CHECKOUT, "examples")
 
 
 def load(name):
@@ -17,11 +18,27 @@ def load(name):
     return module
 
 
-def run_command(name, *args):
-    # README's run command; --auto runs it directly where systemd is PID 1 (as here)
+def run_python(*args):
+    """README's run command for `python ARGS`; --auto runs it directly where systemd is PID 1
+    (as here). With this checkout first on the path: a script's own directory is first there,
+    and the concurrentd installed may be another checkout's."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [CHECKOUT, os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-m", "concurrentd.testbed", "--auto", "--",
-                           sys.executable, os.path.join(EXAMPLES, f"{name}.py"), *args],
-                          capture_output=True, text=True, timeout=120)
+                           sys.executable, *args],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=CHECKOUT)
+
+
+def run_command(name, *args):
+    return run_python(os.path.join(EXAMPLES, f"{name}.py"), *args)
+
+
+def test_examples_run_with_the_concurrentd_of_this_checkout(tmp_path):
+    # a script, as an example is: its own directory, not the working directory, leads sys.path
+    probe = tmp_path / "probe.py"
+    probe.write_text("import concurrentd, os\nprint(os.path.dirname(concurrentd.__file__))\n")
+    out = run_python(str(probe))
+    assert out.stdout.strip() == os.path.join(CHECKOUT, "concurrentd"), out.stderr
 
 
 @pytest.mark.parametrize("name", ["seed", "cpu_capped", "memory_capped", "single_process",

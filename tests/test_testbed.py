@@ -21,6 +21,7 @@ from concurrentd.testbed import Box
 from concurrentd._mountinfo import read_hierarchies
 
 PY = sys.executable
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _systemctl_show(unit, prop):
@@ -101,6 +102,16 @@ def test_memory_max_oom_kills():
         subprocess.run(["systemctl", "stop", unit], check=True)
 
 
+@pytest.mark.parametrize("inner, outer, combined", [
+    (0, 0, 0), (1, 0, 1), (0, 1, 1), (2, 1, 2),
+    (5, 1, 1), (5, 0, 0), (0, 5, 0), (5, 5, 5),   # -k may leave one half nothing to run
+])
+def test_the_session_fails_if_either_half_failed(inner, outer, combined):
+    from conftest import combined_exit_status
+
+    assert combined_exit_status(inner, outer) == combined
+
+
 # -- on the host: boxes of our own -----------------------------------------------------------------
 
 def _cgroup_dirs():
@@ -148,11 +159,11 @@ def test_box_checkout_is_read_write(bind_dir):
 
 
 @pytest.mark.host
-def test_box_refuses_to_show_a_directory_its_boot_cleans(tmp_path):
-    shown = re.escape(str(tmp_path))
+def test_box_refuses_to_show_a_directory_its_boot_cleans():
+    # refused before anything is made: /tmp itself, unlike a directory in it, has no other place
     with pytest.raises(testbed.TestbedError,
-                       match=rf"^refusing to show {shown} \(asked to bind\) .* tmpfiles rule"):
-        Box(binds=[str(tmp_path)])
+                       match=r"^refusing to show /tmp \(asked to bind\) .* tmpfiles rule"):
+        Box(binds=["/tmp"])
 
 
 @pytest.mark.host
@@ -191,17 +202,34 @@ def test_exception_in_the_with_block_tears_down():
     assert not _ours(_cgroup_dirs(), name)
 
 
-@pytest.mark.host
-@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM),
-                                         (signal.SIGINT, 130)])
-def test_cli_tears_down_on_signal(bind_dir, sig, status):
+def _as_from_a_terminal():
+    """In the CLI's process, before exec: SIGINT and SIGHUP handled by default, as a shell
+    leaves them for a foreground command. pytest may have inherited them ignored (nohup ignores
+    SIGHUP, a script's background command SIGINT), and the CLI, as any program, keeps ignoring a
+    signal ignored when it started: the test would signal nothing."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _start_cli(bind_dir, preexec_fn=_as_from_a_terminal):
+    """A testbed CLI running `sleep` in a box, once the box runs it."""
     ready = bind_dir / "ready"
     proc = subprocess.Popen([PY, "-m", "concurrentd.testbed", "--bind", str(bind_dir), "--",
-                             "sh", "-c", f"echo $$ > {ready}; exec sleep 1000"])
+                             "sh", "-c", f"echo $$ > {ready}; exec sleep 1000"],
+                            preexec_fn=preexec_fn)
     deadline = time.monotonic() + 30
     while not ready.exists() or not ready.read_text().strip():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM),
+                                         (signal.SIGINT, 130),
+                                         (signal.SIGHUP, 128 + signal.SIGHUP)])
+def test_cli_tears_down_on_signal(bind_dir, sig, status):
+    proc = _start_cli(bind_dir)
     boxes = glob.glob(f"/run/concurrentd-testbed/{proc.pid}-*")
     assert len(boxes) == 1
     name = os.path.basename(boxes[0])
@@ -213,6 +241,45 @@ def test_cli_tears_down_on_signal(bind_dir, sig, status):
     assert not [p for p in members if os.path.exists(f"/proc/{p}")]
     assert not _ours(_cgroup_dirs(), name)
     assert not os.path.exists(boxes[0])
+
+
+@pytest.mark.host
+def test_cli_under_nohup_keeps_its_box_on_a_hangup(bind_dir):
+    # nohup leaves SIGHUP ignored so that the command outlives its terminal; its box must too
+    proc = _start_cli(bind_dir, lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    proc.send_signal(signal.SIGHUP)
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+@pytest.mark.host
+def test_cli_tears_down_on_signal_when_pytest_runs_under_nohup():
+    # as `nohup python -m pytest &` in a script: SIGHUP and SIGINT ignored, and inherited so
+    ignoring = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+    out = subprocess.run([PY, "-c", ignoring, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"{__file__}::test_cli_tears_down_on_signal"],
+                         env=dict(os.environ, CONCURRENTD_TESTBED="never"), cwd=CHECKOUT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "3 passed" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.host
+def test_a_host_test_that_leaves_a_process_running_errors_and_the_process_is_stopped(tmp_path):
+    # conftest's check after each host test; here it finds a `sleep` a test forgot
+    leaky = tmp_path / "test_leaky.py"
+    leaky.write_text("import subprocess, pytest\n\n@pytest.mark.host\ndef test_leaks():\n"
+                     "    subprocess.Popen(['sleep', '120'])\n")
+    out = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
+                          "-W", "ignore::pytest.PytestUnknownMarkWarning", str(leaky)],
+                         env=dict(os.environ, CONCURRENTD_TESTBED="never"), cwd=CHECKOUT,
+                         capture_output=True, text=True, timeout=120)
+    left = re.search(r"left running or behind: process (\d+) \(sleep 120\)", out.stdout)
+    assert left and "1 passed, 1 error" in out.stdout, out.stdout + out.stderr
+    assert not os.path.exists(f"/proc/{left[1]}"), "it was stopped"
 
 
 @pytest.mark.host
@@ -250,17 +317,28 @@ def test_cli_refuses_without_root():
 
 # -- the box's boot must not change host files it shows ------------------------------------------
 
-# Runs in a private mount namespace (unshare -m) with a tmpfs over every path in sys.argv[2], so the
-# host's own directories are never at stake, even if the box is broken. Fills each with a tree,
-# runs the testbed CLI (argv after the JSON spec), and reports its status, stderr and what changed.
+# Runs in a private mount namespace (unshare -m) with a tmpfs over every path in spec["tmpfs"], so
+# the host's own directories are never at stake, even if the box is broken. Fills each with a tree,
+# runs the testbed CLI (argv after the JSON spec), and reports its status, output and what changed.
+# The CLI imports concurrentd from this checkout, shown at /mnt/checkout: the tmpfs may hide it.
 _IN_PRIVATE_NAMESPACE = r"""
-import json, os, subprocess, sys
+import ctypes, json, os, subprocess, sys
 
 spec = json.loads(sys.argv[1])
-for path in spec["tmpfs"]:
+libc = ctypes.CDLL(None, use_errno=True)
+
+def mount(source, target, fstype=None, flags=0, data=None):
+    if libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(), flags,
+                  data and data.encode()) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {source} on {target}")
+
+checkout = os.open(spec["checkout"], os.O_PATH | os.O_DIRECTORY)
+for path in ["/mnt", *spec["tmpfs"]]:
     os.makedirs(path, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=" + spec["modes"][path], "testbed-test",
-                    path], check=True)
+    mount("testbed-test", path, "tmpfs", 0, "mode=" + spec["modes"].get(path, "755"))
+os.mkdir("/mnt/checkout")
+mount(f"/proc/self/fd/{checkout}", "/mnt/checkout", None, 4096 | 16384)   # MS_BIND | MS_REC
+env = dict(os.environ, PYTHONPATH="/mnt/checkout")
 
 def fill(top):
     for rel, mode, data in [("plain", 0o644, b"plain\n"), ("secret", 0o600, b"\x00\x01binary"),
@@ -299,40 +377,43 @@ for top in spec["fill"]:
     os.makedirs(top, exist_ok=True)
     fill(top)
 before = {top: snapshot(top) for top in spec["fill"]}
-proc = subprocess.run(spec["argv"], cwd=spec["cwd"], capture_output=True, text=True, timeout=120)
+proc = subprocess.run(spec["argv"], cwd=spec["cwd"], env=env, capture_output=True, text=True,
+                      timeout=120)
 after = {top: snapshot(top) for top in spec["fill"]}
 changed = {top: sorted(k for k in set(before[top]) | set(after[top])
                        if before[top].get(k) != after[top].get(k)) for top in spec["fill"]}
-print(json.dumps({"status": proc.returncode, "stderr": proc.stderr, "changed": changed}))
+print(json.dumps({"status": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
+                  "changed": changed}))
 """
 
 
-def _in_private_namespace(cwd, binds=(), tmpfs=("/tmp", "/var/tmp", "/home")):
-    """Runs the testbed CLI from `cwd` with `binds`, each a tmpfs-backed tree in a namespace of
-    its own; returns (exit status, stderr, {tree: paths whose content, mode, owner or presence
-    changed})."""
+def _in_private_namespace(cwd, binds=(), command=("true",), tmpfs=("/tmp", "/var/tmp", "/home")):
+    """Runs the testbed CLI from `cwd` with `binds` and `command`, each directory a tmpfs-backed
+    tree in a namespace of its own; returns (exit status, stdout, stderr, {tree: paths whose
+    content, mode, owner or presence changed})."""
     import json
 
-    spec = {"tmpfs": list(tmpfs), "modes": {"/tmp": "1777", "/var/tmp": "1777", "/home": "755"},
-            "fill": sorted({cwd, *binds} - {os.getcwd()}), "cwd": cwd,
+    fill = sorted({cwd, *binds})
+    assert all(any(f == t or f.startswith(t + "/") for t in tmpfs) for f in fill), "only tmpfs"
+    spec = {"tmpfs": list(tmpfs), "modes": {"/tmp": "1777", "/var/tmp": "1777"},
+            "fill": fill, "cwd": cwd, "checkout": CHECKOUT,
             "argv": [PY, "-m", "concurrentd.testbed",
-                     *[a for b in binds for a in ("--bind", b)], "--", "true"]}
-    env = dict(os.environ, PYTHONPATH=os.getcwd())   # concurrentd from this checkout, at any cwd
+                     *[a for b in binds for a in ("--bind", b)], "--", *command]}
     out = subprocess.run(["unshare", "-m", "--propagation", "private", PY, "-c",
                           _IN_PRIVATE_NAMESPACE, json.dumps(spec)],
-                         capture_output=True, text=True, env=env, timeout=180)
+                         capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    return report["status"], report["stderr"], report["changed"]
+    return report["status"], report["stdout"], report["stderr"], report["changed"]
 
 
 @pytest.mark.host
-@pytest.mark.parametrize("cwd, binds", [("/tmp", ()), ("/var/tmp", ()),
-                                        (os.getcwd(), ("/tmp",)), (os.getcwd(), ("/var/tmp",))])
+@pytest.mark.parametrize("cwd, binds", [("/tmp", ()), ("/var/tmp", ()), ("/home/tester", ("/tmp",)),
+                                        ("/home/tester", ("/var/tmp",))])
 def test_a_directory_the_boot_cleans_is_refused_and_left_alone(cwd, binds):
     # The box's systemd runs systemd-tmpfiles --create --remove --boot: shown read-write, the
     # host's /tmp would be emptied (`D /tmp`) and /var/tmp's systemd-private-* removed.
-    status, stderr, changed = _in_private_namespace(cwd, binds)
+    status, _, stderr, changed = _in_private_namespace(cwd, binds)
     assert changed == {top: [] for top in changed}, "the box changed files of the host"
     path = binds[0] if binds else cwd
     assert status == 2, stderr
@@ -342,6 +423,25 @@ def test_a_directory_the_boot_cleans_is_refused_and_left_alone(cwd, binds):
 
 @pytest.mark.host
 def test_a_home_directory_no_boot_rule_touches_works_and_is_left_alone():
-    status, stderr, changed = _in_private_namespace("/home/tester")
+    status, _, stderr, changed = _in_private_namespace("/home/tester")
     assert (status, stderr) == (0, "")
     assert changed == {"/home/tester": []}
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("cwd, binds, shown", [
+    ("/tmp/clone", (), "/tmp/clone"),                  # a clone under /tmp: README's commands
+    ("/home/tester", ("/tmp/out",), "/tmp/out"),       # --bind of a directory in /tmp
+])
+def test_a_directory_in_tmp_is_shown_elsewhere_linked_and_left_alone(cwd, binds, shown):
+    # `D /tmp` would empty it at its own path: the box mounts it under ELSEWHERE, and links its
+    # own path there once booted, so both paths reach the host's directory
+    script = (f"cd {shown} && pwd -P && readlink {shown} && echo hi > {shown}/written && "
+              f"cd {cwd} && pwd -P")
+    status, stdout, stderr, changed = _in_private_namespace(cwd, binds, ["sh", "-c", script])
+    assert (status, stderr) == (0, ""), stderr
+    from concurrentd.testbed.box import ELSEWHERE
+    in_box = ELSEWHERE + shown
+    assert stdout.split() == [in_box, in_box, in_box if cwd == shown else cwd]
+    expected = {top: ["written"] if top == shown else [] for top in {cwd, shown}}
+    assert changed == expected, "the box changed other files of the host"

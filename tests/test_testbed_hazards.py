@@ -85,3 +85,45 @@ def test_a_file_in_run_also_reads_the_file_it_hides_from_cat_config(tmp_path, mo
     monkeypatch.setattr(_hazards, "_AFTER_RUN", (str(lower), str(lowest)))
     text = "# /run/tmpfiles.d/foo.conf\nd /srv/x\n\n# /usr/lib/tmpfiles.d/bar.conf\nd /y\n"
     assert _hazards.shadowed_by_run(text) == [str(lowest / "foo.conf")]
+
+
+# -- where a box shows each directory -------------------------------------------------------------
+
+def _placed(path, rules=RULES, why="asked to bind"):
+    from concurrentd.testbed.box import place
+
+    return place({path: why}, rules)[path]
+
+
+@pytest.mark.parametrize("path", ["/home/alice", "/srv/data", "/opt/src"])
+def test_a_directory_no_rule_reaches_is_shown_at_its_own_path(path):
+    assert _placed(path) == path
+
+
+@pytest.mark.parametrize("path", ["/tmp/x/concurrentd", "/tmp/pytest-of-root/t0",
+                                  "/var/tmp/clone"])
+def test_a_directory_in_tmp_or_var_tmp_the_boot_cleans_is_shown_elsewhere(path):
+    # `D /tmp` would empty it, `q /var/tmp ... 30d` clean it: the box shows it at a path no rule
+    # reaches (and links its own path there once booted)
+    from concurrentd.testbed.box import ELSEWHERE
+
+    assert _placed(path) == ELSEWHERE + path
+    assert first_conflict(ELSEWHERE + path, RULES) is None
+
+
+@pytest.mark.parametrize("path", ["/tmp", "/var/tmp", "/root", "/srv", "/var"])
+def test_a_directory_the_boot_changes_elsewhere_is_still_refused(path):
+    # /tmp itself cannot be linked from its own path: the box's /tmp is its own
+    from concurrentd.testbed import TestbedError
+
+    with pytest.raises(TestbedError, match=rf"^refusing to show {path} \(asked to bind\)"):
+        _placed(path)
+
+
+def test_a_directory_is_refused_if_even_elsewhere_a_rule_reaches_it():
+    from concurrentd.testbed import TestbedError
+    from concurrentd.testbed.box import ELSEWHERE
+
+    rules = RULES + parse_cat_config(f"D {ELSEWHERE} 0755 root root -\n")
+    with pytest.raises(TestbedError, match="refusing to show /tmp/x "):
+        _placed("/tmp/x", rules)

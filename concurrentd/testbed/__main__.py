@@ -35,6 +35,15 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def _tear_down_on(*signums: int) -> None:
+    """Makes each signal end the command and tear the box down, unless it was ignored when the
+    CLI started: under nohup (SIGHUP ignored) the box must outlive the terminal as the command
+    does, as Python itself leaves an ignored SIGINT ignored."""
+    for signum in signums:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _terminate)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     if args.auto and not needed():
@@ -47,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print("concurrentd.testbed: must run as root (it mounts file systems and creates "
               "namespaces and cgroups)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    _tear_down_on(signal.SIGTERM, signal.SIGHUP)
     try:
         with Box(binds=args.bind) as box:
             return box.run(args.cmd)

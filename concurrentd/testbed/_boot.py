@@ -37,7 +37,8 @@ MASKED_UNITS = (
 class BootSpec:
     state_dir: str                 # an empty host directory; a tmpfs is mounted on it in the box
     hierarchies: list[Hierarchy]   # the caller's cgroup hierarchies, to mount again in the box
-    binds: list[str] = field(default_factory=list)   # host paths shown read-write at the same place
+    # host directories shown read-write, each mapped to where the box mounts it (box.place)
+    binds: dict[str, str] = field(default_factory=dict)
 
 
 def _mkdirs(path: str) -> None:
@@ -101,12 +102,15 @@ def boot(spec: BootSpec) -> None:
     _sys.mount(None, procsys, None, _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY)
     _sys.mount("sysfs", os.path.join(root, "sys"), "sysfs", _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC)
     unified = _mount_cgroups(root, spec.hierarchies)
-    for d in ("run", "tmp"):
-        _sys.mount("tmpfs", os.path.join(root, d), "tmpfs", _sys.MS_NOSUID | _sys.MS_NODEV, "mode=1777" if d == "tmp" else "mode=755")
+    #    /tmp and /var/tmp are the box's own, empty, as a unit's with PrivateTmp=
+    for d, mode in (("run", "755"), ("tmp", "1777"), ("var/tmp", "1777")):
+        _sys.mount("tmpfs", os.path.join(root, d), "tmpfs", _sys.MS_NOSUID | _sys.MS_NODEV,
+                   f"mode={mode}")
 
-    # 4. what the command needs, read-write at the same path (results come back to the host)
-    for path in spec.binds:
-        target = root + path
+    # 4. what the command needs, read-write (results come back to the host): at the same path,
+    #    or where box.place put it
+    for path, where in spec.binds.items():
+        target = root + where
         _mkdirs(target)
         _sys.mount(path, target, None, _sys.MS_BIND | _sys.MS_REC)
 

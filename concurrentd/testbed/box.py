@@ -27,7 +27,7 @@ from .. import _sys
 from ._boot import BootSpec, boot
 from ._cgroups import SubCgroups
 from ._errors import TestbedError
-from ._hazards import first_conflict, read_boot_rules
+from ._hazards import Rule, first_conflict, read_boot_rules
 from .._mountinfo import mount_containing, read_hierarchies, read_mountinfo
 
 STATE_ROOT = "/run/concurrentd-testbed"
@@ -54,9 +54,10 @@ WORKING_DIRECTORY = "the working directory"
 ASKED = "asked to bind"
 PYTHON_MOUNT = "the mount Python or its sys.path lives on"
 _FIXES = {
-    WORKING_DIRECTORY: "Run the testbed from a directory that no boot rule reaches (cd elsewhere).",
+    WORKING_DIRECTORY: "Run the testbed from a directory that no boot rule reaches, or from one "
+                       "inside /tmp or /var/tmp (cd elsewhere).",
     ASKED: "Bind a directory that no boot rule reaches instead (a subdirectory of it that none "
-           "reaches, or one elsewhere).",
+           "reaches, one inside /tmp or /var/tmp, or one elsewhere).",
     PYTHON_MOUNT: "Run the testbed with a Python installed on another file system.",
 }
 
@@ -90,29 +91,52 @@ def bind_reasons(extra: Sequence[str] = ()) -> dict[str, str]:
     return {b: reasons[b] for b in unique if not any(b != o and _is_within(b, o) for o in unique)}
 
 
-def refuse_what_the_boot_changes(binds: dict[str, str]) -> None:
-    """Raises TestbedError for the first bind that the box's boot would change on the host: its
-    systemd-tmpfiles --create --remove --boot would empty a bound /tmp (see _hazards)."""
-    rules = read_boot_rules()
-    for path, why in binds.items():
-        reason = first_conflict(path, rules)
-        if reason is not None:
-            raise TestbedError(f"refusing to show {path} ({why}) read-write in the box: the "
-                               f"box's boot would change it on the host, as {reason}. "
-                               f"{_FIXES[why]}")
+# Where a box shows a directory that lies in /tmp or /var/tmp and that its boot would change there:
+# a path no boot rule reaches (checked all the same). The box's /tmp and /var/tmp are tmpfs of its
+# own, so once it has booted the directory's own path is free, and holds a symlink to it.
+ELSEWHERE = "/concurrentd-testbed"
+MOVABLE_FROM = ("/tmp", "/var/tmp")
+
+
+def _movable(path: str) -> bool:
+    return any(path != d and _is_within(path, d) for d in MOVABLE_FROM)
+
+
+def _place_one(path: str, why: str, rules: list[Rule]) -> str:
+    """Where the box mounts the host directory `path`, or TestbedError naming the rule."""
+    reason = first_conflict(path, rules)
+    if reason is None:
+        return path
+    if _movable(path) and first_conflict(ELSEWHERE + path, rules) is None:
+        return ELSEWHERE + path
+    raise TestbedError(f"refusing to show {path} ({why}) read-write in the box: the box's boot "
+                       f"would change it on the host, as {reason}. {_FIXES[why]}")
+
+
+def place(binds: dict[str, str], rules: list[Rule]) -> dict[str, str]:
+    """Maps each host directory to show (with why) to where the box mounts it: its own path,
+    unless the box's boot would change it there (`D /tmp` empties what /tmp holds). Then one
+    inside /tmp or /var/tmp is mounted under ELSEWHERE, so that a clone under /tmp can run its
+    tests and keep its files, and any other is refused (TestbedError). Ordered parents first, as
+    the box must mount them."""
+    placed = {path: _place_one(path, why, rules) for path, why in binds.items()}
+    return dict(sorted(placed.items(), key=lambda item: item[1].count("/")))
 
 
 class Box:
     """A running throwaway systemd. Use as a context manager; stop() is idempotent.
 
     Args:
-        binds: extra host directories to show read-write at the same path in the box (the
-            working directory, and the mounts holding Python, are always there).
+        binds: extra host directories to show read-write in the box (the working directory,
+            and the mounts holding Python, are always there), each at the same path, or, inside
+            /tmp or /var/tmp where the box's boot would change it, under ELSEWHERE with a symlink
+            at its own path (``path_in_box`` says where).
         boot_timeout: seconds to wait for systemd to report the system running.
 
     Raises:
         TestbedError: a directory to show is one the box's boot would change on the host (a
-            tmpfiles.d rule, e.g. `D /tmp`, or a boot service writes at, in or above it).
+            tmpfiles.d rule, e.g. `D /tmp`, or a boot service writes at, in or above it), and
+            it cannot be shown elsewhere (it is not inside /tmp or /var/tmp).
     """
 
     def __init__(self, binds: Sequence[str] = (), boot_timeout: float = 20.0):
@@ -123,10 +147,8 @@ class Box:
         if not os.path.exists("/lib/systemd/systemd"):
             raise TestbedError("the testbed needs systemd installed (/lib/systemd/systemd is "
                                "missing): apt-get install systemd dbus")
-        reasons = bind_reasons(binds)
-        refuse_what_the_boot_changes(reasons)
+        self.binds = place(bind_reasons(binds), read_boot_rules())   # host path: path in box
         self.name = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self.binds = list(reasons)
         self.boot_timeout = boot_timeout
         self.pid1: int | None = None       # the box's PID 1 (systemd), as the host sees it
         self._keeper: int | None = None
@@ -146,6 +168,7 @@ class Box:
         try:
             self._start()
             self._wait_running()
+            self._link_moved()
         except BaseException:
             self.stop()
             raise
@@ -216,6 +239,23 @@ class Box:
                                         "--no-legend"], allow_fail=True, scope=False)
             raise TestbedError(f"the box's systemd is {out or 'not answering'}, not running; "
                                f"failed units: {failed.strip() or 'none'}")
+
+    def _link_moved(self) -> None:
+        """Puts a symlink at the own path of each directory shown elsewhere, so that the paths
+        into it mean in the box what they mean on the host. Only once booted: the boot empties
+        the box's /tmp."""
+        for path, target in self.binds.items():
+            if target != path:
+                self.check_output(["mkdir", "-p", os.path.dirname(path)], scope=False)
+                self.check_output(["ln", "-sT", target, path], scope=False)
+
+    def path_in_box(self, path: str) -> str:
+        """Where the host path `path` (absolute, resolved) is in the box: the same path, unless
+        it lies in a directory shown elsewhere (under ELSEWHERE)."""
+        for host, target in self.binds.items():
+            if _is_within(path, host):
+                return target + path[len(host):]
+        return path
 
     def _alive(self) -> bool:
         return self.pid1 is not None and os.path.exists(f"/proc/{self.pid1}")
@@ -292,7 +332,7 @@ class Box:
     def _enter_and_exec(self, argv: list[str], env: dict[str, str], scope: bool) -> None:
         """In a fresh child: join the box, fork once more (pid namespaces apply to children),
         exec (through ``systemd-run --scope`` with ``scope``). Never returns."""
-        cwd = os.getcwd()
+        cwd = self.path_in_box(os.getcwd())
         # Into the box's cgroups: its root in each v1 hierarchy (where systemd leaves a process
         # of a unit that uses no controller of that hierarchy), then, with `scope`, systemd-run
         # moves CMD into a scope of its own in the hierarchies systemd manages.
