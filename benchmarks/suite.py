@@ -20,7 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
 
 #: repetitions per case: (full run, --quick)
-REPS = {"entry": (300, 20), "pools": (20, 3), "throughput": (11, 2), "unit_start": (30, 5)}
+REPS = {"entry": (300, 20), "pools": (20, 3), "throughput": (11, 2), "unit_start": (30, 5),
+        "oneshot": (20, 3)}
 TASKS = 20_000
 
 
@@ -53,6 +54,12 @@ TARGETS = [
      ("throughput", "submit", "ratios", "concurrentd/ProcessPoolExecutor", "median"), ">=", 1.0, "x"),
     ("throughput", "map: concurrentd / ProcessPoolExecutor",
      ("throughput", "map", "ratios", "concurrentd/ProcessPoolExecutor", "median"), ">=", 1.0, "x"),
+    ("oneshot", "run(f), a prepared unit",
+     ("oneshot", "run (prepared)", "median"), "<=", 3, "ms"),
+    ("oneshot", "systemd-run --pipe / run(f)",
+     ("oneshot", "ratios", "systemd-run/run (prepared)", "median"), ">=", 8, "x"),
+    ("oneshot", "bwrap / run(f)",
+     ("oneshot", "ratios", "bwrap/run (prepared)", "median"), ">=", 8, "x"),
     ("unit_start", "concurrentd connect+start / systemd-run",
      ("unit_start", "ratios", "concurrentd connect+start/systemd-run", "median"), "<=", 1.0, "x"),
 ]
@@ -110,7 +117,8 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
     pools = "cold_start" in cases or "pool_start" in cases
     total = (reps["entry"] * ("entry" in cases) + reps["pools"] * 2 * len(contenders) * pools
              + reps["throughput"] * len(contenders) * ("throughput" in cases)
-             + reps["unit_start"] * ("unit_start" in cases))
+             + reps["unit_start"] * ("unit_start" in cases)
+             + reps["oneshot"] * ("oneshot" in cases))
     bar = None
     if progress:
         try:
@@ -145,6 +153,9 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
                 elif case == "unit_start":
                     from .cases import unit_start
                     results["unit_start"] = unit_start.run(reps["unit_start"], tick, say)
+                elif case == "oneshot":
+                    from .cases import oneshot
+                    results["oneshot"] = oneshot.run(reps["oneshot"], tick, say)
             except Exception as e:   # noqa: BLE001 - a broken case must not hide the others
                 results[case] = {"error": str(e).strip()[-2000:]}
                 say(f"{case} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}")
@@ -217,6 +228,13 @@ def figures(results: dict) -> list[tuple[str, str, str]]:
             rows.append(("unit_start", k, _fmt(u[k], "ms")))
         for k, s in u["ratios"].items():
             rows.append(("unit_start", f"ratio {k}", _ratio(s)))
+    o = results.get("oneshot")
+    if o and "error" not in o:
+        for k in ("run (prepared)", "run (cold)", "systemd-run", "bwrap"):
+            if o.get(k):
+                rows.append(("oneshot", k, _fmt(o[k], "ms")))
+        for k, s in o["ratios"].items():
+            rows.append(("oneshot", f"ratio {k}", _ratio(s)))
     for case in CASES:
         if isinstance(results.get(case), dict) and "error" in results[case]:
             rows.append((case, "ERROR", results[case]["error"].splitlines()[-1]))
@@ -229,7 +247,8 @@ def table(results: dict) -> str:
     lines += ["", "| case | target | figure | target | verdict |", "| --- | --- | --- | --- | --- |"]
     for t in results["targets"]:
         v = t["value"]
-        shown = "—" if v is None else f"{v:.1f} µs" if t["target"].endswith("us") else f"{v:.2f}×"
+        shown = ("—" if v is None else f"{v:.1f} µs" if t["target"].endswith("us")
+                 else f"{v:.1f} ms" if t["target"].endswith("ms") else f"{v:.2f}×")
         lines.append(f"| {t['case']} | {t['figure']} | {shown} | {t['target'].replace('us', 'µs')} "
                      f"| **{t['verdict']}** |")
     return "\n".join(lines)

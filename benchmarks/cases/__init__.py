@@ -7,4 +7,5 @@ CASES = {
     "pool_start": "pool start → first result, max_workers 1 and 2, vs ProcessPoolExecutor and pystemd",
     "throughput": "20,000 no-op tasks, submit() and map(chunksize=100), max_workers=2",
     "unit_start": "call → running anchor, vs systemd-run for the same unit",
+    "oneshot": "run(f) again and again (a prepared unit; cold), vs systemd-run --pipe and bwrap",
 }
