@@ -199,7 +199,8 @@ class UnitSession:
                     raise TimeoutError(f"unit {self.unit.name} did not start within {timeout:g} s"
                                        " (a slow ExecStartPre=?): it was stopped; give the pool "
                                        "start_timeout= to wait longer") from None
-                main_pid = starting.main_pid
+                main_pid = self._main_pid = starting.main_pid
+                self._starting = None
                 if not main_pid:   # skipped (a condition failed), or it ran and exited already
                     raise self._skipped() or anchor_exited(main_pid)
             self.zygote.enter(main_pid, self._anchor_exe)

@@ -3,8 +3,11 @@
 Starting a unit is most of what a pool's start costs (systemd sets the sandbox up: ~12 ms, ~20 ms
 with connecting). So after a unit is used, a thread of the owner starts the next one with the same
 properties and waits for it; the next pool, run() or @sandboxed call with those properties takes
-it and only forks its zygote into it. Each call still gets a unit of its own, started for it and
-stopped after it, never reused: a fresh PrivateTmp, a fresh cgroup, nothing a previous call left.
+it and only forks its zygote into it. A pool whose zygote is a fresh interpreter (and that has no
+initializer) takes a prepared zygote too, already entered, its first worker forked: a fresh
+interpreter has nothing of the owner's that could go stale meanwhile. Each call still gets a unit
+(and a zygote) of its own, started for it and stopped after it, never reused: a fresh PrivateTmp,
+a fresh cgroup, nothing a previous call left.
 
 Only units that are the same whenever they start are prepared (not those with Condition…=,
 RuntimeMaxSec=, EnvironmentFile=, LoadCredential=…: see _AS_IT_STARTS). Bounded: one prepared
@@ -47,10 +50,11 @@ def preparable(properties: Mapping[str, Any]) -> bool:
     return not any(str(name).startswith(_AS_IT_STARTS) for name in properties)
 
 
-def key_of(properties: Mapping[str, Any], import_binds: Any) -> str:
-    """What a prepared unit must match: the properties as given, the import binds' inputs."""
+def key_of(properties: Mapping[str, Any], import_binds: Any, zygote: Any = None) -> str:
+    """What a prepared unit must match: the properties as given, the import binds' inputs, and
+    for a prepared zygote what it was started with (``zygote``, by its repr)."""
     items = sorted((str(k), repr(v)) for k, v in properties.items())
-    return repr((items, repr(import_binds), tuple(sys.path), os.getcwd()))
+    return repr((items, repr(import_binds), tuple(sys.path), os.getcwd(), repr(zygote)))
 
 
 class _Prepared:
@@ -75,12 +79,14 @@ class _Prepared:
         _release(session)   # stopped meanwhile (systemctl stop): start afresh
         return None
 
-    def want(self, key: str, properties: Mapping[str, Any], import_binds: Any) -> None:
-        """Asks for a unit to be prepared for ``key`` (once one is not there already)."""
+    def want(self, key: str, properties: Mapping[str, Any], import_binds: Any,
+             zygote: dict | None = None) -> None:
+        """Asks for a unit to be prepared for ``key`` (once one is not there already); with
+        ``zygote`` (fork_zygote's arguments: a fresh interpreter's), its zygote too."""
         with self._lock:
             if self._closed or key in self._ready or key in self._wanted:
                 return
-            self._wanted[key] = (dict(properties), import_binds)
+            self._wanted[key] = (dict(properties), import_binds, zygote)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="concurrentd-warm",
                                                 daemon=True)
@@ -118,12 +124,16 @@ class _Prepared:
             if job is not None:
                 self._prepare(*job)
 
-    def _prepare(self, key: str, request: tuple[dict, Any]) -> None:
+    def _prepare(self, key: str, request: tuple[dict, Any, dict | None]) -> None:
         from ._session import UnitSession
-        properties, import_binds = request
+        properties, import_binds, zygote = request
         try:
             session = UnitSession.begin_unit(properties, import_binds=import_binds)
-            session.await_unit(_START_TIMEOUT)
+            if zygote is None:
+                session.await_unit(_START_TIMEOUT)
+            else:
+                session.fork_zygote(**zygote)
+                session.finish(_START_TIMEOUT)
         except Exception:   # noqa: BLE001 - the call that wants it starts its own, and says why
             return
         evicted = []
@@ -163,8 +173,9 @@ def take(key: str):
     return _prepared.take(key)
 
 
-def want(key: str, properties: Mapping[str, Any], import_binds: Any) -> None:
-    _prepared.want(key, properties, import_binds)
+def want(key: str, properties: Mapping[str, Any], import_binds: Any,
+         zygote: dict | None = None) -> None:
+    _prepared.want(key, properties, import_binds, zygote)
 
 
 def _forget_in_child() -> None:

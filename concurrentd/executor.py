@@ -233,15 +233,22 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         self._forked_main = {} if fresh else _payload.forked_main()
         limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
 
-        # A unit prepared for these properties is taken; then the next one is prepared.
+        # A unit prepared for these properties is taken; then the next one is prepared. A fresh
+        # interpreter has nothing of this process's to go stale: without an initializer, its
+        # zygote is prepared too, entered, its first worker forked.
         check_root()
         warm = warm_units and unit is None and unit_name is None and _warm.preparable(properties)
-        key = _warm.key_of(properties, import_binds) if warm else ""
+        zygote = dict(enters=True, max_workers=max_workers, start=start, fresh=fresh_start)
+        with_zygote = fresh and initializer is None
+        key = _warm.key_of(properties, import_binds,
+                           zygote=(max_workers, start) if with_zygote else None) if warm else ""
         session = _warm.take(key) if warm else None
         if session is None:
             session = UnitSession.begin_unit(properties, unit_name=unit_name, unit=unit,
                                              import_binds=import_binds)
-        session.fork_zygote(enters=True, max_workers=max_workers, start=start, fresh=fresh_start)
+        ready = session.zygote is not None   # a prepared zygote: entered, its spare forked
+        if not ready:
+            session.fork_zygote(**zygote)
         self.unit = PoolUnit(session.unit, session.owned)
         # The zygote is forked: the pool may have a thread now, started while systemd sets the
         # unit up.
@@ -255,13 +262,16 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             session.release()
             raise
         try:
-            session.finish(float(start_timeout))
+            if not ready:
+                session.finish(float(start_timeout))
         except BaseException:
             manager.request_shutdown()
             manager.join()
             raise
-        if warm:   # (only for properties that started a unit)
-            _warm.want(key, properties, import_binds)
+        # The next unit for these properties is prepared once this pool is done with its own
+        # (as its work ends, not while it runs: the two would compete for the CPUs).
+        self._prepare_next = ((key, properties, import_binds, zygote if with_zygote else None)
+                              if warm else None)
         self._session = session
         self._work_ids = iter(range(1 << 62))
         # Collected without shutdown(): the manager thread still finishes the submitted work,
@@ -325,6 +335,9 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         returning with ``wait=True``, else once the last worker has exited)."""
         manager = self._executor_manager_thread
         again = manager.shutting_down
+        if self._prepare_next is not None:
+            _warm.want(*self._prepare_next)
+            self._prepare_next = None
         if cancel_futures and not again:
             # What workers can take now runs (ProcessPoolExecutor has queued it to them in
             # submit()); only the rest is cancelled.

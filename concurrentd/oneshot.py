@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from .executor import TransientUnitPoolExecutor
 
@@ -13,14 +13,19 @@ T = TypeVar("T")
 
 
 def run(fn: Callable[..., T], /, *args: Any, properties: Mapping[str, Any] | None = None,
-        warm_units: bool = True, **kwargs: Any) -> T:
+        warm_units: bool = True, mp_context: Any = None, preload: Iterable[str] = (),
+        **kwargs: Any) -> T:
     """Runs ``fn(*args, **kwargs)`` once, in a transient unit of its own, and returns its result.
 
     The unit is started for this call (or was prepared for it by the previous call with the same
-    properties: ``warm_units``) and stopped after it. ``fn`` may be a lambda or a closure. An
+    properties: ``warm_units``) and stopped after it. ``mp_context``: as for
+    TransientUnitPoolExecutor (spawn or forkserver: a fresh interpreter, whose zygote can be
+    prepared too: the fastest repeated calls); ``preload``: modules its zygote imports ahead (a
+    fresh one's: the module of ``fn``, else each call's worker imports it). ``fn`` may be a lambda or a closure. An
     exception raised by ``fn`` is raised here, with the worker's traceback as its cause.
     """
-    pool = TransientUnitPoolExecutor(1, properties or {}, warm_units=warm_units)
+    pool = TransientUnitPoolExecutor(1, properties or {}, warm_units=warm_units,
+                                     mp_context=mp_context, preload=preload)
     try:
         return pool.submit(fn, *args, **kwargs).result()
     finally:

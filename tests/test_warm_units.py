@@ -125,3 +125,26 @@ def test_a_unit_whose_start_time_matters_is_never_prepared():
         pool.submit(abs, 1).result(timeout=T)
     time.sleep(0.3)
     assert not _warm._prepared._ready and not _warm._prepared._wanted
+
+
+def _unit_zygote_and_tmp():
+    unit, tmp = _unit_and_tmp()
+    return unit, os.getppid(), tmp, os.getuid()
+
+
+def test_a_fresh_pool_takes_a_prepared_zygote_of_its_own_each_time():
+    import multiprocessing
+    ctx = multiprocessing.get_context("forkserver")
+    first = run(_unit_zygote_and_tmp, properties=PROPS, mp_context=ctx)
+    _wait_until(lambda: _warm._prepared._ready)
+    ((session, _),) = _warm._prepared._ready.values()
+    assert session.zygote is not None   # entered, its first worker forked
+    second = run(_unit_zygote_and_tmp, properties=PROPS, mp_context=ctx)
+    assert second[:2] == (session.unit.name, session.zygote.pid)
+    assert first[0] != second[0] and first[1] != second[1]   # a unit and a zygote of its own
+    assert first[2] == second[2] == [] and first[3] == second[3] != 0
+    # with an initializer, the zygote is not prepared (only the unit)
+    with TransientUnitPoolExecutor(1, PROPS, mp_context=ctx, initializer=abs, initargs=(1,)) as p:
+        p.submit(abs, 1).result(timeout=T)
+    _wait_until(lambda: len(_warm._prepared._ready) == 2)
+    assert sum(s.zygote is None for s, _ in _warm._prepared._ready.values()) == 1

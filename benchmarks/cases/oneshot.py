@@ -8,6 +8,9 @@ User=nobody; bubblewrap: the namespaces it has for those, as root):
 - ``run (prepared)``: ``concurrentd.run(f, properties=…)``: it takes the unit the previous call
   prepared (concurrentd._warm), forks its zygote into it, returns the result;
 - ``run (cold)``: the same with ``warm_units=False``: a unit started for the call;
+- ``run (fresh, prepared)``: ``run(f, properties=…, mp_context=forkserver, preload=[f's
+  module])``: a fresh interpreter's zygote, which is prepared too (entered, its first worker
+  forked, f's module imported);
 - ``systemd-run``: ``systemd-run --wait --pipe -p … python3 -c …``;
 - ``bwrap``: ``bwrap --unshare-all … python3 -c …`` (Debian's bubblewrap), where it is installed
   (without its own /proc, which a box's nested pid namespace does not let it mount).
@@ -52,11 +55,16 @@ def _bwrap() -> None:
 
 
 def trial(reps: int) -> dict:
+    from multiprocessing import get_context
+
     from concurrentd import run
 
+    fresh = get_context("forkserver")
     ways = {
         "run (prepared)": lambda: run(work, properties=PROPERTIES),
         "run (cold)": lambda: run(work, properties=PROPERTIES, warm_units=False),
+        "run (fresh, prepared)": lambda: run(work, properties=PROPERTIES, mp_context=fresh,
+                                             preload=[__name__]),
         "systemd-run": _systemd_run,
     }
     if shutil.which("bwrap"):
@@ -70,8 +78,10 @@ def trial(reps: int) -> dict:
             t0 = time.perf_counter_ns()
             ways[name]()
             times[name].append(time.perf_counter_ns() - t0)
-            if name == "run (cold)":
-                time.sleep(0.02)   # (its unit stops after it returned: not into the next timing)
+            if name.startswith("run"):
+                # its unit stops after it returned, and the next one is prepared: not into the
+                # next timing (calls spaced as a program's would be, not back to back)
+                time.sleep(0.3)
     return times
 
 
@@ -83,8 +93,8 @@ def run(reps: int, tick, log) -> dict:
     result = {"unit": "ms", **{k: c.summary(ms(v)) for k, v in out.items()}, "ratios": {}}
     for other in ("systemd-run", "bwrap"):
         if other in out:
-            result["ratios"][f"{other}/run (prepared)"] = c.paired_ratio(out[other],
-                                                                          out["run (prepared)"])
+            for ours in ("run (prepared)", "run (fresh, prepared)"):
+                result["ratios"][f"{other}/{ours}"] = c.paired_ratio(out[other], out[ours])
     result["ratios"]["run (cold)/run (prepared)"] = c.paired_ratio(out["run (cold)"],
                                                                    out["run (prepared)"])
     if "bwrap" not in out:
