@@ -4,10 +4,20 @@
 import os
 import subprocess
 
+import setuptools
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# pyproject.toml's license is an SPDX expression with license-files (PEP 639), which older
+# setuptools refuse with a schema error that does not say this.
+if int(setuptools.__version__.split(".")[0]) < 77:
+    raise SystemExit(
+        f"concurrentd: building needs setuptools 77 or newer (this one is "
+        f"{setuptools.__version__}). Build with pip, which fetches it (pip install -e . in a "
+        "virtual environment), or upgrade it: python -m pip install --upgrade 'setuptools>=77'"
+    )
 
 
 class build_ext_with_anchor(build_ext):
