@@ -358,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         if request.command == "check":
             return check(properties, request.threshold)
         return call(properties, target, list(request.args))
-    except KeyboardInterrupt:
-        return INTERRUPTED
+    except KeyboardInterrupt:   # before the call ran (while its unit started), or after
+        return emit(Report(INTERRUPTED, None, f"{PROG} {request.command}: interrupted\n"))
 
 
 def call(properties: dict[str, str], target: Target, args: list[str]) -> int:
