@@ -43,7 +43,9 @@ _sources = sorted(f for f in os.listdir(CSRC) if f.endswith(".c") and not f.star
 ffibuilder.set_source(
     "concurrentd._core",
     """
-    #define _GNU_SOURCE
+    #ifndef _GNU_SOURCE   /* Python.h, included first, defines it already */
+    #define _GNU_SOURCE 1
+    #endif
     #include <sched.h>
     #include <sys/mount.h>
     #include <sys/prctl.h>

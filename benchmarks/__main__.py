@@ -1,4 +1,8 @@
-"""python -m benchmarks [--quick] [--cases entry,cold_start,pool_start,throughput,unit_start]"""
+"""python -m benchmarks [--quick] [--publish] [--no-progress]
+                     [--cases entry,cold_start,pool_start,throughput,unit_start]
+
+Only --publish rewrites the committed RESULTS.md and RESULTS.png (see benchmarks/README.md).
+"""
 
 import sys
 

@@ -83,6 +83,7 @@ class Zygote:
         rewrite = _pythonpath.Rewrite(path_map)
         extra_stdio = _std_stream_fds()
         owner = os.getpid()
+        _flush_std_streams()
         try:
             self.pid = os.fork()
         except OSError:
@@ -247,6 +248,18 @@ def _std_stream_fds() -> set[int]:
         except (AttributeError, OSError, ValueError):
             pass
     return fds - {0, 1, 2}
+
+
+def _flush_std_streams() -> None:
+    """Writes out what the owner printed and Python still buffers (stdout to a pipe or a file is
+    block-buffered), as multiprocessing does before it forks: else the zygote's copy of the
+    buffers is written too, by the zygote or a worker, into the output pipes that copy it back to
+    the owner's stdout, and the owner's lines come out twice."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
 
 
 def _stdio_for_zygote(out_w: int, err_w: int) -> None:

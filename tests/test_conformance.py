@@ -426,13 +426,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _run_script(tmp_path, code, *, stdin=None, args=()):
-    """Runs ``code`` as tmp_path/script.py (or from stdin), with this checkout's concurrentd."""
+    """Runs ``code`` as tmp_path/script.py (or from stdin), with this checkout's concurrentd, its
+    output buffered as on any machine (whatever PYTHONUNBUFFERED this one sets)."""
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(code))
     cmd = [sys.executable, *args] + ([] if stdin is not None else [str(script)])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     return subprocess.run(cmd, input=textwrap.dedent(stdin) if stdin is not None else None,
                           capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+                          env=dict(env, PYTHONPATH=str(REPO)))
 
 
 MAIN_SCRIPT = """
@@ -467,6 +469,25 @@ def test_functions_defined_in_main_after_the_pool_started(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:6] == ["101", "5", "[101, 102]", "200", "[{'x': 1, 'y': 2}]",
                                          "[True, False]"]
+
+
+def test_what_the_owner_printed_before_the_pool_comes_out_once(tmp_path):
+    # stdout to a pipe is block-buffered: what the owner printed is still in its buffer when the
+    # zygote is forked, and must not be written again from the zygote's copy (through the pipes
+    # that bring the workers' output back), as multiprocessing flushes before it forks.
+    r = _run_script(tmp_path, """
+        import sys
+        from concurrentd import TransientUnitPoolExecutor
+
+        print("before")
+        print("before, on stderr", file=sys.stderr)
+        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+            pool.submit(print, "in a worker").result()
+        print("after")
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["before", "in a worker", "after"]
+    assert r.stderr.splitlines() == ["before, on stderr"]
 
 
 def test_functions_defined_in_an_interactive_session(tmp_path):

@@ -22,6 +22,8 @@ UPPER = ["concurrentd.executor", "concurrentd._manager", "concurrentd._session",
     ("concurrentd._entry", ["jeepney", "concurrentd.systemd", *UPPER]),
     # the D-Bus layer is the bottom one
     ("concurrentd.systemd", [*UPPER, "concurrentd._entry"]),
+    # the command line: --help and usage errors load nothing of the pool, nor D-Bus
+    ("concurrentd._cli", ["jeepney", "concurrentd._entry", *UPPER]),
     # the testbed stands apart
     ("concurrentd.testbed", ["jeepney", "concurrentd.systemd", *UPPER]),
 ])
