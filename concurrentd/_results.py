@@ -31,6 +31,7 @@ import io
 import ipaddress
 import pathlib
 import pickle
+import re
 import sys
 import uuid
 from typing import Any, Callable, Iterable
@@ -56,6 +57,9 @@ _BUILTIN_EXCEPTIONS = tuple(v for v in vars(builtins).values()
                             if isinstance(v, type) and issubclass(v, BaseException))
 #: Fraction normalizes with gcd, quadratic in the size of its numbers: a bound on their bits.
 _MAX_FRACTION_BITS = 1 << 16
+#: Python 3.10 pickles a Fraction as its text, "numerator/denominator" (4300 digits: Python's
+#: own limit on the digits int() converts, about 14,000 bits)
+_FRACTION_TEXT = re.compile(r"-?[0-9]{1,4300}/[0-9]{1,4300}")
 
 
 def _key(obj: Any) -> tuple[str, str]:
@@ -225,8 +229,9 @@ _CHECKS: dict[type, Callable[[tuple], bool]] = {
     datetime.timezone: lambda a: 1 <= len(a) <= 2 and _is(a[0], datetime.timedelta) and
     (len(a) == 1 or _short_str(a[1])),
     decimal.Decimal: lambda a: len(a) == 1 and _short_str(a[0], 4096),
-    fractions.Fraction: lambda a: len(a) == 2 and all(_small_int(x, _MAX_FRACTION_BITS)
-                                                      for x in a),
+    fractions.Fraction: lambda a: (len(a) == 2 and all(_small_int(x, _MAX_FRACTION_BITS)
+                                                       for x in a))
+    or (len(a) == 1 and _is(a[0], str) and _FRACTION_TEXT.fullmatch(a[0]) is not None),
     uuid.SafeUUID: lambda a: len(a) == 1 and (a[0] is None or _small_int(a[0], 8)),
     collections.OrderedDict: lambda a: a == (),
     collections.Counter: lambda a: a == () or (len(a) == 1 and _is(a[0], dict)),
