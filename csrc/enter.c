@@ -481,8 +481,9 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
             prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) != 0)
             FAIL(c);
 
-    /* The uid change made us non-dumpable: /proc/self would belong to root and the worker could
-     * not read its own environ or fds. The anchor, freshly exec'd, is dumpable. */
+    /* Dumpable as the plan says (concurrentd's plans say 0: a zygote or worker must never be
+     * dumpable with the unit's uid, not even until its caller could say so: another unit of the
+     * same user could take its fds). */
     STEP(CD_STEP_DUMPABLE);
     if (prctl(PR_SET_DUMPABLE, p->dumpable, 0, 0, 0) != 0)
         FAIL(0);

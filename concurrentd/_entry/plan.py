@@ -467,7 +467,10 @@ class EntryPlan:
         c.cap_inheritable = self.caps["inheritable"]
         c.cap_ambient = self.caps["ambient"]
         c.securebits, c.no_new_privs = self.securebits, int(self.no_new_privs)
-        c.dumpable, c.new_session_keyring = int(self.dumpable), int(keyring)
+        # Never dumpable once entered, whatever the anchor is: dumpable with the unit's uid, a
+        # process of another unit of the same user could take its fds (pidfd_getfd) or ptrace
+        # it, and a zygote's socket is its pool's calls and results.
+        c.dumpable, c.new_session_keyring = 0, int(keyring)
         c.uid, c.gid = list(self.uid), list(self.gid)
         groups = ffi.new("unsigned int[]", list(self.groups) or [0])
         keep.append(groups)

@@ -224,3 +224,23 @@ def test_a_worker_that_ignores_its_pools_shutdown_is_killed():
     done = threading.Event()
     threading.Thread(target=lambda: (pool.shutdown(), done.set()), daemon=True).start()
     assert done.wait(T), "shutdown() did not return: a worker ignored its EOF"
+
+
+def _dumpable_now() -> dict:
+    import ctypes
+    return {"dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)}   # PR_GET_DUMPABLE
+
+
+def test_a_process_is_not_dumpable_at_any_moment_after_it_entered():
+    # Dumpable with the unit's uid, if only until Python's next line, a zygote could be taken by
+    # a process of another unit of the same user (pidfd_getfd on its socket: the pool's calls
+    # and results). enter() itself must leave it non-dumpable, whatever the anchor is.
+    from entry_helpers import Worker, public_anchor, transient_unit
+
+    from concurrentd._entry import EntryPlan
+
+    with transient_unit(["User=nobody", "PrivateTmp=yes"]) as (_unit, pid), \
+            EntryPlan.from_pid(pid, anchor_exe=public_anchor()) as plan:
+        assert plan.dumpable   # the anchor, freshly exec'd, is
+        with Worker(plan, report=_dumpable_now) as worker:
+            assert worker.report == {"ok": {"dumpable": 0}}, worker.report
