@@ -35,7 +35,7 @@ import traceback
 import weakref
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, Callable
 
 from . import _cpython, _deaths
 from . import _protocol as P
@@ -175,6 +175,8 @@ class PoolManager(threading.Thread):
                  limits: dict[str, str], max_frame: int, stall_timeout: float):
         super().__init__(name="concurrentd-manager", daemon=True)
         self.session = session
+        #: called once the unit is released (stopped: none of its processes runs anymore)
+        self.after_release: Callable[[], None] | None = None
         self.max_workers, self.max_tasks = max_workers, max_tasks
         self.policy = policy
         self._replace = on_worker_death == "replace"
@@ -243,6 +245,9 @@ class PoolManager(threading.Thread):
                 self.session.release()
             except BaseException as e:   # noqa: BLE001 - shutdown() raises it
                 self.release_error = e
+            else:
+                if self.after_release is not None:
+                    self.after_release()
             _running.discard(self)
 
     def _loop(self) -> None:

@@ -9,8 +9,9 @@ interpreter has nothing of the owner's that could go stale meanwhile. Each call 
 (and a zygote) of its own, started for it and stopped after it, never reused: a fresh PrivateTmp,
 a fresh cgroup, nothing a previous call left.
 
-Only units that are the same whenever they start are prepared (not those with Condition…=,
-RuntimeMaxSec=, EnvironmentFile=, LoadCredential=…: see _AS_IT_STARTS). Bounded: one prepared
+Only units that are the same whenever they start are prepared (sandboxing and resource settings;
+not paths resolved as it starts, Condition…=, RuntimeMaxSec=, EnvironmentFile=, credentials…:
+see _SAME_WHENEVER), and only once the previous unit is stopped. Bounded: one prepared
 unit per set of properties, at most MAX_PREPARED in all (the least recently
 asked for goes first), each stopped once nobody took it for IDLE_SECONDS, and at the interpreter's
 exit. If the owner dies, its prepared units go as any other: their anchors watch it.
@@ -37,17 +38,28 @@ IDLE_SECONDS = 30.0
 _START_TIMEOUT = 60.0
 
 
-#: Properties whose effect is fixed as the unit starts, from the time or from files: a unit
-#: prepared ahead would carry that moment's (its runtime already counting, a condition checked
-#: then, an environment file or a credential read then). Units with any are never prepared.
-_AS_IT_STARTS = ("Condition", "Assert", "RuntimeMaxSec", "RuntimeRandomizedExtraSec",
-                 "WatchdogSec", "EnvironmentFile", "LoadCredential", "ImportCredential",
-                 "ExecStartPre", "ExecCondition")
+#: The properties a prepared unit may have: those whose effect does not depend on when the unit
+#: starts. Others are fixed as it starts, from the time or from files: paths resolved to the
+#: files there then (InaccessiblePaths= would hide a file since replaced, BindReadOnlyPaths= show
+#: the previous call's input), a runtime already counting, a condition checked, an environment
+#: file or a credential read then. A unit with any of those is never prepared.
+_SAME_WHENEVER = frozenset({
+    "Description", "Environment", "User", "Group", "DynamicUser", "SupplementaryGroups",
+    "NoNewPrivileges", "SecureBits", "CapabilityBoundingSet", "AmbientCapabilities",
+    "LockPersonality", "Personality", "MemoryDenyWriteExecute", "RemoveIPC", "KeyringMode",
+    "UMask", "Nice", "OOMScoreAdjust", "OOMPolicy", "CPUAffinity", "NUMAPolicy", "NUMAMask",
+    "IPAccounting", "Delegate", "KillMode", "KillSignal", "SendSIGKILL", "SendSIGHUP",
+    "FinalKillSignal", "TimeoutStopSec", "CPUSchedulingPolicy", "CPUSchedulingPriority",
+    "CPUSchedulingResetOnFork", "IOSchedulingClass", "IOSchedulingPriority", "TimerSlackNSec",
+    "ProcSubset", "NotifyAccess"})
+_SAME_WHENEVER_PREFIXES = ("Private", "Protect", "Restrict", "SystemCall", "Limit", "CPU",
+                           "Memory", "IO", "Tasks", "IPAddress", "Startup")
 
 
 def preparable(properties: Mapping[str, Any]) -> bool:
     """A unit with these properties is the same whenever it starts."""
-    return not any(str(name).startswith(_AS_IT_STARTS) for name in properties)
+    return all(str(name) in _SAME_WHENEVER or str(name).startswith(_SAME_WHENEVER_PREFIXES)
+               for name in properties)
 
 
 def key_of(properties: Mapping[str, Any], import_binds: Any, zygote: Any = None) -> str:
@@ -80,13 +92,13 @@ class _Prepared:
         return None
 
     def want(self, key: str, properties: Mapping[str, Any], import_binds: Any,
-             zygote: dict | None = None) -> None:
+             zygote: dict | None = None, zygote_key: Any = None) -> None:
         """Asks for a unit to be prepared for ``key`` (once one is not there already); with
         ``zygote`` (fork_zygote's arguments: a fresh interpreter's), its zygote too."""
         with self._lock:
             if self._closed or key in self._ready or key in self._wanted:
                 return
-            self._wanted[key] = (dict(properties), import_binds, zygote)
+            self._wanted[key] = (dict(properties), import_binds, zygote, zygote_key)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="concurrentd-warm",
                                                 daemon=True)
@@ -124,9 +136,11 @@ class _Prepared:
             if job is not None:
                 self._prepare(*job)
 
-    def _prepare(self, key: str, request: tuple[dict, Any, dict | None]) -> None:
+    def _prepare(self, key: str, request: tuple[dict, Any, dict | None, Any]) -> None:
         from ._session import UnitSession
-        properties, import_binds, zygote = request
+        properties, import_binds, zygote, zygote_key = request
+        if key_of(properties, import_binds, zygote_key) != key:
+            return   # sys.path or the working directory changed since: the binds would differ
         try:
             session = UnitSession.begin_unit(properties, import_binds=import_binds)
             if zygote is None:
@@ -174,8 +188,8 @@ def take(key: str):
 
 
 def want(key: str, properties: Mapping[str, Any], import_binds: Any,
-         zygote: dict | None = None) -> None:
-    _prepared.want(key, properties, import_binds, zygote)
+         zygote: dict | None = None, zygote_key: Any = None) -> None:
+    _prepared.want(key, properties, import_binds, zygote, zygote_key)
 
 
 def _forget_in_child() -> None:

@@ -21,6 +21,7 @@ the pids limit), and the BrokenProcessPool says which unit, which signal, and wh
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import multiprocessing
@@ -240,8 +241,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         warm = warm_units and unit is None and unit_name is None and _warm.preparable(properties)
         zygote = dict(enters=True, max_workers=max_workers, start=start, fresh=fresh_start)
         with_zygote = fresh and initializer is None
-        key = _warm.key_of(properties, import_binds,
-                           zygote=(max_workers, start) if with_zygote else None) if warm else ""
+        zygote_key = (max_workers, start) if with_zygote else None
+        key = _warm.key_of(properties, import_binds, zygote_key) if warm else ""
         session = _warm.take(key) if warm else None
         if session is None:
             session = UnitSession.begin_unit(properties, unit_name=unit_name, unit=unit,
@@ -268,10 +269,13 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             manager.request_shutdown()
             manager.join()
             raise
-        # The next unit for these properties is prepared once this pool is done with its own
-        # (as its work ends, not while it runs: the two would compete for the CPUs).
-        self._prepare_next = ((key, properties, import_binds, zygote if with_zygote else None)
-                              if warm else None)
+        # The next unit for these properties is prepared once this pool's unit is stopped, none
+        # of its processes left: the next zygote never enters while a task of this pool, perhaps
+        # an attacker's, still runs (nor do the two compete for the CPUs).
+        if warm:
+            manager.after_release = functools.partial(
+                _warm.want, key, properties, import_binds, zygote if with_zygote else None,
+                zygote_key)
         self._session = session
         self._work_ids = iter(range(1 << 62))
         # Collected without shutdown(): the manager thread still finishes the submitted work,
@@ -335,9 +339,6 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         returning with ``wait=True``, else once the last worker has exited)."""
         manager = self._executor_manager_thread
         again = manager.shutting_down
-        if self._prepare_next is not None:
-            _warm.want(*self._prepare_next)
-            self._prepare_next = None
         if cancel_futures and not again:
             # What workers can take now runs (ProcessPoolExecutor has queued it to them in
             # submit()); only the rest is cancelled.

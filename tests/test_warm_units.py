@@ -148,3 +148,54 @@ def test_a_fresh_pool_takes_a_prepared_zygote_of_its_own_each_time():
         p.submit(abs, 1).result(timeout=T)
     _wait_until(lambda: len(_warm._prepared._ready) == 2)
     assert sum(s.zygote is None for s, _ in _warm._prepared._ready.values()) == 1
+
+
+def _read_input():
+    return open("/input.txt").read()
+
+
+def test_a_unit_with_paths_is_never_prepared(tmp_path):
+    # Paths are resolved as a unit starts: a unit prepared after call N would bind call N's
+    # input (replaced since by an atomic rename) into call N+1 (red team, F3).
+    job = tmp_path / "input.txt"
+    props = {**PROPS, "BindReadOnlyPaths": f"{job}:/input.txt"}
+    for who in ("alice's tax return", "bob's medical record", "carol's keys"):
+        (tmp_path / "next").write_text(who)
+        os.chmod(tmp_path / "next", 0o644)
+        os.replace(tmp_path / "next", job)
+        assert run(_read_input, properties=props) == who
+        time.sleep(0.3)   # time enough to prepare the next unit, if it were
+    assert not _warm._prepared._ready
+
+
+def _sleep_then_abs(x):
+    time.sleep(1.0)
+    return abs(x)
+
+
+def test_the_next_unit_is_prepared_only_once_the_pool_unit_is_stopped():
+    # A task of this pool, perhaps an attacker's, must not run beside the next unit's zygote
+    # while it enters (red team, F1).
+    pool = TransientUnitPoolExecutor(1, PROPS)
+    running = pool.submit(_sleep_then_abs, -3)
+    pool.shutdown(wait=False)
+    time.sleep(0.5)
+    assert not running.done()
+    assert not _warm._prepared._ready and not _warm._prepared._wanted
+    assert running.result(timeout=T) == 3
+    _wait_until(lambda: _warm._prepared._ready)
+
+
+def test_a_unit_is_not_prepared_with_a_sys_path_other_than_its_key(tmp_path):
+    # The key says which directories the unit binds for imports: a sys.path changed between the
+    # pool's start and the next unit's preparation must not give that unit other binds (F6).
+    import sys
+    pool = TransientUnitPoolExecutor(1, PROPS)
+    pool.submit(abs, 1).result(timeout=T)
+    sys.path.append(str(tmp_path))
+    try:
+        pool.shutdown()
+        time.sleep(0.5)
+        assert not _warm._prepared._ready
+    finally:
+        sys.path.remove(str(tmp_path))
