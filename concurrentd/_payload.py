@@ -319,11 +319,9 @@ class _FdFinder(pickle.Pickler):
             return int, ()
         if isinstance(obj, self._opaque):   # not walked: no fd, and pickle refuses them
             return int, ()
-        if isinstance(obj, types.FunctionType):   # what it closes over, defaults to, names
+        if isinstance(obj, types.FunctionType):   # what it closes over and defaults to, only
             cells = tuple(c.cell_contents for c in obj.__closure__ or () if _has_contents(c))
-            names = tuple(obj.__globals__[name] for name in obj.__code__.co_names
-                          if name in obj.__globals__)
-            return tuple, ((obj.__defaults__, obj.__kwdefaults__, cells, names),)
+            return tuple, ((obj.__defaults__, obj.__kwdefaults__, cells),)
         return NotImplemented
 
     def duplicate_for_child(self, fd: int) -> int:

@@ -767,3 +767,29 @@ def test_not_root_is_said_before_anything_is_touched(monkeypatch):
 def test_a_unit_that_fails_to_start_says_why_in_words(properties, words):
     with pytest.raises(concurrentd.UnitStartError, match=words):
         TransientUnitPoolExecutor(1, properties)
+
+
+
+class _State:
+    token = "set by the initializer"
+
+
+_state = _State()
+
+
+def _touch_state():
+    _state.token = None   # an attribute named as a global below: not a use of that global
+
+
+def test_an_initializer_keeps_only_the_fds_of_its_arguments(tmp_path):
+    # The fds kept for the workers are those of initargs, closure and defaults: not a global's
+    # that an attribute happens to be named after (red team, F4).
+    secret = tmp_path / "secret"
+    secret.write_text("owner-only")
+    globals()["token"] = open(secret)
+    try:
+        with TransientUnitPoolExecutor(1, {"User": "nobody"}, initializer=_touch_state) as pool:
+            links = pool.submit(_fd_links).result()
+    finally:
+        globals().pop("token").close()
+    assert not [link for link in links if "secret" in link], links
