@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from typing import Any
 #: variable and no user site changes what it imports
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
          "from concurrentd._fresh import boot; boot(int(sys.argv[2]), int(sys.argv[3]))")
+#: every signal a process may catch, set to its default in the new interpreter
+_CATCHABLE = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
 #: the environment the zygote starts with (the unit's replaces it as it enters)
 _ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE")
 
@@ -130,7 +133,10 @@ def spawn(setup: Setup, stdout: int, stderr: int, sock: int) -> int:
                *((os.POSIX_SPAWN_DUP2, fd, fd) for fd in (sock, setup_r, *setup.fds))]
     env = {k: os.environ[k] for k in _ENVIRONMENT if k in os.environ}
     try:
-        pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions)
+        # Signals as a new process gets them, not as the calling thread has them (blocked or
+        # ignored SIGTERM would make the workers deaf to terminate() and the unit's stop).
+        pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsigmask=(),
+                             setsigdef=_CATCHABLE)
     finally:
         os.close(setup_r)
     with open(setup_w, "wb") as f:

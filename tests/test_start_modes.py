@@ -139,3 +139,23 @@ def test_the_pools_own_threads_do_not_make_the_next_pool_fresh():
         first.submit(abs, 1).result(timeout=T)
         with TransientUnitPoolExecutor(1, PROPS) as second:
             assert second._mp_context.get_start_method() == "fork"
+
+
+def _signals():
+    status = open("/proc/self/status").read()
+    return {k: int(v, 16) for k, v in (line.split(":\t") for line in status.splitlines()
+                                        if line.startswith(("SigBlk", "SigIgn")))}
+
+
+def test_a_fresh_zygote_does_not_take_the_owner_threads_signal_mask():
+    # posix_spawn passes the calling thread's mask on: a worker blocking SIGTERM would be deaf
+    # to terminate() and to the unit's stop (red team, F7).
+    import signal
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        with TransientUnitPoolExecutor(1, PROPS,
+                                       mp_context=multiprocessing.get_context("forkserver")) as p:
+            seen = p.submit(_signals).result(timeout=T)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    assert seen["SigBlk"] & (1 << (signal.SIGTERM - 1)) == 0, seen
