@@ -759,3 +759,19 @@ def test_not_root_is_said_before_anything_is_touched(monkeypatch):
 def test_a_unit_that_fails_to_start_says_why_in_words(properties, words):
     with pytest.raises(concurrentd.UnitStartError, match=words):
         TransientUnitPoolExecutor(1, properties)
+
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_shutdown_with_cancel_futures_right_after_the_pool_broke_returns_at_once():
+    # The manager thread, its loop over, was releasing the unit: shutdown(cancel_futures=True)
+    # waited for a dispatch that would never come, 10 s (the zygote's timeout), before.
+    for _ in range(2):
+        pool = TransientUnitPoolExecutor(1)
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(_die).result(timeout=30)
+        started = time.monotonic()
+        pool.shutdown(wait=True, cancel_futures=True)
+        assert time.monotonic() - started < 3
