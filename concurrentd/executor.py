@@ -300,6 +300,13 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
 
     submit.__doc__ = ProcessPoolExecutor.submit.__doc__ or submit.__doc__
 
+    def __reduce__(self):
+        raise TypeError(
+            "a TransientUnitPoolExecutor cannot be pickled: its unit, its zygote and its manager "
+            "thread belong to the process that made it. Make the pool in the process that uses "
+            "it (for Dask workers in processes of their own: a WorkerPlugin that makes a pool "
+            "in each, such as concurrentd.dask.SandboxedExecutor)")
+
     # -- end ---------------------------------------------------------------------------------------
     def __exit__(self, exc_type, exc_val, exc_tb):
         # ^C in the with block: the calls not started yet are cancelled at once, as the user

@@ -775,3 +775,14 @@ def test_shutdown_with_cancel_futures_right_after_the_pool_broke_returns_at_once
         started = time.monotonic()
         pool.shutdown(wait=True, cancel_futures=True)
         assert time.monotonic() - started < 3
+
+
+def test_a_pool_refuses_to_be_pickled_and_says_where_to_make_it():
+    # (Dask's LocalCluster(processes=True, executor=pool) pickles it for each worker process;
+    # it failed on the manager's lock, '_thread.lock', or a fork context's SemLock.)
+    import pickle
+    with TransientUnitPoolExecutor(1) as pool:
+        with pytest.raises(TypeError, match="cannot be pickled.*Make the pool in the process "
+                                            "that uses it.*SandboxedExecutor"):
+            pickle.dumps(pool)
+        assert pool.submit(abs, -2).result(timeout=30) == 2
