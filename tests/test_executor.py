@@ -786,3 +786,37 @@ def test_a_pool_refuses_to_be_pickled_and_says_where_to_make_it():
                                             "that uses it.*SandboxedExecutor"):
             pickle.dumps(pool)
         assert pool.submit(abs, -2).result(timeout=30) == 2
+
+
+SECOND_POOL = """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrentd import TransientUnitPoolExecutor, TransientUnitProcess
+
+    if __name__ == "__main__":
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(1, mp_context=fork) as other:
+            other.submit(abs, 1).result()
+            with TransientUnitPoolExecutor(2, mp_context=fork) as first, \\
+                    TransientUnitPoolExecutor(2, mp_context=fork) as second:
+                for pool in (first, second):
+                    print(sum(pool.map(abs, range(-20, 0))))
+                    process = TransientUnitProcess(target=abs, args=(-1,), pool=pool)
+                    process.start()
+                    process.join()
+                    print(process.exitcode)
+"""
+
+
+def test_a_second_pool_in_one_process_ends_without_tracebacks(tmp_path):
+    # #17: a second pool in one process printed EBADF tracebacks at exit (the zygote kept the
+    # owner's ProcessPoolExecutor wakeups: see test_a_process_exit_leaves_the_owners_other_pools_
+    # alone); here at the interpreter's exit, with two pools and a ProcessPoolExecutor.
+    script = tmp_path / "second_pool.py"
+    script.write_text(textwrap.dedent(SECOND_POOL))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": repo})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["210", "0", "210", "0"]
+    assert "Traceback" not in r.stderr and "Bad file descriptor" not in r.stderr, r.stderr[-3000:]
