@@ -22,6 +22,7 @@ INTEGRATIONS = ["concurrentd.dask", "concurrentd.joblib", "dask", "distributed",
     ("concurrentd._results", ["jeepney", "concurrentd.systemd", *UPPER, *INTEGRATIONS]),
     # each integration brings its own framework, not the other's
     ("concurrentd.dask", ["joblib", "concurrentd.joblib"]),
+    ("concurrentd.joblib", ["dask", "distributed", "concurrentd.dask"]),
     # the entry core
     ("concurrentd._entry", ["jeepney", "concurrentd.systemd", *UPPER]),
     # the D-Bus layer is the bottom one
@@ -30,9 +31,10 @@ INTEGRATIONS = ["concurrentd.dask", "concurrentd.joblib", "dask", "distributed",
     ("concurrentd.testbed", ["jeepney", "concurrentd.systemd", *UPPER]),
 ])
 def test_a_layer_imports_only_what_it_uses(module, absent):
-    framework = {"concurrentd.dask": "distributed"}.get(module)
+    framework = {"concurrentd.dask": "distributed", "concurrentd.joblib": "joblib"}.get(module)
     if framework is not None:
-        pytest.importorskip(framework, reason="the dask extra: pip install -e '.[test]'")
+        pytest.importorskip(framework, reason="the dask and joblib extras: pip install -e "
+                                              "'.[test]'")
     code = (f"import sys, {module}; "
             f"print(' '.join(m for m in {absent!r} if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
