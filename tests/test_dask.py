@@ -245,3 +245,18 @@ def test_two_sandboxes_in_one_process_end_without_tracebacks(tmp_path, processes
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split() == ["210", "210"]
     assert "Traceback" not in r.stderr and "Bad file descriptor" not in r.stderr, r.stderr[-3000:]
+
+
+def test_default_sandboxes_every_task_and_unregistering_gives_dasks_back():
+    before = _units()
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as c, \
+            Client(c) as client:
+        dasks = client.run(lambda dask_worker: type(dask_worker.executors["default"]).__name__)
+        client.register_plugin(SandboxedExecutor("default", properties=PROPS))
+        [info] = client.run(_sandbox_units, name="default").values()
+        assert confined_in(client.submit(where_am_i).result(timeout=T), info["unit"])
+        client.unregister_worker_plugin("concurrentd-default")
+        assert client.run(lambda dask_worker: type(dask_worker.executors["default"]).__name__) \
+            == dasks
+        assert _units() == before, "the plugin's removal stopped the unit"
+        assert client.submit(where_am_i).result(timeout=T)["uid"] == 0
