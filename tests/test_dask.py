@@ -22,7 +22,7 @@ distributed = pytest.importorskip("distributed", reason="the dask extra: pip ins
 import dask.bag  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
-from concurrentd import TransientUnitPoolExecutor, WorkerKilled  # noqa: E402
+from concurrentd import ResultRefused, TransientUnitPoolExecutor, WorkerKilled  # noqa: E402
 from concurrentd.dask import SandboxedExecutor, WorkerExecutor  # noqa: E402
 
 PROPS = {"User": "nobody", "PrivateNetwork": True}
@@ -260,3 +260,21 @@ def test_default_sandboxes_every_task_and_unregistering_gives_dasks_back():
             == dasks
         assert _units() == before, "the plugin's removal stopped the unit"
         assert client.submit(where_am_i).result(timeout=T)["uid"] == 0
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+def test_results_come_back_as_data_and_result_types_passes_through():
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as c, \
+            Client(c) as client:
+        client.register_plugin(SandboxedExecutor("strict", properties=PROPS))
+        client.register_plugin(SandboxedExecutor("points", properties=PROPS,
+                                                 result_types=[Point]))
+        with dask.annotate(executor="strict"):
+            with pytest.raises(ResultRefused, match="result_types"):
+                client.submit(Point, 1).result(timeout=T)
+        with dask.annotate(executor="points"):
+            assert client.submit(Point, 2).result(timeout=T).x == 2
