@@ -820,3 +820,21 @@ def test_a_second_pool_in_one_process_ends_without_tracebacks(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split() == ["210", "0", "210", "0"]
     assert "Traceback" not in r.stderr and "Bad file descriptor" not in r.stderr, r.stderr[-3000:]
+
+
+def _rebuild_value_error(args):
+    return ValueError(*args)
+
+
+def _an_exception_with_a_library_reducer_installed():
+    import copyreg
+    # What importing distributed does (tblib.pickling_support.install()), for every exception
+    # class: a reducer of a library's own, whose function the owner does not call.
+    copyreg.pickle(ValueError, lambda e: (_rebuild_value_error, (e.args,)))
+    return [ValueError("v"), 1]
+
+
+def test_an_exception_in_a_result_comes_back_when_a_library_registered_a_reducer():
+    with TransientUnitPoolExecutor(1) as pool:
+        error, one = pool.submit(_an_exception_with_a_library_reducer_installed).result(timeout=30)
+    assert type(error) is ValueError and error.args == ("v",) and one == 1
