@@ -3,7 +3,6 @@
 Every sandboxed task reports from inside what confines it (its uid, its network interfaces, its
 cgroup), and the test compares that with the unit of its Dask worker's pool."""
 
-import logging
 import multiprocessing
 import os
 import socket
@@ -28,6 +27,19 @@ from concurrentd.dask import SandboxedExecutor, WorkerExecutor  # noqa: E402
 PROPS = {"User": "nobody", "PrivateNetwork": True}
 T = 60
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_dask_thread_outlives_this_module():
+    """Dask keeps a thread for the rest of the process (its offload executor); a pool made
+    without mp_context= in a process with a thread starts fresh instead of forking, so every
+    later test of the session would test the fresh start mode only. It is shut down here."""
+    yield
+    from distributed import utils
+    utils._offload_executor.shutdown(wait=True)
+    left = [t.name for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.name.startswith("concurrentd-")]
+    assert left == [], f"threads the Dask tests left behind: {left}"
 
 
 def where_am_i(x=None):
@@ -147,43 +159,52 @@ def test_a_pool_given_to_dask_as_it_is_says_how_to_give_it():
                     client.submit(where_am_i).result(timeout=T)
 
 
-class _Caught(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
+NANNY_GETS_A_POOL = """
+    import logging, multiprocessing, sys, threading
+    from distributed import LocalCluster
+    from concurrentd import TransientUnitPoolExecutor
 
-    def emit(self, record):
-        self.messages.append(self.format(record))
+    class Caught(logging.Handler):
+        def emit(self, record):
+            print("LOG", self.format(record).replace("\\n", " | "))
+
+    if __name__ == "__main__":
+        how = sys.argv[1]
+        stop = threading.Event()
+        if how == "threaded-owner":
+            threading.Thread(target=stop.wait, name="other").start()
+            pool = TransientUnitPoolExecutor(1, {"PrivateTmp": True})
+        else:
+            pool = TransientUnitPoolExecutor(1, {"PrivateTmp": True},
+                                             mp_context=multiprocessing.get_context(how))
+        logging.getLogger("distributed.nanny").addHandler(Caught())
+        print("START", pool._mp_context.get_start_method())
+        try:
+            LocalCluster(n_workers=1, processes=True, executor=pool, dashboard_address=None)
+        except RuntimeError as e:
+            print("RAISED", e)
+        print("STILL", pool.submit(abs, -3).result(timeout=60))
+        pool.shutdown()
+        stop.set()
+"""
 
 
 @pytest.mark.parametrize("how", ["fork", "forkserver", "threaded-owner"])
-def test_a_pool_cannot_go_to_nanny_worker_processes_and_says_what_to_do(how):
+def test_a_pool_cannot_go_to_nanny_worker_processes_and_says_what_to_do(tmp_path, how):
     # LocalCluster(processes=True, executor=pool) pickles the pool for each worker process: a
     # pool (its unit, zygote and manager thread) is its process's, whatever its start mode.
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait, name="other")
-    if how == "threaded-owner":
-        other.start()
-        pool = TransientUnitPoolExecutor(1, PROPS)
-    else:
-        pool = TransientUnitPoolExecutor(1, PROPS, mp_context=multiprocessing.get_context(how))
-    caught = _Caught()
-    nanny_log = logging.getLogger("distributed.nanny")
-    nanny_log.addHandler(caught)
-    try:
-        assert pool._mp_context.get_start_method() == ("forkserver" if how != "fork" else "fork")
-        with pytest.raises(RuntimeError, match="Nanny failed to start"):
-            LocalCluster(n_workers=1, processes=True, executor=pool, dashboard_address=None)
-        assert pool.submit(abs, -3).result(timeout=T) == 3
-    finally:
-        nanny_log.removeHandler(caught)
-        stop.set()
-        pool.shutdown()
-        if other.is_alive():
-            other.join()
-    said = "\n".join(caught.messages)
-    assert "TransientUnitPoolExecutor cannot be pickled" in said, said
-    assert "concurrentd.dask.SandboxedExecutor" in said
+    # (A script of its own: the failed Nanny leaves threads behind in its process.)
+    script = tmp_path / "nanny_gets_a_pool.py"
+    script.write_text(textwrap.dedent(NANNY_GETS_A_POOL))
+    r = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    assert f"START {'fork' if how == 'fork' else 'forkserver'}\n" in out
+    assert "RAISED Nanny failed to start" in out and "STILL 3" in out, out
+    log = [line for line in out.splitlines() if line.startswith("LOG")]
+    assert any("TransientUnitPoolExecutor cannot be pickled" in line and
+               "concurrentd.dask.SandboxedExecutor" in line for line in log), out
 
 
 def test_the_local_scheduler_runs_a_graph_in_a_pool():
