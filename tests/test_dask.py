@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -37,8 +38,12 @@ def no_dask_thread_outlives_this_module():
     yield
     from distributed import utils
     utils._offload_executor.shutdown(wait=True)
-    left = [t.name for t in threading.enumerate()
+    deadline = time.monotonic() + 10   # (its profiling thread ends on its next tick)
+    left = [t for t in threading.enumerate()
             if t is not threading.main_thread() and not t.name.startswith("concurrentd-")]
+    for thread in left:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in left if t.is_alive()]
     assert left == [], f"threads the Dask tests left behind: {left}"
 
 
