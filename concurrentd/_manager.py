@@ -216,8 +216,11 @@ class PoolManager(threading.Thread):
             self._settle_asked += 1
             asked = self._settle_asked
             self.wakeup()
-            self._settled_cv.wait_for(lambda: self._settled >= asked or not self.is_alive(),
-                                      timeout)
+            # Its loop over (the wakeup closed), it dispatches nothing more: no wait for the
+            # unit's release, which follows, and ends the thread without telling anyone.
+            self._settled_cv.wait_for(
+                lambda: self._settled >= asked or self._wakeup < 0 or not self.is_alive(),
+                timeout)
 
     def request_shutdown(self, cancel_pending: bool = False) -> None:
         with self.lock:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import copyreg
 import datetime
 import decimal
 import fractions
@@ -372,7 +373,33 @@ class _RestrictedUnpickler(pickle.Unpickler):
 # -- the worker's side ----------------------------------------------------------------------------
 
 def encode_result(value: Any) -> bytes:
-    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    return _dumps(value)
+
+
+#: (size of copyreg's table when last looked at, that table less its exception entries, or None
+#: when it has none)
+_table_seen: tuple[int, dict | None] = (-1, None)
+
+
+def _dumps(value: Any) -> bytes:
+    """pickle.dumps, with exceptions reduced as Python reduces them: a library may register its
+    own reducer for every exception class in copyreg (distributed does, with tblib: importing
+    it is enough), whose function the owner, rightly, does not call; with it, an exception in a
+    result was refused."""
+    global _table_seen
+    registered = copyreg.dispatch_table
+    if _table_seen[0] != len(registered):
+        kept = {k: v for k, v in registered.items()
+                if not (isinstance(k, type) and issubclass(k, BaseException))}
+        _table_seen = (len(registered), kept if len(kept) != len(registered) else None)
+    table = _table_seen[1]
+    if table is None:
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = table
+    pickler.dump(value)
+    return out.getvalue()
 
 
 def encode_exception(exc: BaseException) -> bytes:
@@ -382,11 +409,11 @@ def encode_exception(exc: BaseException) -> bytes:
     cls = type(exc)
     args, state = _reduced(exc)
     try:
-        args_blob: bytes | None = pickle.dumps(args, pickle.HIGHEST_PROTOCOL)
+        args_blob: bytes | None = _dumps(args)
     except Exception:   # noqa: BLE001 - unpicklable args: the owner uses the text
         args_blob = None
     try:
-        state_blob = pickle.dumps(state, pickle.HIGHEST_PROTOCOL) if state else b""
+        state_blob = _dumps(state) if state else b""
     except Exception:   # noqa: BLE001
         state_blob = b""
     try:

@@ -116,6 +116,15 @@ def _start_mode(mp_context: Any) -> tuple[Any, bool]:
     return mp_context, method() != "fork"
 
 
+#: a Dask worker was given the pool itself as an executor (Worker(executor=pool))
+_BARE_POOL_IN_DASK = (
+    "a Dask worker was given a TransientUnitPoolExecutor itself as an executor: Dask's task "
+    "call returns a record of its own (the result's type, its timings), not data a pool takes "
+    "back from its workers, and Worker.close() would shut the pool down. Give the worker "
+    "concurrentd.dask.WorkerExecutor(pool), or register concurrentd.dask.SandboxedExecutor "
+    "(a pool per worker)")
+
+
 def _check_preload(preload: Iterable[str]) -> tuple[str, ...]:
     names = (preload,) if isinstance(preload, str) else tuple(preload)
     for name in names:
@@ -299,6 +308,9 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         """Schedules ``fn(*args, **kwargs)`` in a worker; returns a Future. ``fn`` may be a lambda,
         a closure or a function defined in ``__main__``: it travels by cloudpickle if it must."""
+        if getattr(fn, "__qualname__", None) == "_run_task_simple" and \
+                getattr(fn, "__module__", None) == "distributed.worker":
+            raise TypeError(_BARE_POOL_IN_DASK)
         manager = self._executor_manager_thread
         future = Future()
         try:
@@ -324,6 +336,13 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         return future
 
     submit.__doc__ = ProcessPoolExecutor.submit.__doc__ or submit.__doc__
+
+    def __reduce__(self):
+        raise TypeError(
+            "a TransientUnitPoolExecutor cannot be pickled: its unit, its zygote and its manager "
+            "thread belong to the process that made it. Make the pool in the process that uses "
+            "it (for Dask workers in processes of their own: a WorkerPlugin that makes a pool "
+            "in each, such as concurrentd.dask.SandboxedExecutor)")
 
     # -- end ---------------------------------------------------------------------------------------
     def __exit__(self, exc_type, exc_val, exc_tb):

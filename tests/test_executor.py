@@ -793,3 +793,82 @@ def test_an_initializer_keeps_only_the_fds_of_its_arguments(tmp_path):
     finally:
         globals().pop("token").close()
     assert not [link for link in links if "secret" in link], links
+
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_shutdown_with_cancel_futures_right_after_the_pool_broke_returns_at_once():
+    # The manager thread, its loop over, was releasing the unit: shutdown(cancel_futures=True)
+    # waited for a dispatch that would never come, 10 s (the zygote's timeout), before.
+    for _ in range(2):
+        pool = TransientUnitPoolExecutor(1)
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(_die).result(timeout=30)
+        started = time.monotonic()
+        pool.shutdown(wait=True, cancel_futures=True)
+        assert time.monotonic() - started < 3
+
+
+def test_a_pool_refuses_to_be_pickled_and_says_where_to_make_it():
+    # (Dask's LocalCluster(processes=True, executor=pool) pickles it for each worker process;
+    # it failed on the manager's lock, '_thread.lock', or a fork context's SemLock.)
+    import pickle
+    with TransientUnitPoolExecutor(1) as pool:
+        with pytest.raises(TypeError, match="cannot be pickled.*Make the pool in the process "
+                                            "that uses it.*SandboxedExecutor"):
+            pickle.dumps(pool)
+        assert pool.submit(abs, -2).result(timeout=30) == 2
+
+
+SECOND_POOL = """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrentd import TransientUnitPoolExecutor, TransientUnitProcess
+
+    if __name__ == "__main__":
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(1, mp_context=fork) as other:
+            other.submit(abs, 1).result()
+            with TransientUnitPoolExecutor(2, mp_context=fork) as first, \\
+                    TransientUnitPoolExecutor(2, mp_context=fork) as second:
+                for pool in (first, second):
+                    print(sum(pool.map(abs, range(-20, 0))))
+                    process = TransientUnitProcess(target=abs, args=(-1,), pool=pool)
+                    process.start()
+                    process.join()
+                    print(process.exitcode)
+"""
+
+
+def test_a_second_pool_in_one_process_ends_without_tracebacks(tmp_path):
+    # #17: a second pool in one process printed EBADF tracebacks at exit (the zygote kept the
+    # owner's ProcessPoolExecutor wakeups: see test_a_process_exit_leaves_the_owners_other_pools_
+    # alone); here at the interpreter's exit, with two pools and a ProcessPoolExecutor.
+    script = tmp_path / "second_pool.py"
+    script.write_text(textwrap.dedent(SECOND_POOL))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": repo})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["210", "0", "210", "0"]
+    assert "Traceback" not in r.stderr and "Bad file descriptor" not in r.stderr, r.stderr[-3000:]
+
+
+def _rebuild_value_error(args):
+    return ValueError(*args)
+
+
+def _an_exception_with_a_library_reducer_installed():
+    import copyreg
+    # What importing distributed does (tblib.pickling_support.install()), for every exception
+    # class: a reducer of a library's own, whose function the owner does not call.
+    copyreg.pickle(ValueError, lambda e: (_rebuild_value_error, (e.args,)))
+    return [ValueError("v"), 1]
+
+
+def test_an_exception_in_a_result_comes_back_when_a_library_registered_a_reducer():
+    with TransientUnitPoolExecutor(1) as pool:
+        error, one = pool.submit(_an_exception_with_a_library_reducer_installed).result(timeout=30)
+    assert type(error) is ValueError and error.args == ("v",) and one == 1

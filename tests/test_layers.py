@@ -10,14 +10,19 @@ import concurrentd
 
 UPPER = ["concurrentd.executor", "concurrentd._manager", "concurrentd._session",
          "concurrentd._zygote", "concurrentd.process", "concurrentd.oneshot"]
+#: the integrations: imported only by those who use them, each without the other's framework
+INTEGRATIONS = ["concurrentd.dask", "concurrentd.joblib", "dask", "distributed", "joblib"]
 
 
 @pytest.mark.parametrize("module, absent", [
-    # the public package: its names load on first use
-    ("concurrentd", ["jeepney", *UPPER]),
+    # the public package: its names load on first use; the integrations are imported by name
+    ("concurrentd", ["jeepney", *UPPER, *INTEGRATIONS]),
     # a pool worker's loop and the results' decoder: no D-Bus, nothing of the owner's machinery
-    ("concurrentd._worker", ["jeepney", "concurrentd.systemd", *UPPER]),
-    ("concurrentd._results", ["jeepney", "concurrentd.systemd", *UPPER]),
+    ("concurrentd._worker", ["jeepney", "concurrentd.systemd", *UPPER, *INTEGRATIONS]),
+    ("concurrentd._results", ["jeepney", "concurrentd.systemd", *UPPER, *INTEGRATIONS]),
+    # each integration brings its own framework, not the other's
+    ("concurrentd.dask", ["joblib", "concurrentd.joblib"]),
+    ("concurrentd.joblib", ["dask", "distributed", "concurrentd.dask"]),
     # the entry core
     ("concurrentd._entry", ["jeepney", "concurrentd.systemd", *UPPER]),
     # the D-Bus layer is the bottom one
@@ -28,6 +33,10 @@ UPPER = ["concurrentd.executor", "concurrentd._manager", "concurrentd._session",
     ("concurrentd.testbed", ["jeepney", "concurrentd.systemd", *UPPER]),
 ])
 def test_a_layer_imports_only_what_it_uses(module, absent):
+    framework = {"concurrentd.dask": "distributed", "concurrentd.joblib": "joblib"}.get(module)
+    if framework is not None:
+        pytest.importorskip(framework, reason="the dask and joblib extras: pip install -e "
+                                              "'.[test]'")
     code = (f"import sys, {module}; "
             f"print(' '.join(m for m in {absent!r} if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
