@@ -231,9 +231,12 @@ class SandboxedExecutor(WorkerPlugin):
         worker.executors[self.executor] = executor
 
     def _start(self, nthreads: int) -> TransientUnitPoolExecutor:
+        # (warm_units off unless asked: a Dask worker keeps its pool, and a unit prepared for a
+        # next one would wait unused)
         return TransientUnitPoolExecutor(
             self.max_workers or nthreads, self.properties,
-            mp_context=multiprocessing.get_context(self.start_method), **self.options)
+            mp_context=multiprocessing.get_context(self.start_method),
+            **{"warm_units": False, **self.options})
 
     async def teardown(self, worker: Any) -> None:
         executor = worker.executors.get(self.executor)

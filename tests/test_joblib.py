@@ -41,7 +41,8 @@ def _units():
 
 def test_parallel_calls_run_confined_in_one_unit_stopped_at_the_end():
     before = _units()
-    with parallel_config(backend="concurrentd", n_jobs=2, properties=PROPS):
+    # (warm_units=False: no unit is prepared for a next call, which would count here)
+    with parallel_config(backend="concurrentd", n_jobs=2, properties=PROPS, warm_units=False):
         seen = Parallel()(delayed(where_am_i)(i) for i in range(10))
     assert [s["x"] for s in seen] == list(range(10))
     assert all(confined(s) for s in seen), seen
@@ -76,7 +77,7 @@ def _fail_at_3(x):
 def test_an_exception_is_raised_and_the_other_calls_are_stopped():
     before = _units()
     started = time.monotonic()
-    with parallel_config(backend="concurrentd", n_jobs=2, properties=PROPS):
+    with parallel_config(backend="concurrentd", n_jobs=2, properties=PROPS, warm_units=False):
         with pytest.raises(ValueError, match="x is 3"):
             Parallel(batch_size=1)(delayed(_fail_at_3)(i) for i in range(8))
     assert time.monotonic() - started < 30, "a call sleeping 60 s was killed, not waited for"
