@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -129,11 +130,13 @@ def test_a_raw_frame_on_the_result_pipe_never_runs_code_in_the_owner():
     marker = _marker()
     # One task per worker: the forged frames for the next work ids would otherwise answer the
     # next task given to that worker (a reused worker is the attacker's: see SECURITY.md).
-    with TransientUnitPoolExecutor(1, PROPS, on_worker_death="replace",
-                                   max_tasks_per_child=1) as pool:
+    # (Python 3.10 has no max_tasks_per_child: there the pool is not given a next task.)
+    one_each = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+    with TransientUnitPoolExecutor(1, PROPS, on_worker_death="replace", **one_each) as pool:
         f = pool.submit(write_raw_frame, str(marker))
         error = f.exception(timeout=T)
-        assert pool.submit(abs, -4).result(timeout=T) == 4
+        if one_each:
+            assert pool.submit(abs, -4).result(timeout=T) == 4
     assert not marker.exists(), "a raw frame ran a command in the owner"
     assert isinstance(error, (ResultRefused, WorkerKilled)), error
 
