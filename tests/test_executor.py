@@ -426,9 +426,10 @@ def test_a_hundred_pools_leave_nothing_behind():
             with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
                 assert pool.submit(abs, -i).result() == i
         del pool
-        _stop_prepared_units()   # (each pool took the unit prepared for it, and prepared one)
-        # (on a loaded machine the last output copy may still be draining: seconds, not more)
-        _wait_until(lambda: _fd_links() == fds, timeout=10.0)
+        # Each pool took the unit prepared for it and had the next one prepared; a pool of an
+        # earlier test, collected meanwhile, may have asked for one too; on a loaded machine the
+        # last output copy may still be draining: within seconds, nothing of them is left.
+        _wait_until(lambda: _stop_prepared_units() or _fd_links() == fds, timeout=10.0)
     finally:
         gc.enable()
     assert open("/proc/self/mountinfo").read() == mounts
