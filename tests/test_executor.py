@@ -429,7 +429,15 @@ def test_a_hundred_pools_leave_nothing_behind():
         # Each pool took the unit prepared for it and had the next one prepared; a pool of an
         # earlier test, collected meanwhile, may have asked for one too; on a loaded machine the
         # last output copy may still be draining: within seconds, nothing of them is left.
-        _wait_until(lambda: _stop_prepared_units() or _fd_links() == fds, timeout=10.0)
+        deadline = time.monotonic() + 30.0
+        while _stop_prepared_units() or _fd_links() != fds:
+            if time.monotonic() > deadline:
+                now = _fd_links()
+                gone = [link for link in fds if link not in now]
+                extra = [link for link in now if link not in fds]
+                raise AssertionError(f"fds left: {extra} (gone: {gone}); threads: "
+                                     f"{[t.name for t in threading.enumerate()]}")
+            time.sleep(0.05)
     finally:
         gc.enable()
     assert open("/proc/self/mountinfo").read() == mounts
