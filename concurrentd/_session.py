@@ -47,6 +47,19 @@ _OWNED = {
 }
 
 
+#: What a unit of concurrentd's gets unless the caller sets it. OOMPolicy=continue: with
+#: systemd's default (stop, or DefaultOOMPolicy=), one worker killed by the kernel's OOM killer
+#: stops the whole unit on a pure cgroup v2 host (systemd watches memory.events there), and
+#: on_worker_death="replace" could never replace it. The kill itself is reported as the worker's
+#: death (_deaths), naming the memory limit.
+DEFAULTS = {"OOMPolicy": "continue"}
+
+
+def with_defaults(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """``properties`` with DEFAULTS added where the caller did not set them (theirs win)."""
+    return {**DEFAULTS, **properties}
+
+
 def check_owned(properties: Mapping[str, Any]) -> None:
     """Refuses the properties concurrentd sets itself, before anything is sent."""
     for name, why in _OWNED.items():
@@ -108,7 +121,7 @@ class UnitSession:
             if unit is None:
                 python_binds, path_map = _pythonpath.plan_binds(properties, **_binds_options(
                     import_binds))
-                properties = add_read_only_binds(properties, python_binds)
+                properties = add_read_only_binds(with_defaults(properties), python_binds)
                 argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
                 session._anchor_exe = argv[0]
                 session._starting = session.systemd.begin_service(argv, properties, name=unit_name)
