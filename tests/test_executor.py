@@ -156,6 +156,21 @@ def test_a_pools_unit_outlives_an_oom_kill_unless_the_user_says_otherwise(given,
         assert pool.submit(int, "7").result() == 7
 
 
+def test_an_oom_kill_that_stops_the_unit_says_so():
+    # With the user's OOMPolicy=stop, systemd stops the unit after the kill (pure cgroup v2:
+    # systemd watches memory.events); the pool breaks, naming the kill, the limit and the policy.
+    # (systemd 252 on the box's v1 memory controller sees no OOM: the unit runs on.)
+    with TransientUnitPoolExecutor(1, {"MemoryMax": "100M", "OOMPolicy": "stop"},
+                                   on_worker_death="replace") as pool:
+        with pytest.raises(BrokenProcessPool) as info:
+            pool.submit(_hog).result()
+        if type(info.value) is WorkerKilled:   # replaced: the unit runs on (systemd 252, v1)
+            pytest.skip("this host's systemd does not stop a unit for an OOM kill")
+        message = str(info.value)
+        assert "OOM" in message and "MemoryMax=100M" in message, message
+        assert "OOMPolicy=stop" in message, message
+
+
 def concurrentd_broken():
     from concurrent.futures.process import BrokenProcessPool
     return BrokenProcessPool
