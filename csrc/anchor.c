@@ -8,9 +8,11 @@
  * is the caller's unless the unit has a pid namespace of its own) and exits when the owner dies,
  * so a crashed pool never leaves units behind. It exits 0 on SIGTERM (systemctl stop) and SIGINT.
  *
- * --state: a placeholder argument the anchor overwrites in place with "sb=XX" (its securebits in
- * hex). /proc/<pid>/cmdline shows it; the kernel offers no other way to read another process's
- * securebits.
+ * --state: a placeholder argument the anchor overwrites in place with "sb=XX,md=N": its securebits
+ * in hex and its memory-deny-write-execute flags (prctl PR_GET_MDWE: MemoryDenyWriteExecute=, which
+ * systemd >= 253 applies with PR_SET_MDWE; ",md=" is left out on a kernel without it, < 6.3).
+ * /proc/<pid>/cmdline shows it; the kernel offers no other way to read another process's
+ * securebits or MDWE flags.
  *
  * Built static (gcc -static, setup.py) so that it runs in any RootDirectory= with only itself
  * bound in. No stdio: a few hundred bytes of code and nothing to initialise.
@@ -25,6 +27,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#ifndef PR_GET_MDWE
+#define PR_GET_MDWE 66
+#endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -55,11 +60,17 @@ static void report_state(char *slot)
     static const char hex[] = "0123456789abcdef";
     size_t room = strlen(slot);
     unsigned int sb = (unsigned int)prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
-    char text[16] = "sb=";
+    char text[20] = "sb=";
     size_t k = 3;
     for (int shift = 28; shift >= 0; shift -= 4)
         if (k > 3 || (sb >> shift) || shift == 0)
             text[k++] = hex[(sb >> shift) & 15];
+    int md = prctl(PR_GET_MDWE, 0, 0, 0, 0);
+    if (md >= 0 && md <= 9) {   /* "sb=ffffffff,md=N" is 16 bytes: the placeholder's size */
+        memcpy(text + k, ",md=", 4);
+        k += 4;
+        text[k++] = (char)('0' + md);
+    }
     if (k > room)
         return;  /* placeholder too short: leave it, the reader treats it as unknown */
     memcpy(slot, text, k);

@@ -25,7 +25,9 @@
  *                         exact securebits, a fresh session keyring (KeyringMode=private), the
  *                         anchor's capsets, ambient set (cleared by the uid change, so after it),
  *                         dumpable (reset by the uid change, so after it); then read back.
- *   7. no_new_privs       after everything that needed privilege.
+ *   7. MDWE, no_new_privs after everything that needed privilege. MemoryDenyWriteExecute= is a
+ *                         prctl flag on systemd >= 253 (PR_SET_MDWE), inherited by fork and
+ *                         never cleared: set once, in the zygote.
  *   8. close plan fds     the worker's user code must never hold a handle on the parent's view.
  *   9. seccomp            last: the anchor's filters may forbid any of the calls above.
  */
@@ -59,6 +61,12 @@
 
 #ifndef PR_SET_MM
 #define PR_SET_MM 35
+#endif
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#endif
+#ifndef PR_GET_MDWE
+#define PR_GET_MDWE 66
 #endif
 #ifndef IOPRIO_WHO_PROCESS
 #define IOPRIO_WHO_PROCESS 1
@@ -564,8 +572,23 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
         }
     }
 
-    /* 7. After every step that needed privilege; before seccomp, which may require it when the
-     *    worker holds no CAP_SYS_ADMIN (as systemd does). */
+    /* 7. MemoryDenyWriteExecute= (systemd >= 253): a W+X mapping, or making one executable, fails
+     *    from here on. Inherited by fork, never cleared; needs no privilege. Read back: a flag the
+     *    kernel does not know, or a process that already has others, would differ. */
+    STEP(CD_STEP_MDWE);
+    if (p->mdwe > 0) {
+        int now = prctl(PR_GET_MDWE, 0, 0, 0, 0);
+        if (now != p->mdwe && prctl(PR_SET_MDWE, p->mdwe, 0, 0, 0) != 0)
+            FAIL(0);
+        if (prctl(PR_GET_MDWE, 0, 0, 0, 0) != p->mdwe) {
+            errno = 0;
+            STEP(CD_STEP_VERIFY);
+            FAIL(CD_VERIFY_MDWE);
+        }
+    }
+
+    /* After every step that needed privilege; before seccomp, which may require it when the
+     * worker holds no CAP_SYS_ADMIN (as systemd does). */
     STEP(CD_STEP_NO_NEW_PRIVS);
     if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         FAIL(0);

@@ -48,7 +48,8 @@
 #define CD_STEP_CLOSE 27
 #define CD_STEP_SECCOMP 28     /* arg = index in plan.filters (install order) */
 #define CD_STEP_VERIFY 29      /* arg = what was read back (CD_VERIFY_*); errno 0 = differs */
-#define CD_NSTEPS 30
+#define CD_STEP_MDWE 30        /* prctl(PR_SET_MDWE): MemoryDenyWriteExecute= (systemd >= 253) */
+#define CD_NSTEPS 31
 
 #define CD_VERIFY_UID 0
 #define CD_VERIFY_GID 1
@@ -61,6 +62,7 @@
 #define CD_VERIFY_GROUPS 8
 #define CD_VERIFY_SCHED 9
 #define CD_VERIFY_MEMPOLICY 10
+#define CD_VERIFY_MDWE 11
 
 struct cd_ns {
     int fd;      /* O_CLOEXEC fd on /proc/<anchor>/ns/<name> */
@@ -112,6 +114,7 @@ struct cd_plan {
     uint64_t cap_bounding, cap_permitted, cap_effective, cap_inheritable, cap_ambient;
     unsigned int securebits;
     int no_new_privs;
+    int mdwe;                             /* PR_SET_MDWE flags; -1: leave alone (unknown) */
     int dumpable;
     int new_session_keyring;              /* join a fresh anonymous session keyring */
     unsigned int uid[3];                  /* real, effective, saved; as seen in the anchor's user ns */

@@ -309,6 +309,39 @@ def test_pool_worker_is_confined_exactly_as_the_anchor(start_method):
     assert report["connect_out"] in ("ENETUNREACH", "EHOSTUNREACH", "EACCES", "EPERM")
 
 
+def _memory_protection() -> dict:
+    """PR_GET_MDWE, and what a W+X mapping gets (MemoryDenyWriteExecute=: systemd >= 253 sets
+    the prctl flag, older ones a seccomp filter; either way the mapping fails)."""
+    import ctypes
+    import errno as errno_
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC).close()
+        wx = "ok"
+    except OSError as e:
+        wx = errno_.errorcode[e.errno]
+    return {"mdwe": libc.prctl(66, 0, 0, 0, 0), "wx": wx}   # PR_GET_MDWE (-1: kernel < 6.3)
+
+
+def test_memory_deny_write_execute_reaches_the_workers_as_systemds_own_process():
+    # systemd >= 253 applies MemoryDenyWriteExecute= with prctl(PR_SET_MDWE), not seccomp, and
+    # /proc shows no trace of it: the anchor reports it (--state), the zygote sets it.
+    import inspect
+
+    probe = inspect.getsource(_memory_protection) + "\nimport json\n" \
+        "print(json.dumps(_memory_protection()))"
+    r = subprocess.run(["systemd-run", "-q", "--wait", "--pipe", "-p", "MemoryDenyWriteExecute=yes",
+                        sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                       timeout=120)
+    systemds = json.loads(r.stdout)
+    with TransientUnitPoolExecutor(1, {"MemoryDenyWriteExecute": True}) as pool:
+        workers = pool.submit(_memory_protection).result()
+    assert systemds["wx"] != "ok", systemds
+    assert workers == systemds
+
+
 def test_filters_that_forbid_fork_are_installed_by_each_worker():
     properties = {"User": "nobody", "SystemCallFilter": "~clone clone3 fork vfork"}
     with TransientUnitPoolExecutor(1, properties) as pool:
