@@ -73,6 +73,7 @@ int cd_pidfd_open(int pid, unsigned int flags);
 #define CD_STEP_SECCOMP ...
 #define CD_STEP_VERIFY ...
 #define CD_STEP_MDWE ...
+#define CD_STEP_DROP_ADMIN ...
 #define CD_NSTEPS ...
 #define CD_VERIFY_UID ...
 #define CD_VERIFY_GID ...
@@ -121,6 +122,7 @@ struct cd_plan {
     unsigned int securebits;
     int no_new_privs;
     int mdwe;
+    int hold_sys_admin;
     int dumpable;
     int new_session_keyring;
     unsigned int uid[3];
@@ -133,9 +135,10 @@ struct cd_plan {
     int defer_seccomp;
     int timing;
 };
-struct cd_enter_result { int step; int arg; int err; uint64_t step_ns[31]; };
+struct cd_enter_result { int step; int arg; int err; uint64_t step_ns[32]; };
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r);
 int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r);
+int cd_release_admin(const struct cd_plan *p, struct cd_enter_result *r);
 int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
                            unsigned int *flags, int max_filters, int *failed);
 int cd_ioprio_get(int pid);

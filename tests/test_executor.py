@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from concurrentd import EnterError, TransientUnitPoolExecutor, WorkerKilled
 from concurrentd.systemd import Systemd, SystemdError, UnitStartError
 
+NOBODY = __import__("pwd").getpwnam("nobody").pw_uid
 SEED_PROPERTIES = {"User": "nobody", "CPUQuota": 0.2, "PrivateNetwork": True,
                    "ProtectSystem": "strict", "PrivateTmp": True}
 
@@ -340,6 +341,26 @@ def test_memory_deny_write_execute_reaches_the_workers_as_systemds_own_process()
         workers = pool.submit(_memory_protection).result()
     assert systemds["wx"] != "ok", systemds
     assert workers == systemds
+
+
+@pytest.mark.parametrize("filters", ["@system-service", "~clone clone3 fork vfork", "~capset"])
+def test_a_units_filters_without_no_new_privs_reach_a_worker_of_another_user(filters):
+    # systemd 257 loads a unit's filters while it holds CAP_SYS_ADMIN and leaves no_new_privs
+    # unset (older ones set it): a worker that had already become nobody could not load them.
+    # It holds CAP_SYS_ADMIN until they are in, then drops it; where the filters forbid that
+    # (capset), it takes no_new_privs instead: stricter than the anchor, never looser.
+    from entry_helpers import diff_table, proc_snapshot
+
+    with TransientUnitPoolExecutor(1, {"User": "nobody", "SystemCallFilter": filters}) as pool:
+        pid, uid = pool.submit(os.getpid).result(), pool.submit(os.getuid).result()
+        anchor, worker = proc_snapshot(pool.unit.main_pid), proc_snapshot(pid)
+    assert uid == NOBODY
+    assert worker["status.Seccomp"] == "2" and worker["status.CapEff"] == anchor["status.CapEff"]
+    if worker["status.NoNewPrivs"] != anchor["status.NoNewPrivs"]:
+        assert filters == "~capset" and worker["status.NoNewPrivs"] == "1", (anchor, worker)
+        del anchor["status.NoNewPrivs"], worker["status.NoNewPrivs"]
+    table = diff_table(anchor, worker)
+    assert not table, "the pool's worker differs from the anchor:\n" + table
 
 
 def test_filters_that_forbid_fork_are_installed_by_each_worker():

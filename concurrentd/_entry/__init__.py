@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 
-from .enter import (ENTER_FAILED_EXIT_STATUS, EnterError, add_sched_reset, enter, fork_and_enter,
-                    install_filters)
+from .enter import (ENTER_FAILED_EXIT_STATUS, EnterError, add_sched_reset, enter,
+                    filters_let_admin_go, fork_and_enter, install_filters, release_admin)
 from .plan import AnchorGone, EntryPlan
 from .seccomp import SeccompFilter, get_filters
 
 __all__ = [
     "ENTER_FAILED_EXIT_STATUS", "AnchorGone", "EnterError", "EntryPlan", "SeccompFilter",
-    "add_sched_reset", "anchor_argv", "anchor_path", "enter", "fork_and_enter", "get_filters",
-    "install_filters",
+    "add_sched_reset", "anchor_argv", "anchor_path", "enter", "filters_let_admin_go",
+    "fork_and_enter", "get_filters", "install_filters", "release_admin",
 ]
 
 #: Placeholder the anchor overwrites with its securebits (see csrc/anchor.c).

@@ -221,6 +221,7 @@ NAMESPACES = (
     ("mnt", lib.CLONE_NEWNS), ("user", lib.CLONE_NEWUSER),
 )
 
+CAP_SYS_ADMIN = 21
 RLIMITS = tuple(sorted(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")))
 _U64 = (1 << 64) - 1
 _STATE_WAIT = 2.0  # seconds to wait for a freshly exec'd anchor to report its securebits
@@ -266,6 +267,7 @@ class EntryPlan:
     groups_host: tuple[int, ...] | None = None  # with a unit user ns: groups as our ids
     owner_pid: int = field(default_factory=os.getpid)   # the process it must never confine
     filters_read: bool = True              # False: read without seccomp=, it cannot confine
+    no_new_privs_added: bool = False       # set by release_admin(): stricter than the anchor
     _cgroup_fds: list[int] = field(default_factory=list, repr=False)
     _pidfd: int = -1
     _closed: bool = False
@@ -483,6 +485,7 @@ class EntryPlan:
         c.cap_ambient = self.caps["ambient"]
         c.securebits, c.no_new_privs = self.securebits, int(self.no_new_privs)
         c.mdwe = -1 if self.mdwe is None else self.mdwe
+        c.hold_sys_admin = int(self.needs_sys_admin_for_filters)
         c.dumpable, c.new_session_keyring = int(self.dumpable), int(keyring)
         c.uid, c.gid = list(self.uid), list(self.gid)
         groups = ffi.new("unsigned int[]", list(self.groups) or [0])
@@ -501,6 +504,16 @@ class EntryPlan:
             keep.append(prog)
             c.filters[i].flags, c.filters[i].len, c.filters[i].insns = f.flags, f.length, prog
         self._c = c
+
+    @property
+    def needs_sys_admin_for_filters(self) -> bool:
+        """The kernel loads a seccomp filter only into a process with no_new_privs or
+        CAP_SYS_ADMIN. systemd 257 loads a unit's filters (SystemCallFilter= with User=,
+        without NoNewPrivileges=) while it still holds CAP_SYS_ADMIN, and loses it at its exec.
+        A worker does not exec: it holds CAP_SYS_ADMIN until its filters are in, then drops it
+        (csrc/enter.c, the seccomp step)."""
+        return bool(self.filters) and not self.no_new_privs and not (
+            self.caps["effective"] >> CAP_SYS_ADMIN) & 1
 
     @property
     def sched_resets_on_fork(self) -> bool:
