@@ -26,7 +26,8 @@ from ._entry import EntryPlan, anchor_argv
 from ._entry.enter import anchor_exited
 from ._entry.plan import AnchorGone
 from ._output import ensure_stdio
-from ._unitfiles import add_read_only_binds, anchor_for_unit
+from ._unitfiles import OwnerFifo, add_read_only_binds, anchor_for_unit
+from .systemd._syntax import parse_boolean
 from ._zygote import Zygote
 from .systemd import Systemd, Unit, UnitStartError
 
@@ -60,6 +61,17 @@ def with_defaults(properties: Mapping[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **properties}
 
 
+def _private_pids(properties: Mapping[str, Any]) -> bool:
+    """Whether the unit gets a pid namespace of its own (PrivatePIDs=, systemd >= 257)."""
+    value = properties.get("PrivatePIDs")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    try:
+        return parse_boolean(str(value))
+    except ValueError:
+        return False   # systemd refuses it when the unit starts
+
+
 def check_owned(properties: Mapping[str, Any]) -> None:
     """Refuses the properties concurrentd sets itself, before anything is sent."""
     for name, why in _OWNED.items():
@@ -85,6 +97,7 @@ class UnitSession:
         self._main_pid = 0
         self._anchor_exe = ""
         self._conditions: dict = {}
+        self._owner_fifo: OwnerFifo | None = None
         self._lock = threading.Lock()
 
     # -- begin ---------------------------------------------------------------------------------
@@ -122,7 +135,11 @@ class UnitSession:
                 python_binds, path_map = _pythonpath.plan_binds(properties, **_binds_options(
                     import_binds))
                 properties = add_read_only_binds(with_defaults(properties), python_binds)
-                argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
+                if _private_pids(properties):   # the anchor cannot see the owner's pid
+                    session._owner_fifo = OwnerFifo()
+                fifo = session._owner_fifo.path if session._owner_fifo else None
+                argv, properties = anchor_for_unit(anchor_argv(os.getpid(), owner_fifo=fifo),
+                                                   properties, [fifo] if fifo else [])
                 session._anchor_exe = argv[0]
                 session._starting = session.systemd.begin_service(argv, properties, name=unit_name)
                 session.unit = session._starting.unit   # from here on, release() stops it
@@ -237,7 +254,9 @@ class UnitSession:
                                  ("closing the entry plan", plan and plan.close),
                                  ("stopping the unit",
                                   unit and self.owned and (lambda: _stop(unit))),
-                                 ("closing the D-Bus connection", systemd and systemd.close)):
+                                 ("closing the D-Bus connection", systemd and systemd.close),
+                                 ("closing the owner's fifo",
+                                  self._owner_fifo and self._owner_fifo.close)):
                 if action:
                     try:
                         action()

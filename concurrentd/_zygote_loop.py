@@ -165,7 +165,10 @@ def _serve(sock: socket.socket, bodies: dict[bytes, Body], *,
         # The zygote dies with the owner (its parent-death signal): its workers die with it,
         # whatever the unit's KillMode= leaves running.
         _sys.set_parent_death_signal(signal.SIGKILL)
-        if os.getppid() != zygote:
+        # The zygote died before the flag was set: the worker was reparented. (In the unit's pid
+        # namespace, PrivatePIDs=, the zygote, outside it, shows as parent 0; an orphan's new
+        # parent is the namespace's init, the anchor: 1.)
+        if os.getppid() not in (zygote, 0):
             os._exit(0)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -476,6 +476,77 @@ def test_owner_killed_takes_unit_and_workers_along(kill_mode):
     proc.stdout.close()
 
 
+def _systemd_version() -> int:
+    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
+    return int(out.split()[1])
+
+
+needs_257 = pytest.mark.skipif(_systemd_version() < 257, reason="PrivatePIDs= is systemd >= 257")
+
+
+def _pid_view() -> dict:
+    return {"pid": os.getpid(), "ns": os.readlink("/proc/self/ns/pid"),
+            "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+
+
+@needs_257
+def test_private_pids_workers_run_in_the_units_pid_namespace():
+    with TransientUnitPoolExecutor(1, {"PrivatePIDs": True, "User": "nobody"}) as pool:
+        view = pool.submit(_pid_view).result()
+        anchor = pool.unit.main_pid
+        assert view["ns"] == os.readlink(f"/proc/{anchor}/ns/pid")
+        with open(f"/proc/{anchor}/status") as f:
+            nspid = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+        assert nspid[-1] == "1", nspid   # the anchor is the namespace's init
+        assert view["pid"] not in pool._processes and 1 in view["pids"], view
+        assert pool.submit(sum, [1, 2]).result() == 3
+
+
+@needs_257
+def test_private_pids_owner_killed_takes_unit_and_workers_along():
+    # The anchor, PID 1 of the unit's pid namespace, cannot see the owner's pid: it watches the
+    # FIFO the owner holds open instead.
+    code = textwrap.dedent("""
+        import time, concurrentd
+        pool = concurrentd.TransientUnitPoolExecutor(2, {"PrivatePIDs": True})
+        futures = [pool.submit(time.sleep, 100) for _ in range(2)]
+        time.sleep(0.5)
+        print(pool.unit.name, *pool._processes, flush=True)
+        time.sleep(100)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    name, *workers = proc.stdout.readline().split()
+    assert _unit_exists(name) and len(workers) == 2
+    time.sleep(1)
+    assert _unit_exists(name), "the unit did not outlive its start (the anchor exited at once?)"
+    proc.kill()
+    proc.wait()
+    start = time.monotonic()
+    while _unit_exists(name) or any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        assert time.monotonic() - start < 10.0, "the unit or a worker outlived its owner by 10 s"
+        time.sleep(0.05)
+    proc.stdout.close()
+
+
+@needs_257
+def test_private_pids_a_unit_started_by_hand_can_be_joined():
+    from concurrentd._entry import anchor_argv
+    from concurrentd._unitfiles import installed_anchor
+
+    name = f"joined-pids-{os.getpid()}.service"
+    argv = anchor_argv(os.getpid(), path=installed_anchor(anchor_argv()[0]))
+    subprocess.run(["systemd-run", "--unit", name, "-p", "Type=exec", "-p", "PrivatePIDs=yes",
+                    *argv], check=True, capture_output=True)
+    try:
+        time.sleep(0.5)
+        assert _unit_exists(name), "the anchor exited at once"
+        with TransientUnitPoolExecutor(1, unit=name) as pool:
+            assert pool.submit(_pid_view).result()["ns"] == os.readlink(
+                f"/proc/{pool.unit.main_pid}/ns/pid")
+    finally:
+        subprocess.run(["systemctl", "stop", name], check=False)
+
+
 def _fd_count():
     return len(os.listdir("/proc/self/fd"))
 

@@ -969,6 +969,7 @@ _ROWS: list[tuple[Kind, str]] = [
            "MemoryDenyWriteExecute RestrictRealtime DynamicUser RemoveIPC ProtectKernelTunables "
            "ProtectKernelModules ProtectKernelLogs ProtectClock ProtectControlGroups MountAPIVFS "
            "CPUSchedulingResetOnFork LockPersonality ProtectHostname RestrictSUIDSGID"),
+    (STRING, "PrivatePIDs"),   # systemd >= 257: "yes" or "no" on the bus
     (STRV, "ReadWriteDirectories ReadOnlyDirectories InaccessibleDirectories ReadWritePaths "
            "ReadOnlyPaths InaccessiblePaths ExecPaths NoExecPaths ExecSearchPath ExtensionDirectories "
            "ConfigurationDirectory SupplementaryGroups SystemCallArchitectures"),
