@@ -183,6 +183,30 @@ def test_private_users_parity():
         assert rep["uid"] == NOBODY and rep["tmp"] == []
 
 
+def _systemd_version() -> int:
+    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
+    return int(out.split()[1])
+
+
+@pytest.mark.parametrize("since, settings", [
+    (256, ["PrivateUsersEx=identity", "User=nobody"]),
+    (258, ["PrivateUsersEx=full", "User=nobody"]),
+    (257, ["ProtectControlGroupsEx=private", "User=nobody"]),
+    (257, ["ProtectControlGroupsEx=strict", "User=nobody"]),
+    (257, ["PrivateTmpEx=disconnected", "User=nobody"]),
+], ids=["users-identity", "users-full", "cgroups-private", "cgroups-strict", "tmp-disconnected"])
+def test_newer_sandboxing_parity(since, settings):
+    """What systemd 256 and 257 added to the sandbox: a worker matches the anchor there too.
+    (PrivatePIDs=: a pool's workers, children of the entered zygote, are in the unit's pid
+    namespace; test_executor checks them.)"""
+    if _systemd_version() < since:
+        pytest.skip(f"systemd >= {since}")
+    with transient_unit(settings) as (_u, pid), EntryPlan.from_pid(
+            pid, anchor_exe=public_anchor()) as plan:
+        rep, anchor = _parity(pid, plan)
+        assert rep["uid"] == NOBODY
+
+
 def test_a_rehearsal_reads_the_process_itself_and_keeps_nothing():
     """EntryPlan.rehearse() (run while waiting for systemd) ignores errors: check that the read it
     makes succeeds on the calling process, and that it leaves no fd behind."""
