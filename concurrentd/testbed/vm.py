@@ -8,7 +8,8 @@ MemoryDenyWriteExecute= applied with prctl(PR_SET_MDWE) (systemd >= 253), Privat
 module boots Debian trixie (systemd 257, kernel 6.12, Python 3.13, pure cgroup v2) under QEMU,
 runs CMD as root in a copy of this checkout inside it (built there first), streams its output,
 and exits with its status. CMD defaults to the test suite (``python3 -m pytest -q -p
-no:cacheprovider``); name tests to run only those, e.g.
+no:cacheprovider -m "not host"``: the tests marked host boot testbed boxes, for hosts whose PID 1
+is not systemd); name tests to run only those, e.g.
 ``-- python3 -m pytest -q -p no:cacheprovider tests/test_executor.py -k oom``.
 
 How (each step is cached in DIR, default ~/.cache/concurrentd-vm or $CONCURRENTD_VM_DIR; the first
@@ -56,7 +57,9 @@ MASKED = ("systemd-udev-trigger", "getty@tty1", "serial-getty@ttyS0", "modprobe@
           "modprobe@loop")
 HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstrap",
               "zstd": "zstd", "xz": "xz-utils", "mkfs.ext4": "e2fsprogs", "cpio": "cpio"}
-DEFAULT_CMD = ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider")
+#: The suite, without the tests marked host: those boot testbed boxes of their own, for hosts
+#: whose PID 1 is not systemd (the VM's is).
+DEFAULT_CMD = ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not host")
 IMAGE_SIZE = "4G"
 #: bump when the image's recipe changes: a cached image of another version is rebuilt
 IMAGE_VERSION = "1"
@@ -95,6 +98,9 @@ _RUN_SH = """#!/bin/sh
 # Written by concurrentd.testbed.vm: build the checkout's copy, then run the command.
 cd /mnt/host/src || exit 2
 export HOME=/root PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# importable as after pip install -e (the disk is a snapshot: gone at power-off), also for the
+# scripts the tests start with an environment of their own (examples, owners in tmp_path)
+echo /mnt/host/src > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/concurrentd-checkout.pth"
 echo "vm: $(systemctl --version | head -1), cgroup $(stat -fc %T /sys/fs/cgroup), kernel $(uname -r), $(python3 -V)"
 python3 setup.py -q build_ext --inplace > /tmp/build.log 2>&1 || { cat /tmp/build.log; exit 2; }
 exec {cmd}
