@@ -363,6 +363,21 @@ def test_a_units_filters_without_no_new_privs_reach_a_worker_of_another_user(fil
     assert not table, "the pool's worker differs from the anchor:\n" + table
 
 
+def _uid_and_status() -> tuple:
+    with open("/proc/self/status") as f:
+        st = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    return os.getuid(), st["CapEff"].strip(), st["Seccomp"].strip()
+
+
+@pytest.mark.parametrize("filters", ["@system-service", "~clone clone3 fork vfork"])
+def test_run_with_filters_without_no_new_privs_enters_too(filters):
+    # run() and a TransientUnitProcess of its own unit: each process enters itself, filters
+    # included (the same CAP_SYS_ADMIN held until they are in, then dropped).
+    uid, cap_eff, seccomp = concurrentd.run(
+        _uid_and_status, properties={"User": "nobody", "SystemCallFilter": filters})
+    assert (uid, int(cap_eff, 16), seccomp) == (NOBODY, 0, "2")
+
+
 def test_filters_that_forbid_fork_are_installed_by_each_worker():
     properties = {"User": "nobody", "SystemCallFilter": "~clone clone3 fork vfork"}
     with TransientUnitPoolExecutor(1, properties) as pool:
