@@ -517,7 +517,19 @@ class PoolManager(threading.Thread):
             # The zygote died: in a unit's stop, the anchor is about to (SIGTERM to all of them).
             time.sleep(0.02)
             stopped = self.session.unit_stopped()
-        if stopped is not None:
+        new_oom_kills = counters.oom_kills - seen.oom_kills
+        if stopped is not None and new_oom_kills:
+            # The unit's memory.events counted an OOM kill (this worker, or another process of
+            # the unit); systemd then stopped the unit for it (the user's OOMPolicy=stop), and
+            # with it whatever was left. That kill is the cause.
+            cause = _deaths.OOM
+            message = (f"{stopped[0].upper()}{stopped[1:]}: the unit's memory limit was reached "
+                       f"(MemoryMax={self.limits.get('MemoryMax', '?')}) and the kernel's OOM "
+                       f"killer ended a process of it ({new_oom_kills} oom_kill in its "
+                       "memory.events), for which systemd stops the unit (OOMPolicy=stop; "
+                       f"OOMPolicy=continue lets the pool outlive it); worker {worker.pid} "
+                       f"{_deaths.how_it_ended(worker.exitcode)}")
+        elif stopped is not None:
             # The unit's stop killed it (systemctl stop, RuntimeMaxSec=, its anchor killed):
             # that is the cause, whatever the worker's own status suggests.
             cause = _deaths.UNIT_STOPPED

@@ -26,7 +26,8 @@ from ._entry import EntryPlan, anchor_argv
 from ._entry.enter import anchor_exited
 from ._entry.plan import AnchorGone
 from ._output import ensure_stdio
-from ._unitfiles import add_read_only_binds, anchor_for_unit
+from ._unitfiles import OwnerFifo, add_read_only_binds, anchor_for_unit
+from .systemd._syntax import parse_boolean
 from ._zygote import Zygote
 from .systemd import Systemd, Unit, UnitStartError
 
@@ -56,6 +57,30 @@ def check_root() -> None:
             "credentials), which only root in the initial user namespace may do")
 
 
+#: What a unit of concurrentd's gets unless the caller sets it. OOMPolicy=continue: with
+#: systemd's default (stop, or DefaultOOMPolicy=), one worker killed by the kernel's OOM killer
+#: stops the whole unit on a pure cgroup v2 host (systemd watches memory.events there), and
+#: on_worker_death="replace" could never replace it. The kill itself is reported as the worker's
+#: death (_deaths), naming the memory limit.
+DEFAULTS = {"OOMPolicy": "continue"}
+
+
+def with_defaults(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """``properties`` with DEFAULTS added where the caller did not set them (theirs win)."""
+    return {**DEFAULTS, **properties}
+
+
+def _private_pids(properties: Mapping[str, Any]) -> bool:
+    """Whether the unit gets a pid namespace of its own (PrivatePIDs=, systemd >= 257)."""
+    value = properties.get("PrivatePIDs")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    try:
+        return parse_boolean(str(value))
+    except ValueError:
+        return False   # systemd refuses it when the unit starts
+
+
 def check_owned(properties: Mapping[str, Any]) -> None:
     """Refuses the properties concurrentd sets itself, before anything is sent."""
     for name, why in _OWNED.items():
@@ -82,6 +107,7 @@ class UnitSession:
         self._anchor_exe = ""
         self._path_map: _pythonpath.PathMap = ()
         self._conditions: dict = {}
+        self._owner_fifo: OwnerFifo | None = None
         self._lock = threading.Lock()
 
     # -- begin ---------------------------------------------------------------------------------
@@ -128,8 +154,12 @@ class UnitSession:
             if unit is None:
                 python_binds, path_map = _pythonpath.plan_binds(properties, **_binds_options(
                     import_binds))
-                properties = add_read_only_binds(properties, python_binds)
-                argv, properties = anchor_for_unit(anchor_argv(os.getpid()), properties)
+                properties = add_read_only_binds(with_defaults(properties), python_binds)
+                if _private_pids(properties):   # the anchor cannot see the owner's pid
+                    session._owner_fifo = OwnerFifo()
+                fifo = session._owner_fifo.path if session._owner_fifo else None
+                argv, properties = anchor_for_unit(anchor_argv(os.getpid(), owner_fifo=fifo),
+                                                   properties, [fifo] if fifo else [])
                 session._anchor_exe = argv[0]
                 session._starting = session.systemd.begin_service(argv, properties, name=unit_name)
                 session.unit = session._starting.unit   # from here on, release() stops it
@@ -275,7 +305,9 @@ class UnitSession:
                                  ("closing the entry plan", plan and plan.close),
                                  ("stopping the unit",
                                   unit and self.owned and (lambda: _stop(unit))),
-                                 ("closing the D-Bus connection", systemd and systemd.close)):
+                                 ("closing the D-Bus connection", systemd and systemd.close),
+                                 ("closing the owner's fifo",
+                                  self._owner_fifo and self._owner_fifo.close)):
                 if action:
                     try:
                         action()

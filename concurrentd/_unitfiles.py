@@ -118,8 +118,55 @@ def add_read_only_binds(properties: Mapping[str, Any], binds: list[str]) -> dict
     return properties
 
 
-def anchor_for_unit(argv: list[str], properties: Mapping[str, Any]) -> tuple[list[str], dict]:
-    """The anchor's argv and the unit's properties, adjusted so that the unit can exec it."""
+def anchor_for_unit(argv: list[str], properties: Mapping[str, Any],
+                    also: Iterable[str] = ()) -> tuple[list[str], dict]:
+    """The anchor's argv and the unit's properties, adjusted so that the unit can exec it (and
+    reach the files ``also`` names, by the same paths: the owner's FIFO)."""
     path = installed_anchor(argv[0])
     has_root = any(properties.get(p) for p in _ROOT_PROPERTIES)
-    return [path, *argv[1:]], add_read_only_binds(properties, [path] if has_root else [])
+    return [path, *argv[1:]], add_read_only_binds(properties, [path, *also] if has_root else [])
+
+
+def _remove_stale_fifos() -> None:
+    """The FIFOs of owners that died without closing their pools (SIGKILL): "owner-PID-…" of a
+    pid that no longer runs. (A reused pid keeps its FIFO until that process is gone too.)"""
+    try:
+        names = os.listdir(ANCHOR_DIR)
+    except FileNotFoundError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if name.endswith(".fifo") and parts[0] == "owner" and parts[1].isdigit() \
+                and not os.path.exists(f"/proc/{parts[1]}"):
+            try:
+                os.unlink(os.path.join(ANCHOR_DIR, name))
+            except FileNotFoundError:
+                pass
+
+
+class OwnerFifo:
+    """A FIFO under ANCHOR_DIR that the owner holds open for writing (O_RDWR: the open does not
+    wait for a reader) and never writes: the anchor's read end hangs up when the owner is gone,
+    whatever pid namespace the anchor is in. Mode 0644: the unit's user may read it, nobody else
+    may write it. The fd is close-on-exec; the zygote closes it with every other fd."""
+
+    def __init__(self):
+        os.makedirs(ANCHOR_DIR, mode=0o755, exist_ok=True)
+        _remove_stale_fifos()
+        self.path = os.path.join(ANCHOR_DIR, f"owner-{os.getpid()}-{os.urandom(6).hex()}.fifo")
+        os.mkfifo(self.path, 0o644)
+        os.chmod(self.path, 0o644)   # whatever the umask
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except BaseException:
+            os.unlink(self.path)
+            raise
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass

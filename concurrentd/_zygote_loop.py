@@ -43,7 +43,8 @@ from typing import Callable
 
 from . import _cpython, _pythonpath, _sources, _sys, _worker
 from . import _protocol as P
-from ._entry import EnterError, EntryPlan, add_sched_reset, enter, install_filters
+from ._entry import (EnterError, EntryPlan, add_sched_reset, enter, filters_let_admin_go,
+                     install_filters, release_admin)
 
 #: A trial that has not reported after this long counts as failed (its filters then go per worker).
 TRIAL_TIMEOUT = 10.0
@@ -100,6 +101,11 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
         _sys.set_parent_death_signal(signal.SIGKILL)   # the change of credentials cleared it
         if os.getppid() != owner:
             return 0
+        # Held CAP_SYS_ADMIN to load the filters (the anchor has neither it nor no_new_privs):
+        # each load drops it afterwards, unless the filters forbid that (capset); then
+        # no_new_privs instead, at once.
+        if plan.needs_sys_admin_for_filters and not filters_let_admin_go(plan):
+            release_admin(plan)
         # The flag is set after the fork, which the filters may forbid: then they come after it.
         per_worker = bool(plan.filters) and (plan.sched_resets_on_fork
                                              or not _filters_spare_the_zygote(plan))
@@ -159,7 +165,10 @@ def _serve(sock: socket.socket, bodies: dict[bytes, Body], *,
         # The zygote dies with the owner (its parent-death signal): its workers die with it,
         # whatever the unit's KillMode= leaves running.
         _sys.set_parent_death_signal(signal.SIGKILL)
-        if os.getppid() != zygote:
+        # The zygote died before the flag was set: the worker was reparented. (In the unit's pid
+        # namespace, PrivatePIDs=, the zygote, outside it, shows as parent 0; an orphan's new
+        # parent is the namespace's init, the anchor: 1.)
+        if os.getppid() not in (zygote, 0):
             os._exit(0)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -1,6 +1,6 @@
 /* anchor: the main process of a concurrentd unit.
  *
- *   anchor --owner-pid N [--state XXXXXXXXXX]
+ *   anchor --owner-pid N [--owner-fifo PATH] [--state XXXXXXXXXX]
  *
  * systemd sets up the unit's confinement (namespaces, credentials, seccomp...) on this process;
  * concurrentd then copies it onto forked workers (csrc/enter.c). The anchor itself does nothing:
@@ -8,15 +8,25 @@
  * is the caller's unless the unit has a pid namespace of its own) and exits when the owner dies,
  * so a crashed pool never leaves units behind. It exits 0 on SIGTERM (systemctl stop) and SIGINT.
  *
- * --state: a placeholder argument the anchor overwrites in place with "sb=XX" (its securebits in
- * hex). /proc/<pid>/cmdline shows it; the kernel offers no other way to read another process's
- * securebits.
+ * --owner-fifo: a FIFO the owner holds open for writing (and nobody else): when the owner dies,
+ * its last writer is gone and the anchor's read end hangs up. For a unit with a pid namespace of
+ * its own (PrivatePIDs=), where the owner's pid means nothing: the anchor is that namespace's
+ * PID 1 and sees none of the owner's. Without it, an anchor that is PID 1 of its namespace and
+ * cannot see pid N (started by hand, e.g. systemd-run, for a pool to join) cannot watch the
+ * owner at all: it says so and lives until the unit is stopped.
+ *
+ * --state: a placeholder argument the anchor overwrites in place with "sb=XX,md=N": its securebits
+ * in hex and its memory-deny-write-execute flags (prctl PR_GET_MDWE: MemoryDenyWriteExecute=, which
+ * systemd >= 253 applies with PR_SET_MDWE; ",md=" is left out on a kernel without it, < 6.3).
+ * /proc/<pid>/cmdline shows it; the kernel offers no other way to read another process's
+ * securebits or MDWE flags.
  *
  * Built static (gcc -static, setup.py) so that it runs in any RootDirectory= with only itself
  * bound in. No stdio: a few hundred bytes of code and nothing to initialise.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -25,6 +35,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#ifndef PR_GET_MDWE
+#define PR_GET_MDWE 66
+#endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -55,11 +68,17 @@ static void report_state(char *slot)
     static const char hex[] = "0123456789abcdef";
     size_t room = strlen(slot);
     unsigned int sb = (unsigned int)prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
-    char text[16] = "sb=";
+    char text[20] = "sb=";
     size_t k = 3;
     for (int shift = 28; shift >= 0; shift -= 4)
         if (k > 3 || (sb >> shift) || shift == 0)
             text[k++] = hex[(sb >> shift) & 15];
+    int md = prctl(PR_GET_MDWE, 0, 0, 0, 0);
+    if (md >= 0 && md <= 9) {   /* "sb=ffffffff,md=N" is 16 bytes: the placeholder's size */
+        memcpy(text + k, ",md=", 4);
+        k += 4;
+        text[k++] = (char)('0' + md);
+    }
     if (k > room)
         return;  /* placeholder too short: leave it, the reader treats it as unknown */
     memcpy(slot, text, k);
@@ -69,14 +88,16 @@ static void report_state(char *slot)
 int main(int argc, char **argv)
 {
     int owner = -1;
-    char *state = NULL;
+    char *state = NULL, *fifo = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--owner-pid") && i + 1 < argc)
             owner = parse_pid(argv[++i]);
         else if (!strcmp(argv[i], "--state") && i + 1 < argc)
             state = argv[++i];
+        else if (!strcmp(argv[i], "--owner-fifo") && i + 1 < argc)
+            fifo = argv[++i];
         else {
-            say("usage: anchor --owner-pid PID [--state PLACEHOLDER]\n");
+            say("usage: anchor --owner-pid PID [--owner-fifo PATH] [--state PLACEHOLDER]\n");
             return EXIT_USAGE;
         }
     }
@@ -99,22 +120,37 @@ int main(int argc, char **argv)
     /* A pidfd becomes readable when the owner exits; unlike polling kill(pid, 0) it cannot be
      * fooled by the pid being reused. ESRCH: the owner is already gone (or not visible in our pid
      * view), so there is nothing to serve. */
-    int pfd = (int)syscall(SYS_pidfd_open, owner, 0);
-    if (pfd < 0 && errno == ESRCH) {
-        say("anchor: owner process is gone\n");
-        return 0;
+    int pfd = -1, watch = 1;
+    if (fifo) {
+        /* Non-blocking: the owner opened it first, so no wait for a writer; POLLHUP once the
+         * last writer (the owner) has closed it. */
+        pfd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (pfd < 0) {
+            say("anchor: cannot open the owner's fifo\n");
+            return 1;
+        }
+    } else {
+        pfd = (int)syscall(SYS_pidfd_open, owner, 0);
+        if (pfd < 0 && errno == ESRCH && getpid() == 1) {
+            say("anchor: the owner's pid is not visible from this pid namespace (PrivatePIDs=): "
+                "not watching it, the unit lives until it is stopped\n");
+            watch = 0;
+        } else if (pfd < 0 && errno == ESRCH) {
+            say("anchor: owner process is gone\n");
+            return 0;
+        }
     }
     struct pollfd fds[2] = {{sfd, POLLIN, 0}, {pfd, POLLIN, 0}};
     for (;;) {
         /* Without a pidfd (filtered, or an old kernel) fall back to checking every second. */
-        int n = poll(fds, 2, pfd < 0 ? 1000 : -1);
+        int n = poll(fds, watch ? 2 : 1, pfd < 0 && watch ? 1000 : -1);
         if (n < 0 && errno != EINTR)
             return 1;
         if (n > 0 && (fds[0].revents & POLLIN))
             return 0;
         if (n > 0 && (fds[1].revents & (POLLIN | POLLHUP)))
             return 0;
-        if (pfd < 0 && kill(owner, 0) != 0 && errno == ESRCH)
+        if (pfd < 0 && watch && kill(owner, 0) != 0 && errno == ESRCH)
             return 0;
     }
 }

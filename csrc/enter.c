@@ -25,9 +25,15 @@
  *                         exact securebits, a fresh session keyring (KeyringMode=private), the
  *                         anchor's capsets, ambient set (cleared by the uid change, so after it),
  *                         dumpable (reset by the uid change, so after it); then read back.
- *   7. no_new_privs       after everything that needed privilege.
+ *   7. MDWE, no_new_privs after everything that needed privilege. MemoryDenyWriteExecute= is a
+ *                         prctl flag on systemd >= 253 (PR_SET_MDWE), inherited by fork and
+ *                         never cleared: set once, in the zygote.
  *   8. close plan fds     the worker's user code must never hold a handle on the parent's view.
- *   9. seccomp            last: the anchor's filters may forbid any of the calls above.
+ *   9. seccomp            last: the anchor's filters may forbid any of the calls above. Loading a
+ *                         filter needs no_new_privs or CAP_SYS_ADMIN: an anchor with neither
+ *                         (systemd 257: User= and SystemCallFilter= without NoNewPrivileges=; its
+ *                         exec dropped the capability after the filters) is copied with
+ *                         CAP_SYS_ADMIN held from step 6 until the filters are in, then dropped.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -60,6 +66,13 @@
 #ifndef PR_SET_MM
 #define PR_SET_MM 35
 #endif
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#endif
+#ifndef PR_GET_MDWE
+#define PR_GET_MDWE 66
+#endif
+#define CD_CAP_SYS_ADMIN (1ull << 21)
 #ifndef IOPRIO_WHO_PROCESS
 #define IOPRIO_WHO_PROCESS 1
 #endif
@@ -218,14 +231,60 @@ static int install_filters(const struct cd_plan *p, int *failed)
     return 0;
 }
 
+/* The capabilities held until the filters are in: the anchor's, plus CAP_SYS_ADMIN if needed. */
+static uint64_t held(const struct cd_plan *p, uint64_t set)
+{
+    return p->hold_sys_admin ? set | CD_CAP_SYS_ADMIN : set;
+}
+
+/* After the filters: the anchor's exact sets (capset only lowers here), read back. */
+static int drop_admin(const struct cd_plan *p)
+{
+    if (!p->hold_sys_admin)
+        return 0;
+    if (capset_self(p->cap_effective, p->cap_permitted, p->cap_inheritable) != 0)
+        return -1;
+    struct __user_cap_data_struct d[2];
+    if (capget_self(d) != 0)
+        return -1;
+    if ((d[0].effective | ((uint64_t)d[1].effective << 32)) != p->cap_effective ||
+        (d[0].permitted | ((uint64_t)d[1].permitted << 32)) != p->cap_permitted) {
+        errno = EPERM;
+        return -1;
+    }
+    return 0;
+}
+
 int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r)
 {
     memset(r, 0, sizeof *r);
-    if (install_filters(p, &r->arg) == 0)
-        return 0;
-    r->err = errno;
-    r->step = CD_STEP_SECCOMP;
-    return -1;
+    if (install_filters(p, &r->arg) != 0) {
+        r->err = errno;
+        r->step = CD_STEP_SECCOMP;
+        return -1;
+    }
+    if (drop_admin(p) != 0) {
+        r->err = errno;
+        r->step = CD_STEP_DROP_ADMIN;
+        return -1;
+    }
+    return 0;
+}
+
+int cd_release_admin(const struct cd_plan *p, struct cd_enter_result *r)
+{
+    memset(r, 0, sizeof *r);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+        r->err = errno;
+        r->step = CD_STEP_NO_NEW_PRIVS;
+        return -1;
+    }
+    if (drop_admin(p) != 0) {
+        r->err = errno;
+        r->step = CD_STEP_DROP_ADMIN;
+        return -1;
+    }
+    return 0;
 }
 
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
@@ -466,9 +525,10 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     if (p->new_session_keyring && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, (char *)0) < 0)
         FAIL(0);
 
-    /* The anchor's sets. Only lowering from here: capset never needs a capability for that. */
+    /* The anchor's sets (and CAP_SYS_ADMIN, held for the filters if need be). Only lowering from
+     * here: capset never needs a capability for that. */
     STEP(CD_STEP_CAPSET);
-    if (capset_self(p->cap_effective, p->cap_permitted, p->cap_inheritable) != 0)
+    if (capset_self(held(p, p->cap_effective), held(p, p->cap_permitted), p->cap_inheritable) != 0)
         FAIL(1);
 
     /* Ambient capabilities (AmbientCapabilities=): the uid change cleared them; each raise needs
@@ -523,8 +583,8 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
         struct __user_cap_data_struct d[2];
         if (capget_self(d) != 0)
             FAIL(CD_VERIFY_CAPS);
-        if ((d[0].effective | ((uint64_t)d[1].effective << 32)) != p->cap_effective ||
-            (d[0].permitted | ((uint64_t)d[1].permitted << 32)) != p->cap_permitted ||
+        if ((d[0].effective | ((uint64_t)d[1].effective << 32)) != held(p, p->cap_effective) ||
+            (d[0].permitted | ((uint64_t)d[1].permitted << 32)) != held(p, p->cap_permitted) ||
             (d[0].inheritable | ((uint64_t)d[1].inheritable << 32)) != p->cap_inheritable) {
             errno = 0;
             FAIL(CD_VERIFY_CAPS);
@@ -565,8 +625,23 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
         }
     }
 
-    /* 7. After every step that needed privilege; before seccomp, which may require it when the
-     *    worker holds no CAP_SYS_ADMIN (as systemd does). */
+    /* 7. MemoryDenyWriteExecute= (systemd >= 253): a W+X mapping, or making one executable, fails
+     *    from here on. Inherited by fork, never cleared; needs no privilege. Read back: a flag the
+     *    kernel does not know, or a process that already has others, would differ. */
+    STEP(CD_STEP_MDWE);
+    if (p->mdwe > 0) {
+        int now = prctl(PR_GET_MDWE, 0, 0, 0, 0);
+        if (now != p->mdwe && prctl(PR_SET_MDWE, p->mdwe, 0, 0, 0) != 0)
+            FAIL(0);
+        if (prctl(PR_GET_MDWE, 0, 0, 0, 0) != p->mdwe) {
+            errno = 0;
+            STEP(CD_STEP_VERIFY);
+            FAIL(CD_VERIFY_MDWE);
+        }
+    }
+
+    /* After every step that needed privilege; before seccomp, which may require it when the
+     * worker holds no CAP_SYS_ADMIN (as systemd does). */
     STEP(CD_STEP_NO_NEW_PRIVS);
     if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         FAIL(0);
@@ -581,6 +656,9 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     STEP(CD_STEP_SECCOMP);
     if (!p->defer_seccomp && install_filters(p, &arg) != 0)
         FAIL(arg);
+    STEP(CD_STEP_DROP_ADMIN);
+    if (!p->defer_seccomp && drop_admin(p) != 0)
+        FAIL(0);
     STEP(CD_NSTEPS);  /* closes the timing of the last step */
     return 0;
 

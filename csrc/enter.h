@@ -48,7 +48,9 @@
 #define CD_STEP_CLOSE 27
 #define CD_STEP_SECCOMP 28     /* arg = index in plan.filters (install order) */
 #define CD_STEP_VERIFY 29      /* arg = what was read back (CD_VERIFY_*); errno 0 = differs */
-#define CD_NSTEPS 30
+#define CD_STEP_MDWE 30        /* prctl(PR_SET_MDWE): MemoryDenyWriteExecute= (systemd >= 253) */
+#define CD_STEP_DROP_ADMIN 31  /* after the filters: drop the CAP_SYS_ADMIN held to load them */
+#define CD_NSTEPS 32
 
 #define CD_VERIFY_UID 0
 #define CD_VERIFY_GID 1
@@ -61,6 +63,7 @@
 #define CD_VERIFY_GROUPS 8
 #define CD_VERIFY_SCHED 9
 #define CD_VERIFY_MEMPOLICY 10
+#define CD_VERIFY_MDWE 11
 
 struct cd_ns {
     int fd;      /* O_CLOEXEC fd on /proc/<anchor>/ns/<name> */
@@ -112,6 +115,11 @@ struct cd_plan {
     uint64_t cap_bounding, cap_permitted, cap_effective, cap_inheritable, cap_ambient;
     unsigned int securebits;
     int no_new_privs;
+    int mdwe;                             /* PR_SET_MDWE flags; -1: leave alone (unknown) */
+    int hold_sys_admin;                   /* keep CAP_SYS_ADMIN until the filters are loaded:
+                                             the anchor has filters, neither no_new_privs nor
+                                             CAP_SYS_ADMIN (systemd loaded them before its exec
+                                             dropped it); dropped right after them */
     int dumpable;
     int new_session_keyring;              /* join a fresh anonymous session keyring */
     unsigned int uid[3];                  /* real, effective, saved; as seen in the anchor's user ns */
@@ -138,9 +146,13 @@ struct cd_enter_result {
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r);
 
 /* Step 9 alone: install the plan's seccomp filters in the calling process (the child of a process
- * that entered with defer_seccomp). Returns 0, or -1 with r->step = CD_STEP_SECCOMP, r->arg = the
- * filter refused, r->err. */
+ * that entered with defer_seccomp), then drop CAP_SYS_ADMIN if held for them. Returns 0, or -1
+ * with r->step = CD_STEP_SECCOMP, r->arg = the filter refused, r->err (or CD_STEP_DROP_ADMIN). */
 int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r);
+
+/* In a process that entered with hold_sys_admin, before any filter: set no_new_privs and drop
+ * CAP_SYS_ADMIN (the anchor's exact sets), for filters that forbid capset after them. */
+int cd_release_admin(const struct cd_plan *p, struct cd_enter_result *r);
 
 /* In the parent: seize process `pid`, copy its seccomp filters, detach. Instructions go to `buf`
  * (capacity `cap` instructions, 8 bytes each), oldest filter first (the kernel's index 0); lens[i] and flags[i] describe

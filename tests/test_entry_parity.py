@@ -16,6 +16,7 @@ from concurrentd._core import lib
 
 from entry_helpers import Worker, diff_table, needs_systemd, proc_snapshot, public_anchor, \
     transient_unit
+from concurrentd._entry import enter
 
 pytestmark = needs_systemd
 
@@ -181,6 +182,79 @@ def test_private_users_parity():
         assert "user" in plan.namespaces
         rep, _ = _parity(pid, plan)
         assert rep["uid"] == NOBODY and rep["tmp"] == []
+
+
+def _systemd_version() -> int:
+    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
+    return int(out.split()[1])
+
+
+@pytest.mark.parametrize("since, settings", [
+    (256, ["PrivateUsersEx=identity", "User=nobody"]),
+    (258, ["PrivateUsersEx=full", "User=nobody"]),
+    (257, ["ProtectControlGroupsEx=private", "User=nobody"]),
+    (257, ["ProtectControlGroupsEx=strict", "User=nobody"]),
+    (257, ["PrivateTmpEx=disconnected", "User=nobody"]),
+], ids=["users-identity", "users-full", "cgroups-private", "cgroups-strict", "tmp-disconnected"])
+def test_newer_sandboxing_parity(since, settings):
+    """What systemd 256 and 257 added to the sandbox: a worker matches the anchor there too.
+    (PrivatePIDs=: a pool's workers, children of the entered zygote, are in the unit's pid
+    namespace; test_executor checks them.)"""
+    if _systemd_version() < since:
+        pytest.skip(f"systemd >= {since}")
+    with transient_unit(settings) as (_u, pid), EntryPlan.from_pid(
+            pid, anchor_exe=public_anchor()) as plan:
+        rep, anchor = _parity(pid, plan)
+        assert rep["uid"] == NOBODY
+
+
+def test_filters_that_forbid_dropping_the_held_capability_get_no_new_privs_instead():
+    # An anchor with filters and neither no_new_privs nor CAP_SYS_ADMIN (systemd 257, User=,
+    # SystemCallFilter=, no NoNewPrivileges=): the zygote holds CAP_SYS_ADMIN to load them and
+    # each load drops it after them, with capset. Filters that forbid capset cannot be followed
+    # by that drop: the zygote then takes no_new_privs and drops the capability at once. systemd
+    # itself sets no_new_privs for such filters, so the plan is made to say it has none.
+    from concurrentd._entry import filters_let_admin_go, install_filters, release_admin
+
+    props = ["User=nobody", "NoNewPrivileges=yes", "SystemCallFilter=~capset"]
+    with transient_unit(props) as (_u, pid), EntryPlan.from_pid(
+            pid, anchor_exe=public_anchor()) as plan:
+        plan.no_new_privs = False
+        plan._build_c(True)
+        assert plan.needs_sys_admin_for_filters and plan._c.hold_sys_admin
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                os.close(r)
+
+                def status():
+                    with open("/proc/self/status") as f:
+                        return dict(line.split(":\t", 1) for line in f.read().splitlines()
+                                    if ":\t" in line)
+                enter(plan, seccomp=False)
+                held = status()["CapEff"]
+                allowed = filters_let_admin_go(plan)
+                release_admin(plan)
+                install_filters(plan)
+                st = status()
+                os.write(w, repr((held, allowed, st["CapEff"], st["NoNewPrivs"], st["Seccomp"],
+                                  os.getuid())).encode())
+                code = 0
+            except BaseException as e:
+                os.write(w, repr(e).encode())
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r) as f:
+            report = f.read()
+        assert os.waitpid(child, 0)[1] == 0, report
+        held, allowed, cap_eff, nnp, seccomp, uid = eval(report)   # noqa: S307 - our own repr
+        assert int(held, 16) == 1 << 21   # CAP_SYS_ADMIN, held for the filters
+        assert allowed is False           # the trial child could not drop it under them
+        assert int(cap_eff, 16) == plan.caps["effective"] == 0
+        assert (nnp, seccomp, uid) == ("1", "2", NOBODY)
 
 
 def test_a_rehearsal_reads_the_process_itself_and_keeps_nothing():

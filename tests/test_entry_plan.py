@@ -6,7 +6,7 @@ import pytest
 
 from concurrentd._entry.plan import (affinity_mask, cgroup_dirs, map_id, parse_environ,
                                      parse_id_map, parse_limits, parse_mempolicy,
-                                     parse_mountinfo, parse_state)
+                                     parse_mdwe, parse_mountinfo, parse_state)
 
 HYBRID_MOUNTINFO = """\
 22 1 0:20 / /sys rw - sysfs sysfs rw
@@ -60,6 +60,11 @@ def test_limits_environ_state_affinity():
     assert parse_environ(b"A=1\0B=x=y\0") == {b"A": b"1", b"B": b"x=y"}
     assert parse_state(b"/anchor\0--owner-pid\0001\0--state\0sb=2f\0\0\0") == 0x2F
     assert parse_state(b"/anchor\0--state\0----\0") is None
+    # with the MDWE flags (kernel >= 6.3), and without (older kernels leave ",md=" out)
+    assert parse_state(b"/anchor\0--state\0sb=0,md=1\0\0") == 0
+    assert parse_mdwe(b"/anchor\0--state\0sb=0,md=1\0\0") == 1
+    assert parse_mdwe(b"/anchor\0--state\0sb=2f\0\0") is None
+    assert parse_mdwe(b"/anchor\0--state\0----\0") is None
     assert affinity_mask([0, 9], size=2) == bytes([1, 2])
 
 

@@ -108,6 +108,26 @@ GOOD = [
     ("CollectMode", "inactive-or-failed"),
 ]
 
+# newer than systemd 252 (properties.SINCE): checked where systemd has them. PrivateUsers=identity
+# and the like: systemd-run 257 takes them only as the …Ex property (see test_ex_words below).
+GOOD_NEWER = [
+    ("PrivatePIDs", "yes"), ("PrivateUsersEx", "identity"),
+    ("ProtectControlGroupsEx", "private"), ("ProtectControlGroupsEx", "strict"),
+    ("PrivateTmpEx", "disconnected"), ("RestartMode", "direct"), ("RestartSteps", "3"),
+    ("RestartMaxDelaySec", "10s"), ("MemoryZSwapWriteback", "no"),
+    ("ManagedOOMMemoryPressureDurationSec", "20s"), ("BindLogSockets", "yes"),
+    ("SetLoginEnvironment", "no"), ("RootEphemeral", "no"), ("DelegateSubgroup", "sub"),
+    ("MemoryPressureWatch", "skip"), ("MemoryPressureThresholdSec", "150ms"),
+    ("SurviveFinalKillSignal", "yes"), ("CoredumpReceive", "no"), ("MemoryZSwapMax", "1G"),
+    ("ImportCredential", "foo"),
+]
+
+
+def _systemd_version() -> int:
+    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
+    return int(out.split()[1])
+
+
 # values systemd-run itself refuses (client side or systemd side)
 BAD = [
     ("CPUQuota", "0%"), ("CPUQuota", "abc"), ("MemoryMax", "lots"), ("MemoryMax", "-1"),
@@ -207,6 +227,42 @@ def test_differential_against_systemd_run(batch_no):
         finally:
             unit.stop()
             subprocess.run(["systemctl", "stop", ref], capture_output=True)
+
+
+def test_newer_properties_against_systemd_run():
+    from concurrentd.systemd.properties import SINCE
+
+    version = _systemd_version()
+    have = [(p, v) for p, v in GOOD_NEWER if SINCE[p] <= version]
+    if not have:
+        pytest.skip(f"systemd {version} has none of the properties newer than 252")
+    for batch_no, batch in enumerate(batches(have)):
+        ref = f"concurrentd-oracle-new-{os.getpid()}-{batch_no}.service"
+        cmd = ["systemd-run", "--quiet", f"--unit={ref}", "-p", "Type=exec"]
+        for prop, value in batch:
+            cmd += ["-p", f"{prop}={value}"]
+        res = subprocess.run(cmd + SLEEP, capture_output=True, text=True)
+        assert res.returncode == 0, f"systemd-run refused: {res.stderr!r} (batch {batch})"
+        with Systemd.connect() as sd:
+            unit = sd.start_service(SLEEP, dict(batch))
+            try:
+                names = sorted({n for p, v in batch for n in show_names(p, v)})
+                want, got = show(ref, names), show(unit.name, names)
+                diffs = {n: (want.get(n), got.get(n)) for n in names if want.get(n) != got.get(n)}
+                assert diffs == {}, f"systemd-run vs concurrentd differ: {sorted(diffs.items())}"
+            finally:
+                unit.stop()
+                subprocess.run(["systemctl", "stop", ref], capture_output=True)
+
+
+def test_ex_words():
+    # systemd >= 256/257 take words besides yes/no; they travel as the …Ex string property.
+    for prop, word in (("PrivateUsers", "identity"), ("PrivateUsers", "full"),
+                       ("ProtectControlGroups", "private"), ("ProtectControlGroups", "strict"),
+                       ("PrivateTmp", "disconnected"), ("ProtectHostname", "private")):
+        assert convert_properties({prop: word}) == [(prop + "Ex", ("s", word))]
+    assert convert_properties({"PrivateUsers": True}) == [("PrivateUsers", ("b", True))]
+    assert convert_properties({"PrivateTmp": "no"}) == [("PrivateTmp", ("b", False))]
 
 
 @pytest.mark.parametrize("prop,value", BAD)

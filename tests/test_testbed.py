@@ -87,7 +87,10 @@ def test_memory_max_oom_kills():
     # cgroup v1 systemd 252 reports such a unit as killed by a signal, not as oom-kill.
     unit = f"testbed-oom-{os.getpid()}.service"
     hog = "x = b'a' * (200 << 20); print('survived')"
-    subprocess.run(["systemd-run", "--unit", unit, "-p", "MemoryMax=50M", "sh", "-c",
+    # OOMPolicy=continue: on a pure cgroup v2 host systemd would stop the unit for the kill
+    # (its default, stop), and its cgroup with it.
+    subprocess.run(["systemd-run", "--unit", unit, "-p", "MemoryMax=50M", "-p",
+                    "OOMPolicy=continue", "sh", "-c",
                     f'{PY} -c "{hog}"; sleep 60'], check=True, capture_output=True)
     try:
         version, d = _unit_cgroup_dir(unit, "memory")

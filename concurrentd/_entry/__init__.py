@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 
-from .enter import (ENTER_FAILED_EXIT_STATUS, EnterError, add_sched_reset, enter, fork_and_enter,
-                    install_filters)
+from .enter import (ENTER_FAILED_EXIT_STATUS, EnterError, add_sched_reset, enter,
+                    filters_let_admin_go, fork_and_enter, install_filters, release_admin)
 from .plan import AnchorGone, EntryPlan
 from .seccomp import SeccompFilter, get_filters
 
 __all__ = [
     "ENTER_FAILED_EXIT_STATUS", "AnchorGone", "EnterError", "EntryPlan", "SeccompFilter",
-    "add_sched_reset", "anchor_argv", "anchor_path", "enter", "fork_and_enter", "get_filters",
-    "install_filters",
+    "add_sched_reset", "anchor_argv", "anchor_path", "enter", "filters_let_admin_go",
+    "fork_and_enter", "get_filters", "install_filters", "release_admin",
 ]
 
 #: Placeholder the anchor overwrites with its securebits (see csrc/anchor.c).
@@ -37,8 +37,12 @@ def anchor_path() -> str:
     return path
 
 
-def anchor_argv(owner_pid: int | None = None, *, path: str | None = None) -> list[str]:
+def anchor_argv(owner_pid: int | None = None, *, path: str | None = None,
+                owner_fifo: str | None = None) -> list[str]:
     """The command line of a unit's main process that lives as long as ``owner_pid`` (default:
-    the caller) and reports its securebits to EntryPlan.from_pid."""
-    return [path or anchor_path(), "--owner-pid", str(owner_pid or os.getpid()),
+    the caller) and reports its securebits to EntryPlan.from_pid. ``owner_fifo``: watch the
+    owner through a FIFO it holds open for writing instead of its pid (a unit with a pid
+    namespace of its own, PrivatePIDs=, cannot see the owner's pid); see csrc/anchor.c."""
+    fifo = ["--owner-fifo", owner_fifo] if owner_fifo else []
+    return [path or anchor_path(), "--owner-pid", str(owner_pid or os.getpid()), *fifo,
             "--state", STATE_PLACEHOLDER]

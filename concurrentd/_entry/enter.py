@@ -197,6 +197,38 @@ def install_filters(plan: EntryPlan) -> None:
         raise enter_error(plan, r.step, r.arg, r.err)
 
 
+def filters_let_admin_go(plan: EntryPlan) -> bool:
+    """For a process that entered with seccomp=False and holds CAP_SYS_ADMIN for the filters
+    (plan.needs_sys_admin_for_filters): whether a fork of it, once filtered, can still drop the
+    capability (capset), i.e. whether the unit's filters allow capset. Forks a trial child."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            r = ffi.new("struct cd_enter_result *")
+            code = 0 if lib.cd_install_filters(plan._c, r) == 0 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def release_admin(plan: EntryPlan) -> None:
+    """In a process that entered with seccomp=False and holds CAP_SYS_ADMIN for the filters:
+    take no_new_privs instead, drop the capability now, and load the filters without it from
+    here on (in this process or its forks). Stricter than the unit's main process (a setuid
+    program gains nothing in it), never looser: for filters that forbid capset.
+
+    Raises:
+        EnterError: ``no_new_privs`` or ``drop_admin`` refused; the process must exit.
+    """
+    r = ffi.new("struct cd_enter_result *")
+    if lib.cd_release_admin(plan._c, r) != 0:
+        raise enter_error(plan, r.step, r.arg, r.err)
+    plan._c.hold_sys_admin = 0
+    plan.no_new_privs_added = True
+
+
 def fork_and_enter(plan: EntryPlan) -> int:
     """Fork a worker that enters the plan's unit; like os.fork(): 0 in the worker, its pid in
     the parent.

@@ -146,10 +146,23 @@ def parse_environ(data: bytes) -> dict[bytes, bytes]:
 
 def parse_state(cmdline: bytes) -> int | None:
     """The securebits the anchor wrote over its --state placeholder, or None if not (yet)."""
+    state = _state_fields(cmdline)
+    return int(state[b"sb"], 16) if state and b"sb" in state else None
+
+
+def parse_mdwe(cmdline: bytes) -> int | None:
+    """The MDWE flags (prctl PR_GET_MDWE) the anchor wrote with its securebits, or None: not
+    written (yet), or a kernel without MDWE (< 6.3)."""
+    state = _state_fields(cmdline)
+    return int(state[b"md"]) if state and b"md" in state else None
+
+
+def _state_fields(cmdline: bytes) -> dict[bytes, bytes] | None:
+    """"sb=2f,md=1" after --state as {b"sb": b"2f", b"md": b"1"}; None if not written."""
     args = cmdline.split(b"\0")
     for i, a in enumerate(args[:-1]):
         if a == b"--state" and args[i + 1].startswith(b"sb="):
-            return int(args[i + 1][3:], 16)
+            return dict(f.partition(b"=")[::2] for f in args[i + 1].split(b","))
     return None
 
 
@@ -208,6 +221,7 @@ NAMESPACES = (
     ("mnt", lib.CLONE_NEWNS), ("user", lib.CLONE_NEWUSER),
 )
 
+CAP_SYS_ADMIN = 21
 RLIMITS = tuple(sorted(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")))
 _U64 = (1 << 64) - 1
 _STATE_WAIT = 2.0  # seconds to wait for a freshly exec'd anchor to report its securebits
@@ -232,6 +246,7 @@ class EntryPlan:
     caps: dict[str, int]                   # bounding, permitted, effective, inheritable, ambient
     securebits: int
     securebits_known: bool                 # False: the anchor did not report them, 0 assumed
+    mdwe: int | None                       # PR_GET_MDWE (MemoryDenyWriteExecute=); None: unknown
     no_new_privs: bool
     rlimits: dict[int, tuple[int, int]]
     umask: int
@@ -252,6 +267,7 @@ class EntryPlan:
     groups_host: tuple[int, ...] | None = None  # with a unit user ns: groups as our ids
     owner_pid: int = field(default_factory=os.getpid)   # the process it must never confine
     filters_read: bool = True              # False: read without seccomp=, it cannot confine
+    no_new_privs_added: bool = False       # set by release_admin(): stricter than the anchor
     _cgroup_fds: list[int] = field(default_factory=list, repr=False)
     _pidfd: int = -1
     _closed: bool = False
@@ -337,7 +353,7 @@ class EntryPlan:
             caps = {k: int(st[f"Cap{s}"], 16) for k, s in (
                 ("bounding", "Bnd"), ("permitted", "Prm"), ("effective", "Eff"),
                 ("inheritable", "Inh"), ("ambient", "Amb"))}
-            securebits = _securebits(P)
+            securebits, mdwe = _state(P)
             filtered = st.get("Seccomp") == "2"
             filters = get_filters(pid) if filtered and seccomp else ()
             environ_block = _read_bytes(f"{P}/environ") if environ else b""
@@ -358,6 +374,7 @@ class EntryPlan:
                 caps=caps,
                 securebits=securebits if securebits is not None else 0,
                 securebits_known=securebits is not None,
+                mdwe=mdwe,
                 no_new_privs=st.get("NoNewPrivs") == "1",
                 rlimits=parse_limits(_read(f"{P}/limits")),
                 umask=int(st["Umask"], 8),
@@ -467,6 +484,8 @@ class EntryPlan:
         c.cap_inheritable = self.caps["inheritable"]
         c.cap_ambient = self.caps["ambient"]
         c.securebits, c.no_new_privs = self.securebits, int(self.no_new_privs)
+        c.mdwe = -1 if self.mdwe is None else self.mdwe
+        c.hold_sys_admin = int(self.needs_sys_admin_for_filters)
         # Never dumpable once entered, whatever the anchor is: dumpable with the unit's uid, a
         # process of another unit of the same user could take its fds (pidfd_getfd) or ptrace
         # it, and a zygote's socket is its pool's calls and results.
@@ -488,6 +507,16 @@ class EntryPlan:
             keep.append(prog)
             c.filters[i].flags, c.filters[i].len, c.filters[i].insns = f.flags, f.length, prog
         self._c = c
+
+    @property
+    def needs_sys_admin_for_filters(self) -> bool:
+        """The kernel loads a seccomp filter only into a process with no_new_privs or
+        CAP_SYS_ADMIN. systemd 257 loads a unit's filters (SystemCallFilter= with User=,
+        without NoNewPrivileges=) while it still holds CAP_SYS_ADMIN, and loses it at its exec.
+        A worker does not exec: it holds CAP_SYS_ADMIN until its filters are in, then drops it
+        (csrc/enter.c, the seccomp step)."""
+        return bool(self.filters) and not self.no_new_privs and not (
+            self.caps["effective"] >> CAP_SYS_ADMIN) & 1
 
     @property
     def sched_resets_on_fork(self) -> bool:
@@ -590,13 +619,14 @@ def _check_exe(pid: int, exe: str) -> None:
         "not exec'd its main process yet (start it with Type=exec) or this is not its MainPID")
 
 
-def _securebits(proc: str) -> int | None:
+def _state(proc: str) -> tuple[int | None, int | None]:
+    """The securebits and MDWE flags the anchor reports in its cmdline (see csrc/anchor.c)."""
     deadline = time.monotonic() + _STATE_WAIT
     while True:
         cmdline = _read_bytes(f"{proc}/cmdline")
         sb = parse_state(cmdline)
         if sb is not None or b"--state" not in cmdline.split(b"\0") or time.monotonic() > deadline:
-            return sb
+            return sb, parse_mdwe(cmdline)
         time.sleep(0.001)
 
 

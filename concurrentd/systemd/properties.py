@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 from . import _syntax as sx
 from ._syntax import UINT64_MAX
 
-__all__ = ["convert_properties", "convert_property", "TABLE", "PropertyValue"]
+__all__ = ["convert_properties", "convert_property", "TABLE", "SINCE", "PropertyValue"]
 
 PropertyValue = tuple  # (signature, value)
 Converted = list  # [(dbus_name, (signature, value)), …]
@@ -106,6 +106,28 @@ def _list_kind(form: str, build: Callable[[str, list[str]], Converted], *, unesc
 STRING = Kind("a string", lambda p, s: _one(p, "s", s))
 BOOL = Kind("a boolean (yes/no, true/false, 1/0, on/off, or Python bool)",
             lambda p, s: _one(p, "b", sx.parse_boolean(s)))
+
+
+def _bool_or_ex(prop: str, s: str) -> Converted:
+    """A boolean as ever, or one of the words newer systemds take, which travel as the string
+    property ``<name>Ex`` (PrivateUsers=identity → PrivateUsersEx, systemd >= 256;
+    ProtectControlGroups=private|strict, PrivateTmp=disconnected, systemd >= 257)."""
+    try:
+        return _one(prop, "b", sx.parse_boolean(s))
+    except ValueError:
+        if s.partition(":")[0] not in _EX_WORDS[prop]:
+            raise _Bad(f"not a boolean nor one of {', '.join(sorted(_EX_WORDS[prop]))}") from None
+        return _one(prop + "Ex", "s", s)
+
+
+#: The words besides booleans (systemd.exec(5) of 256-258); ProtectHostname=private:NAME too.
+_EX_WORDS = {"PrivateUsers": {"self", "identity", "full", "managed"},
+             "ProtectControlGroups": {"private", "strict"},
+             "PrivateTmp": {"disconnected"},
+             "ProtectHostname": {"private"}}
+
+BOOL_OR_EX = Kind("a boolean, or a word of the property's …Ex form (PrivateUsers=identity, "
+                  "ProtectControlGroups=private: systemd >= 256)", _bool_or_ex)
 
 
 def _time(prop: str, s: str, *, name: str | None = None, empty_infinity: bool = False) -> Converted:
@@ -964,11 +986,22 @@ _ROWS: list[tuple[Kind, str]] = [
              "SyslogIdentifier ProtectSystem ProtectHome SELinuxContext RootImage RootVerity "
              "RuntimeDirectoryPreserve Personality KeyringMode ProtectProc ProcSubset "
              "NetworkNamespacePath IPCNamespacePath LogNamespace"),
-    (BOOL, "IgnoreSIGPIPE TTYVHangup TTYReset TTYVTDisallocate PrivateTmp PrivateDevices PrivateNetwork "
-           "PrivateUsers PrivateMounts PrivateIPC NoNewPrivileges SyslogLevelPrefix "
+    (BOOL, "IgnoreSIGPIPE TTYVHangup TTYReset TTYVTDisallocate PrivateDevices PrivateNetwork "
+           "PrivateMounts PrivateIPC NoNewPrivileges SyslogLevelPrefix "
            "MemoryDenyWriteExecute RestrictRealtime DynamicUser RemoveIPC ProtectKernelTunables "
-           "ProtectKernelModules ProtectKernelLogs ProtectClock ProtectControlGroups MountAPIVFS "
-           "CPUSchedulingResetOnFork LockPersonality ProtectHostname RestrictSUIDSGID"),
+           "ProtectKernelModules ProtectKernelLogs ProtectClock MountAPIVFS "
+           "CPUSchedulingResetOnFork LockPersonality RestrictSUIDSGID"),
+    (BOOL_OR_EX, "PrivateTmp PrivateUsers ProtectControlGroups ProtectHostname"),
+    # newer than systemd 252 (SINCE says which version): systemd refuses them where it is older
+    (BOOL, "MemoryZSwapWriteback BindLogSockets SetLoginEnvironment RootEphemeral "
+           "CoredumpReceive SurviveFinalKillSignal"),
+    (STRING, "PrivatePIDs PrivateUsersEx ProtectControlGroupsEx PrivateTmpEx ProtectHostnameEx "
+             "RestartMode "
+             "DelegateSubgroup MemoryPressureWatch"),
+    (UINT32, "RestartSteps"),
+    (TIMESPAN, "RestartMaxDelaySec MemoryPressureThresholdSec ManagedOOMMemoryPressureDurationSec"),
+    (STRV, "ImportCredential"),
+    (LIMIT, "MemoryZSwapMax"),
     (STRV, "ReadWriteDirectories ReadOnlyDirectories InaccessibleDirectories ReadWritePaths "
            "ReadOnlyPaths InaccessiblePaths ExecPaths NoExecPaths ExecSearchPath ExtensionDirectories "
            "ConfigurationDirectory SupplementaryGroups SystemCallArchitectures"),
@@ -1031,6 +1064,19 @@ _ROWS: list[tuple[Kind, str]] = [
                    "ExecConditionEx ExecStartPreEx ExecStartPostEx ExecReloadEx ExecStopEx ExecStopPostEx"),
     (EXIT_STATUS, "RestartPreventExitStatus RestartForceExitStatus SuccessExitStatus"),
 ]
+
+
+#: The systemd version that added a property (or, for the …Ex forms, those words) after 252, the
+#: version the rest of the table is checked against.
+SINCE = {
+    "MemoryZSwapMax": 253, "RestartMode": 254, "RestartSteps": 254, "RestartMaxDelaySec": 254,
+    "RootEphemeral": 254, "DelegateSubgroup": 254, "MemoryPressureWatch": 254,
+    "MemoryPressureThresholdSec": 254, "ImportCredential": 254, "SetLoginEnvironment": 255,
+    "CoredumpReceive": 255, "SurviveFinalKillSignal": 255, "PrivateUsersEx": 256,
+    "MemoryZSwapWriteback": 256, "PrivatePIDs": 257, "ProtectControlGroupsEx": 257,
+    "PrivateTmpEx": 257, "BindLogSockets": 257, "ManagedOOMMemoryPressureDurationSec": 257,
+    "ProtectHostnameEx": 258,
+}
 
 
 def _build_table(rows: Iterable[tuple[Kind, str]]) -> dict[str, Kind]:
