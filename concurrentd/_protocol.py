@@ -29,7 +29,7 @@ from ._entry import ENTER_FAILED_EXIT_STATUS
 # -- the zygote socket ----------------------------------------------------------------------------
 ANCHOR = struct.Struct("=i")
 READY = struct.Struct("=iiii")
-CONFINED, FILTERS_PER_WORKER, FAILED, OUTSIDE, NO_PLAN = 0, 1, 2, 3, 4
+CONFINED, FILTERS_PER_WORKER, FAILED, OUTSIDE, NO_PLAN, THREADED = 0, 1, 2, 3, 4, 5
 SPARE_FORKED = b"s"
 WORKER, PROCESS, TRIAL = b"w", b"p", b"t"
 #: the most fds one request passes

@@ -160,6 +160,14 @@ class Zygote:
         if kind == P.FAILED:
             self.close()
             raise enter_error(plan, step, arg, err)
+        if kind == P.THREADED:
+            self.close()
+            raise EnterError("preload", err, f"the pool's zygote runs {arg} threads once the "
+                                             "modules of preload= are imported: one of them "
+                                             "started a thread, and a process with threads can "
+                                             "neither enter the unit nor fork its workers "
+                                             "safely; leave that module out of preload= (each "
+                                             "worker then imports it when a call needs it)")
         self.filters_per_worker = kind == P.FILTERS_PER_WORKER
         if self.entered and self._recv(len(P.SPARE_FORKED)) != P.SPARE_FORKED:
             raise self._died("after entering")

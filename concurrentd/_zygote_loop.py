@@ -92,6 +92,12 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
     if not enters:
         bodies = {P.PROCESS: lambda fds: _process_outside(plan, rewrite, fds)}
         return _serve(sock, bodies, ready=lambda: report(P.OUTSIDE, 0, 0, 0))
+    # A module of preload= may have started a thread: a process with threads can neither enter
+    # a mount namespace (setns: EINVAL) nor fork its workers safely.
+    threads = len(os.listdir("/proc/self/task"))
+    if threads > 1:
+        report(P.THREADED, 0, threads, errno.EINVAL)
+        return P.ENTER_FAILED_EXIT_STATUS
     try:
         # Without the reset-on-fork flag (CPUSchedulingResetOnFork=), which would give every
         # worker the default policy: each sets it on itself (see _finish_worker_entry).

@@ -159,3 +159,28 @@ def test_a_fresh_zygote_does_not_take_the_owner_threads_signal_mask():
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
     assert seen["SigBlk"] & (1 << (signal.SIGTERM - 1)) == 0, seen
+
+
+THREAD_AT_IMPORT = """
+import threading, time
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_a_preloaded_module_that_starts_a_thread_is_named_as_the_cause(tmp_path, method):
+    # A process with threads cannot enter a mount namespace (setns: EINVAL): the error must say
+    # which setting caused it, not "setns(mnt): Invalid argument".
+    from concurrentd import EnterError
+    (tmp_path / "starts_a_thread.py").write_text(THREAD_AT_IMPORT)
+    os.chmod(tmp_path, 0o755)
+    sys.path.insert(0, str(tmp_path))
+    units = _units()
+    try:
+        with pytest.raises(EnterError, match="preload=.*started a thread"):
+            TransientUnitPoolExecutor(1, {"PrivateTmp": True}, preload=["starts_a_thread"],
+                                      mp_context=multiprocessing.get_context(method),
+                                      warm_units=False)
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert _units() == units
