@@ -151,5 +151,4 @@ def _prepared_units_stopped_after_each_test():
             pool.join(30)
     warm = sys.modules.get("concurrentd._warm")
     if warm is not None:
-        warm._prepared.close()
-        warm._prepared = warm._Prepared()
+        warm.stop_all()

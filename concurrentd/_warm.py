@@ -127,11 +127,9 @@ class _Prepared:
                     self._lock.wait(self._next_expiry())
                 if self._closed:
                     return
-                expired = self._expired()
-                for key in expired:
-                    expired[key] = self._ready.pop(key)[0]
+                expired = [self._ready.pop(key)[0] for key in self._expired()]
                 job = self._wanted.popitem(last=False) if self._wanted else None
-            for session in expired.values():
+            for session in expired:
                 _release(session)
             if job is not None:
                 self._prepare(*job)
@@ -162,9 +160,9 @@ class _Prepared:
         for old in evicted:
             _release(old)
 
-    def _expired(self) -> dict:
+    def _expired(self) -> list[str]:
         now = time.monotonic()
-        return {k: None for k, (_, since) in self._ready.items() if now - since > IDLE_SECONDS}
+        return [k for k, (_, since) in self._ready.items() if now - since > IDLE_SECONDS]
 
     def _next_expiry(self) -> float | None:
         if not self._ready:
@@ -190,6 +188,13 @@ def take(key: str):
 def want(key: str, properties: Mapping[str, Any], import_binds: Any,
          zygote: dict | None = None, zygote_key: Any = None) -> None:
     _prepared.want(key, properties, import_binds, zygote, zygote_key)
+
+
+def stop_all() -> None:
+    """Stops every prepared unit, and the one being prepared; later calls prepare afresh."""
+    global _prepared
+    old, _prepared = _prepared, _Prepared()
+    old.close()
 
 
 def _forget_in_child() -> None:

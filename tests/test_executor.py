@@ -16,7 +16,7 @@ import pytest
 
 import concurrentd
 from concurrent.futures.process import BrokenProcessPool
-from concurrentd import EnterError, TransientUnitPoolExecutor, WorkerKilled
+from concurrentd import EnterError, TransientUnitPoolExecutor, WorkerKilled, _warm
 from concurrentd.systemd import Systemd, SystemdError, UnitStartError
 
 NOBODY = __import__("pwd").getpwnam("nobody").pw_uid
@@ -573,18 +573,12 @@ def _cgroups():
     return found
 
 
-def _stop_prepared_units():
-    from concurrentd import _warm
-    _warm._prepared.close()
-    _warm._prepared = _warm._Prepared()
-
-
 def test_a_hundred_pools_leave_nothing_behind():
     with TransientUnitPoolExecutor(1) as pool:   # warm-up: imports, the resource tracker
         pool.submit(int).result()
     del pool
     gc.collect()
-    _stop_prepared_units()
+    _warm.stop_all()
     fds, mounts = _fd_links(), open("/proc/self/mountinfo").read()
     units, cgroups = _units(), _cgroups()
     children = open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()
@@ -600,7 +594,7 @@ def test_a_hundred_pools_leave_nothing_behind():
         # earlier test, collected meanwhile, may have asked for one too; on a loaded machine the
         # last output copy may still be draining: within seconds, nothing of them is left.
         deadline = time.monotonic() + 30.0
-        while _stop_prepared_units() or _fd_links() != fds:
+        while _warm.stop_all() or _fd_links() != fds:
             if time.monotonic() > deadline:
                 now = _fd_links()
                 gone = [link for link in fds if link not in now]
