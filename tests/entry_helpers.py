@@ -38,6 +38,12 @@ STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd",
                  "Speculation_Store_Bypass")
 
 
+def systemd_version() -> int:
+    """The running systemd's version (252 in the box, 257 in the VM)."""
+    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
+    return int(out.split()[1])
+
+
 def _systemctl(*args: str) -> str:
     return subprocess.run(["systemctl", *args], check=True, capture_output=True,
                           text=True).stdout.strip()

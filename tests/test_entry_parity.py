@@ -15,7 +15,7 @@ from concurrentd._entry import (ENTER_FAILED_EXIT_STATUS, AnchorGone, EnterError
 from concurrentd._core import lib
 
 from entry_helpers import Worker, diff_table, needs_systemd, proc_snapshot, public_anchor, \
-    transient_unit
+    systemd_version, transient_unit
 from concurrentd._entry import enter
 
 pytestmark = needs_systemd
@@ -184,11 +184,6 @@ def test_private_users_parity():
         assert rep["uid"] == NOBODY and rep["tmp"] == []
 
 
-def _systemd_version() -> int:
-    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
-    return int(out.split()[1])
-
-
 @pytest.mark.parametrize("since, settings", [
     (256, ["PrivateUsersEx=identity", "User=nobody"]),
     (258, ["PrivateUsersEx=full", "User=nobody"]),
@@ -200,7 +195,7 @@ def test_newer_sandboxing_parity(since, settings):
     """What systemd 256 and 257 added to the sandbox: a worker matches the anchor there too.
     (PrivatePIDs=: a pool's workers, children of the entered zygote, are in the unit's pid
     namespace; test_executor checks them.)"""
-    if _systemd_version() < since:
+    if systemd_version() < since:
         pytest.skip(f"systemd >= {since}")
     with transient_unit(settings) as (_u, pid), EntryPlan.from_pid(
             pid, anchor_exe=public_anchor()) as plan:

@@ -18,6 +18,7 @@ import concurrentd
 from concurrent.futures.process import BrokenProcessPool
 from concurrentd import EnterError, TransientUnitPoolExecutor, WorkerKilled, _warm
 from concurrentd.systemd import Systemd, SystemdError, UnitStartError
+from entry_helpers import systemd_version
 
 NOBODY = __import__("pwd").getpwnam("nobody").pw_uid
 SEED_PROPERTIES = {"User": "nobody", "CPUQuota": 0.2, "PrivateNetwork": True,
@@ -491,12 +492,7 @@ def test_owner_killed_takes_unit_and_workers_along(kill_mode):
     proc.stdout.close()
 
 
-def _systemd_version() -> int:
-    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
-    return int(out.split()[1])
-
-
-needs_257 = pytest.mark.skipif(_systemd_version() < 257, reason="PrivatePIDs= is systemd >= 257")
+needs_257 = pytest.mark.skipif(systemd_version() < 257, reason="PrivatePIDs= is systemd >= 257")
 
 
 def _pid_view() -> dict:

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from concurrentd.systemd import Systemd, SystemdError, convert_properties
+from entry_helpers import systemd_version
 
 # (property, value) in systemd-run -p syntax; every conversion kind appears at least once.
 GOOD = [
@@ -123,11 +124,6 @@ GOOD_NEWER = [
 ]
 
 
-def _systemd_version() -> int:
-    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
-    return int(out.split()[1])
-
-
 # values systemd-run itself refuses (client side or systemd side)
 BAD = [
     ("CPUQuota", "0%"), ("CPUQuota", "abc"), ("MemoryMax", "lots"), ("MemoryMax", "-1"),
@@ -208,19 +204,21 @@ def test_table_is_big_enough():
     assert len({p for p, _ in GOOD}) >= 150
 
 
-@pytest.mark.parametrize("batch_no", range(len(batches(GOOD))))
-def test_differential_against_systemd_run(batch_no):
-    batch = batches(GOOD)[batch_no]
-    ref = f"concurrentd-oracle-{os.getpid()}-{batch_no}.service"
+def _same_as_systemd_run(ref: str, batch: list, description: str | None = None) -> None:
+    """Starts ``batch`` as unit ``ref`` with systemd-run and as a unit of ours; asserts that
+    systemd reports every property of the batch the same for both (``description``: ours gets
+    it, and Description is not compared)."""
     cmd = ["systemd-run", "--quiet", f"--unit={ref}", "-p", "Type=exec"]
     for prop, value in batch:
         cmd += ["-p", f"{prop}={value}"]
     res = subprocess.run(cmd + SLEEP, capture_output=True, text=True)
     assert res.returncode == 0, f"systemd-run refused: {res.stderr!r} (batch {batch})"
+    ours = dict(batch) | ({"Description": description} if description else {})
     with Systemd.connect() as sd:
-        unit = sd.start_service(SLEEP, {p: v for p, v in batch} | {"Description": f"differential {batch_no}"})
+        unit = sd.start_service(SLEEP, ours)
         try:
-            names = sorted({n for p, v in batch for n in show_names(p, v)} - {"Description"})
+            names = sorted({n for p, v in batch for n in show_names(p, v)}
+                           - ({"Description"} if description else set()))
             want, got = show(ref, names), show(unit.name, names)
             diffs = {n: (want.get(n), got.get(n)) for n in names if want.get(n) != got.get(n)}
             assert diffs == {}, f"systemd-run vs concurrentd differ: {sorted(diffs.items())}"
@@ -229,30 +227,21 @@ def test_differential_against_systemd_run(batch_no):
             subprocess.run(["systemctl", "stop", ref], capture_output=True)
 
 
+@pytest.mark.parametrize("batch_no", range(len(batches(GOOD))))
+def test_differential_against_systemd_run(batch_no):
+    _same_as_systemd_run(f"concurrentd-oracle-{os.getpid()}-{batch_no}.service",
+                         batches(GOOD)[batch_no], description=f"differential {batch_no}")
+
+
 def test_newer_properties_against_systemd_run():
     from concurrentd.systemd.properties import SINCE
 
-    version = _systemd_version()
+    version = systemd_version()
     have = [(p, v) for p, v in GOOD_NEWER if SINCE[p] <= version]
     if not have:
         pytest.skip(f"systemd {version} has none of the properties newer than 252")
     for batch_no, batch in enumerate(batches(have)):
-        ref = f"concurrentd-oracle-new-{os.getpid()}-{batch_no}.service"
-        cmd = ["systemd-run", "--quiet", f"--unit={ref}", "-p", "Type=exec"]
-        for prop, value in batch:
-            cmd += ["-p", f"{prop}={value}"]
-        res = subprocess.run(cmd + SLEEP, capture_output=True, text=True)
-        assert res.returncode == 0, f"systemd-run refused: {res.stderr!r} (batch {batch})"
-        with Systemd.connect() as sd:
-            unit = sd.start_service(SLEEP, dict(batch))
-            try:
-                names = sorted({n for p, v in batch for n in show_names(p, v)})
-                want, got = show(ref, names), show(unit.name, names)
-                diffs = {n: (want.get(n), got.get(n)) for n in names if want.get(n) != got.get(n)}
-                assert diffs == {}, f"systemd-run vs concurrentd differ: {sorted(diffs.items())}"
-            finally:
-                unit.stop()
-                subprocess.run(["systemctl", "stop", ref], capture_output=True)
+        _same_as_systemd_run(f"concurrentd-oracle-new-{os.getpid()}-{batch_no}.service", batch)
 
 
 def test_ex_words():
