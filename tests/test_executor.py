@@ -468,28 +468,44 @@ def test_a_worker_cannot_type_into_the_owners_terminal():
     assert report["dev_tty"] == "ENXIO", report
 
 
-@pytest.mark.parametrize("kill_mode", ["control-group", "process"])
-def test_owner_killed_takes_unit_and_workers_along(kill_mode):
-    # KillMode=process: systemd stops only the anchor; the workers must go all the same.
-    code = textwrap.dedent(f"""
-        import time, concurrentd
-        pool = concurrentd.TransientUnitPoolExecutor(2, {{"PrivateTmp": True,
-                                                         "KillMode": "{kill_mode}"}})
-        futures = [pool.submit(time.sleep, 100) for _ in range(2)]
-        time.sleep(0.3)
-        print(pool.unit.name, *pool._processes, flush=True)
-        time.sleep(100)
-    """)
+OWNER_OF_TWO_WORKERS = """
+    import time, concurrentd
+    pool = concurrentd.TransientUnitPoolExecutor(2, PROPERTIES)
+    futures = [pool.submit(time.sleep, 100) for _ in range(2)]
+    time.sleep(SETTLE)
+    print(pool.unit.name, *pool._processes, flush=True)
+    time.sleep(100)
+"""
+
+
+def _owner_of_two_busy_workers(properties: dict, settle: float):
+    """A process whose pool runs two workers busy for 100 s: (it, the unit's name, their pids)."""
+    code = textwrap.dedent(OWNER_OF_TWO_WORKERS).replace("PROPERTIES", repr(properties)) \
+        .replace("SETTLE", repr(settle))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     name, *workers = proc.stdout.readline().split()
     assert _unit_exists(name) and len(workers) == 2
+    return proc, name, workers
+
+
+def _kill_and_see_all_go(proc, name: str, workers: list, within: float) -> None:
+    """SIGKILLs the owner; the unit and every worker must be gone ``within`` seconds."""
     proc.kill()
     proc.wait()
     start = time.monotonic()
     while _unit_exists(name) or any(os.path.exists(f"/proc/{pid}") for pid in workers):
-        assert time.monotonic() - start < 2.0, "the unit or a worker outlived its owner by 2 s"
+        assert time.monotonic() - start < within, \
+            f"the unit or a worker outlived its owner by {within:g} s"
         time.sleep(0.02)
     proc.stdout.close()
+
+
+@pytest.mark.parametrize("kill_mode", ["control-group", "process"])
+def test_owner_killed_takes_unit_and_workers_along(kill_mode):
+    # KillMode=process: systemd stops only the anchor; the workers must go all the same.
+    proc, name, workers = _owner_of_two_busy_workers(
+        {"PrivateTmp": True, "KillMode": kill_mode}, settle=0.3)
+    _kill_and_see_all_go(proc, name, workers, within=2.0)
 
 
 needs_257 = pytest.mark.skipif(systemd_version() < 257, reason="PrivatePIDs= is systemd >= 257")
@@ -517,26 +533,10 @@ def test_private_pids_workers_run_in_the_units_pid_namespace():
 def test_private_pids_owner_killed_takes_unit_and_workers_along():
     # The anchor, PID 1 of the unit's pid namespace, cannot see the owner's pid: it watches the
     # FIFO the owner holds open instead.
-    code = textwrap.dedent("""
-        import time, concurrentd
-        pool = concurrentd.TransientUnitPoolExecutor(2, {"PrivatePIDs": True})
-        futures = [pool.submit(time.sleep, 100) for _ in range(2)]
-        time.sleep(0.5)
-        print(pool.unit.name, *pool._processes, flush=True)
-        time.sleep(100)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    name, *workers = proc.stdout.readline().split()
-    assert _unit_exists(name) and len(workers) == 2
+    proc, name, workers = _owner_of_two_busy_workers({"PrivatePIDs": True}, settle=0.5)
     time.sleep(1)
     assert _unit_exists(name), "the unit did not outlive its start (the anchor exited at once?)"
-    proc.kill()
-    proc.wait()
-    start = time.monotonic()
-    while _unit_exists(name) or any(os.path.exists(f"/proc/{pid}") for pid in workers):
-        assert time.monotonic() - start < 10.0, "the unit or a worker outlived its owner by 10 s"
-        time.sleep(0.05)
-    proc.stdout.close()
+    _kill_and_see_all_go(proc, name, workers, within=10.0)
 
 
 @needs_257
