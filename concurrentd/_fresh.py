@@ -29,6 +29,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _protocol as P
+
 #: the program the new interpreter runs: where concurrentd is, then boot(); -I: no environment
 #: variable and no user site changes what it imports
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -153,13 +155,11 @@ def boot(sock_fd: int, setup_fd: int) -> None:
     with open(setup_fd, "rb") as f:
         setup: Setup = pickle.load(f)
     sys.path[:] = setup.sys_path
-    code = 70
+    code = P.ZYGOTE_FAILED_EXIT_STATUS
     try:
         import socket
 
-        from . import _protocol as P
         from . import _pythonpath, _sources, _zygote_loop
-        code = P.ZYGOTE_FAILED_EXIT_STATUS
         start = pickle.loads(setup.start) if setup.start is not None else None
         if setup.main_file:
             _sources.keep_main_source(setup.main_file)
