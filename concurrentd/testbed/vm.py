@@ -1,24 +1,25 @@
-"""A real Debian host in a VM: systemd 257 as PID 1 on pure cgroup v2, for what a box cannot show.
+"""A real Debian host in a VM: another systemd as PID 1 on pure cgroup v2, for what a box cannot show.
 
-    python -m concurrentd.testbed.vm [--dir DIR] [--timeout S] [-- CMD ARGS...]
+    python -m concurrentd.testbed.vm [--suite trixie|sid|bookworm] [--dir DIR] [--timeout S]
+                                     [-- CMD ARGS...]
 
 The testbed box boots the host's own systemd over its cgroup hierarchy (here: systemd 252,
 hybrid). Some behaviour exists only on other hosts: systemd's OOMPolicy= acting on memory.events,
-MemoryDenyWriteExecute= applied with prctl(PR_SET_MDWE) (systemd >= 253), PrivatePIDs= (257). This
-module boots Debian trixie (systemd 257, kernel 6.12, Python 3.13, pure cgroup v2) under QEMU,
+MemoryDenyWriteExecute= applied with prctl(PR_SET_MDWE) (systemd >= 253), PrivatePIDs= (257), systemd >= 258 without any cgroup v1. This
+module boots a Debian suite (SUITES: trixie by default) on pure cgroup v2 under QEMU,
 runs CMD as root in a copy of this checkout inside it (built there first), streams its output,
 and exits with its status. CMD defaults to the test suite (``python3 -m pytest -q -p
 no:cacheprovider -m "not host"``: the tests marked host boot testbed boxes, for hosts whose PID 1
 is not systemd); name tests to run only those, e.g.
 ``-- python3 -m pytest -q -p no:cacheprovider tests/test_executor.py -k oom``.
 
-How (each step is cached in DIR, default ~/.cache/concurrentd-vm or $CONCURRENTD_VM_DIR; the first
-run builds the image, ~10 minutes and ~1.5 GB; later runs only boot, ~20 s):
+How (each step is cached in DIR, default ~/.cache/concurrentd-vm/SUITE, or $CONCURRENTD_VM_DIR/SUITE;
+the first run builds the image, ~10 minutes and ~1.5 GB; later runs only boot, ~20 s):
 
     apt (a state directory of its own, the host's apt untouched) -> Debian's kernel and busybox
     kernel -> vmlinux (QEMU boots the uncompressed ELF), a few modules -> a busybox initrd that
         mounts the root disk and switch_root's to systemd
-    debootstrap -> a trixie root file system with systemd, Python and the test dependencies;
+    debootstrap -> the suite's root file system with systemd, Python and the test dependencies;
         vmrun.service runs /mnt/host/run.sh from a 9p share once the system is up, powers off
     mkfs.ext4 -d -> root.img, booted read-only (snapshot=on): every run starts from the same disk
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -41,14 +43,21 @@ from typing import Sequence
 
 from ._errors import TestbedError
 
-SUITE = "trixie"
+#: The Debian suites a VM can run, with what each brings that the box's host does not.
+SUITES = {
+    "trixie": "Debian 13: systemd 257, Python 3.13, kernel 6.12",
+    "sid": "Debian unstable: systemd 258 or newer (no cgroup v1 at all), Python 3.14",
+    "bookworm": "Debian 12: systemd 252 as on the box's host, but on pure cgroup v2",
+}
+DEFAULT_SUITE = "trixie"
 #: The guest's packages: systemd as PID 1 (debootstrap's), and what building and testing
 #: concurrentd needs (apt's, in the new root: debootstrap does not resolve virtual packages, such
 #: as python3-pycparser's python3-ply-lex-3.10).
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "udev", "kmod")
 PACKAGES = ("python3", "python3-dev", "gcc", "libc6-dev", "python3-cffi", "python3-setuptools",
             "python3-pytest", "python3-jeepney", "python3-cloudpickle")
-#: Modules the initrd loads to mount the root disk (virtio-blk, ext4); 9p for the share.
+#: Modules the initrd loads to mount the root disk (virtio-blk, ext4); 9p for the share. Those
+#: a suite's kernel has built in, or does not have, are left out.
 INITRD_MODULES = ("crc32c_generic", "virtio_blk", "jbd2", "crc16", "mbcache", "ext4", "netfs",
                   "9pnet", "9pnet_virtio", "9p")
 #: Units of a real host that have nothing to do in the VM, or wait for hardware it lacks.
@@ -107,9 +116,10 @@ exec {cmd}
 """
 
 
-def default_dir() -> str:
-    return os.environ.get("CONCURRENTD_VM_DIR") or os.path.join(
+def default_dir(suite: str = DEFAULT_SUITE) -> str:
+    base = os.environ.get("CONCURRENTD_VM_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "concurrentd-vm")
+    return os.path.join(base, suite)
 
 
 def _say(msg: str) -> None:
@@ -139,11 +149,16 @@ def _host_mirror() -> str:
 
 
 class VM:
-    """The image and its runs, in ``directory``."""
+    """The image of one Debian ``suite`` and its runs, in ``directory``."""
 
-    def __init__(self, directory: str | None = None, *, mirror: str | None = None,
-                 memory: str = "2048", cpus: int = 2, accel: str = "tcg"):
-        self.dir = os.path.abspath(directory or default_dir())
+    def __init__(self, directory: str | None = None, *, suite: str = DEFAULT_SUITE,
+                 mirror: str | None = None, memory: str = "2048", cpus: int = 2,
+                 accel: str = "tcg"):
+        if suite not in SUITES:
+            raise TestbedError(f"unknown Debian suite {suite!r}: choose one of "
+                               + ", ".join(SUITES))
+        self.suite = suite
+        self.dir = os.path.abspath(directory or default_dir(suite))
         self.mirror = mirror or _host_mirror()
         self.memory, self.cpus, self.accel = memory, cpus, accel
 
@@ -185,7 +200,7 @@ class VM:
                  "installing the host's tools", env=env, stdout=subprocess.DEVNULL)
 
     def _apt(self) -> list[str]:
-        """apt options for a state of our own: trixie's lists, never the host's."""
+        """apt options for a state of our own: the suite's lists, never the host's."""
         a = self.path("apt")
         return ["-o", "Dir::Etc::SourceList=/dev/null", "-o", f"Dir::Etc::SourceParts={a}/src",
                 "-o", f"Dir::State::Lists={a}/lists", "-o", "Dir::State::status=/dev/null",
@@ -195,10 +210,10 @@ class VM:
         a = self.path("apt")
         for d in ("src", "lists/partial", "cache/archives/partial"):
             os.makedirs(os.path.join(a, d), exist_ok=True)
-        with open(os.path.join(a, "src", f"{SUITE}.sources"), "w") as f:
-            f.write(f"Types: deb\nURIs: {self.mirror}\nSuites: {SUITE}\nComponents: main\n"
+        with open(os.path.join(a, "src", "suite.sources"), "w") as f:
+            f.write(f"Types: deb\nURIs: {self.mirror}\nSuites: {self.suite}\nComponents: main\n"
                     "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-        _say(f"apt update ({SUITE}, {self.mirror})")
+        _say(f"apt update ({self.suite}, {self.mirror})")
         _run(["apt-get", *self._apt(), "update", "-qq"], "apt-get update", capture_output=True)
 
     def _download(self, package: str, into: str) -> str:
@@ -208,26 +223,41 @@ class VM:
         (deb,) = glob.glob(os.path.join(into, f"{package}_*.deb"))
         return deb
 
-    def _kernel_package(self) -> str:
-        out = _run(["apt-cache", *self._apt(), "depends", "linux-image-amd64"], "apt-cache depends",
+    def _depends(self, package: str) -> list[str]:
+        out = _run(["apt-cache", *self._apt(), "depends", package], "apt-cache depends",
                    capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            word = line.split(":", 1)[-1].strip()
-            if "Depends:" in line and word.startswith("linux-image-6"):
-                return word
-        raise TestbedError(f"no kernel package found in linux-image-amd64's depends:\n{out}")
+        return [line.split(":", 1)[1].strip() for line in out.splitlines()
+                if line.strip().startswith("Depends:")]
+
+    def _kernel_packages(self) -> list[str]:
+        """The suite's kernel: linux-image-VERSION, and since Debian's 7.x kernels the
+        linux-binary- and linux-modules- packages it depends on, which hold the files."""
+        images = [p for p in self._depends("linux-image-amd64")
+                  if re.fullmatch(r"linux-image-\d.*", p)]
+        if not images:
+            raise TestbedError("no kernel package found in linux-image-amd64's depends")
+        parts = [p for p in self._depends(images[0])
+                 if re.fullmatch(r"linux-(binary|modules)-\d.*", p)]
+        return [images[0], *parts]
 
     def _kernel_and_initrd(self) -> None:
         work = self.path("kernel")
         shutil.rmtree(work, ignore_errors=True)
         os.makedirs(work)
-        kpkg = self._kernel_package()
+        kpkgs = self._kernel_packages()
+        kpkg = kpkgs[0]
         _say(f"kernel {kpkg}, busybox")
-        kdeb = self._download(kpkg, work)
+        kdebs = [self._download(p, work) for p in kpkgs]
         bdeb = self._download("busybox-static", work)
-        _run(["dpkg-deb", "-x", kdeb, os.path.join(work, "k")], "unpacking the kernel")
+        for deb in kdebs:
+            _run(["dpkg-deb", "-x", deb, os.path.join(work, "k")], "unpacking the kernel")
         _run(["dpkg-deb", "-x", bdeb, os.path.join(work, "bb")], "unpacking busybox")
-        (vmlinuz,) = glob.glob(os.path.join(work, "k", "boot", "vmlinuz-*"))
+        # /boot/vmlinuz-VERSION; since the 7.x packages /usr/lib/modules/VERSION/vmlinuz
+        found = (glob.glob(os.path.join(work, "k", "boot", "vmlinuz-*"))
+                 + glob.glob(os.path.join(work, "k", "usr", "lib", "modules", "*", "vmlinuz")))
+        if not found:
+            raise TestbedError(f"{', '.join(kpkgs)}: no vmlinuz in /boot or /usr/lib/modules")
+        vmlinuz = found[0]
         with open(vmlinuz, "rb") as f:
             data = f.read()
         start = data.find(b"\x28\xb5\x2f\xfd")   # the zstd frame of the compressed kernel
@@ -247,10 +277,12 @@ class VM:
         if not busybox:
             raise TestbedError("busybox-static has no busybox executable")
         shutil.copy(busybox[0], os.path.join(ir, "bin", "busybox"))
+        loaded = []
         for m in INITRD_MODULES:
             found = glob.glob(os.path.join(work, "k", "**", f"{m}.ko*"), recursive=True)
-            if not found:
-                raise TestbedError(f"kernel module {m} not found in {kpkg}")
+            if not found:   # built in, or not needed by this kernel (netfs before 6.x)
+                continue
+            loaded.append(m)
             with open(os.path.join(ir, "m", f"{m}.ko"), "wb") as out:
                 if found[0].endswith(".xz"):
                     _run(["xz", "-dc", found[0]], f"unpacking {m}", stdout=out)
@@ -259,7 +291,7 @@ class VM:
                 else:
                     shutil.copyfileobj(open(found[0], "rb"), out)
         with open(os.path.join(ir, "m", "order"), "w") as f:
-            f.write("\n".join(INITRD_MODULES) + "\n")
+            f.write("\n".join(loaded) + "\n")
         with open(os.path.join(ir, "init"), "w") as f:
             f.write(_INIT)
         os.chmod(os.path.join(ir, "init"), 0o755)
@@ -285,8 +317,8 @@ class VM:
 
     def _packages(self, root: str) -> None:
         shutil.rmtree(root, ignore_errors=True)
-        _say(f"debootstrap {SUITE} (several minutes)")
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE,
+        _say(f"debootstrap {self.suite} (several minutes)")
+        _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", self.suite,
               root, self.mirror], "debootstrap", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _say("apt-get install (in the new root) " + " ".join(PACKAGES))
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
@@ -435,9 +467,13 @@ def _copy_checkout(source: str, dest: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m concurrentd.testbed.vm",
-                                description="Run a command in a Debian trixie VM (systemd 257, "
-                                            "pure cgroup v2), in a copy of this checkout.")
-    p.add_argument("--dir", default=None, help=f"the image's cache (default {default_dir()})")
+                                description="Run a command in a Debian VM (pure cgroup v2), in "
+                                            "a copy of this checkout.")
+    p.add_argument("--suite", choices=sorted(SUITES), default=DEFAULT_SUITE,
+                   help="; ".join(f"{k}: {v}" for k, v in SUITES.items())
+                   + f" (default {DEFAULT_SUITE})")
+    p.add_argument("--dir", default=None,
+                   help=f"the image's cache (default {default_dir('SUITE')})")
     p.add_argument("--timeout", type=float, default=3600, help="seconds for the whole run")
     p.add_argument("--prepare-only", action="store_true", help="build the image, run nothing")
     p.add_argument("--mirror", default=None, help="Debian mirror (default: the host apt's)")
@@ -445,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    vm = VM(args.dir, mirror=args.mirror)
+    vm = VM(args.dir, suite=args.suite, mirror=args.mirror)
     try:
         vm.prepare()
         if args.prepare_only:
