@@ -260,13 +260,17 @@ class VM:
         vmlinuz = found[0]
         with open(vmlinuz, "rb") as f:
             data = f.read()
-        start = data.find(b"\x28\xb5\x2f\xfd")   # the zstd frame of the compressed kernel
-        if start < 0:
-            raise TestbedError(f"{vmlinuz}: no zstd payload (another compression?)")
+        # the compressed kernel inside the bzImage: zstd (trixie, sid) or xz (bookworm); the
+        # bzImage's trailer follows the stream: the tool reports it, the ELF is complete
+        for magic, tool in ((b"\x28\xb5\x2f\xfd", ["zstd", "-dcq"]),
+                            (b"\xfd7zXZ\x00", ["xz", "-dcq", "--single-stream"])):
+            start = data.find(magic)
+            if start >= 0:
+                break
+        else:
+            raise TestbedError(f"{vmlinuz}: no zstd or xz payload (another compression?)")
         with open(self.path("vmlinux.tmp"), "wb") as out:
-            # the bzImage's trailer follows the frame: zstd reports it, the ELF is complete
-            subprocess.run(["zstd", "-dcq"], input=data[start:], stdout=out,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(tool, input=data[start:], stdout=out, stderr=subprocess.DEVNULL)
         if os.path.getsize(self.path("vmlinux.tmp")) < 1 << 20:
             raise TestbedError(f"{vmlinuz}: decompressing the kernel failed")
         ir = os.path.join(work, "ir")
