@@ -4,7 +4,8 @@
  * namespace or chrooting, paths of the parent's view are gone, so every fd exists before the first
  * switch. This file only performs system calls, checks each one, and names the failing step.
  *
- * Order, and why (each block below repeats its own reason):
+ * Its phases in order, and why (each block below repeats its own reason, under the phase's
+ * number; the steps it reports are enter.h's enum cd_step):
  *   1. anchor alive?      the plan's ns fds keep namespaces alive after the unit died: refuse then.
  *   2. cgroups            first, so everything after (page tables, keyrings) is charged to the
  *                         unit, and while we are still root of the initial user namespace (the
@@ -33,7 +34,7 @@
  *                         filter needs no_new_privs or CAP_SYS_ADMIN: an anchor with neither
  *                         (systemd 257: User= and SystemCallFilter= without NoNewPrivileges=; its
  *                         exec dropped the capability after the filters) is copied with
- *                         CAP_SYS_ADMIN held from step 6 until the filters are in, then dropped.
+ *                         CAP_SYS_ADMIN held from phase 6 until the filters are in, then dropped.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -326,7 +327,7 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     }
 
     /* /proc/self still is our /proc: after chroot or setns(mnt) it may be absent (RootDirectory=
-     * without MountAPIVFS=). Opened here, written in step 3. */
+     * without MountAPIVFS=). Opened here, written at CD_STEP_OOM. */
     STEP(CD_STEP_OOM_OPEN);
     oom_fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (oom_fd < 0)
@@ -467,12 +468,12 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     STEP(CD_STEP_ROOT);
     if (p->root_fd >= 0) {
         if (fchdir(p->root_fd) != 0)
-            FAIL(0);
+            FAIL(CD_ROOT_FCHDIR_ROOT);
         if (chroot(".") != 0)
-            FAIL(1);
+            FAIL(CD_ROOT_CHROOT);
     }
     if (p->cwd_fd >= 0 && fchdir(p->cwd_fd) != 0)
-        FAIL(2);
+        FAIL(CD_ROOT_FCHDIR_CWD);
 
     /* 6. Credentials. The bounding set first: dropping needs CAP_SETPCAP, which we still hold. */
     STEP(CD_STEP_BOUNDING);
@@ -685,17 +686,17 @@ int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
     /* SEIZE does not stop the process and sends it no signal; INTERRUPT stops it in a ptrace
      * stop that DETACH resumes, transparently restarting whatever it was blocked in. */
     if (ptrace(PTRACE_SEIZE, pid, 0, 0) != 0) {
-        *failed = 0;
+        *failed = CD_PTRACE_SEIZE;
         return -1;
     }
     if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) != 0) {
         err = errno;
-        *failed = 1;
+        *failed = CD_PTRACE_INTERRUPT;
         goto out;
     }
     if (waitpid(pid, &status, __WALL) != pid) {
         err = errno;
-        *failed = 2;
+        *failed = CD_PTRACE_WAIT;
         goto out;
     }
     for (;;) {
@@ -705,24 +706,24 @@ int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
             if ((errno == ENOENT && n > 0) || (errno == EINVAL && n == 0))
                 break;
             err = errno;
-            *failed = 3;
+            *failed = CD_PTRACE_GET_FILTER;
             goto out;
         }
         if (n >= max_filters || used + (size_t)len > cap) {
             err = E2BIG;
-            *failed = 5;
+            *failed = CD_PTRACE_BUFFER;
             goto out;
         }
         if (ptrace(PTRACE_SECCOMP_GET_FILTER, pid, (void *)(long)n,
                    (char *)buf + used * sizeof(struct sock_filter)) != len) {
             err = errno;
-            *failed = 3;
+            *failed = CD_PTRACE_GET_FILTER;
             goto out;
         }
         struct seccomp_metadata md = {(uint64_t)n, 0};
         if (ptrace(PTRACE_SECCOMP_GET_METADATA, pid, (void *)sizeof md, &md) < 0) {
             err = errno;
-            *failed = 4;
+            *failed = CD_PTRACE_GET_METADATA;
             goto out;
         }
         lens[n] = (unsigned int)len;
