@@ -290,7 +290,7 @@ int cd_release_admin(const struct cd_plan *p, struct cd_enter_result *r)
 
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
 {
-    int oom_fd = -1, step = 0, arg = 0;
+    int oom_fd = -1, step = 0, arg = 0, fds_closed = 0;
     uint64_t t = 0;
     memset(r, 0, sizeof *r);
 
@@ -651,6 +651,7 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
      *    holds the parent's root, namespaces or cgroup files. */
     STEP(CD_STEP_CLOSE);
     close_plan_fds(p);
+    fds_closed = 1;
 
     /* 9. Seccomp last: a filter may forbid setns, capset, prctl... Unless the caller installs
      *    the filters later itself (cd_install_filters, e.g. in each child of an entered zygote). */
@@ -669,7 +670,7 @@ fail:
     r->arg = arg;
     if (oom_fd >= 0)
         close(oom_fd);
-    if (step < CD_STEP_CLOSE)
+    if (!fds_closed)  /* closed either way, as enter.h promises */
         close_plan_fds(p);
     errno = r->err;
     return -1;
