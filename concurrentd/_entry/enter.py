@@ -23,6 +23,7 @@ import struct
 import sys
 
 from .._core import ffi, lib
+from .._namespaces import NAMES as NAMESPACE_NAMES
 from .plan import EntryPlan, environ_str
 
 #: Exit status of a worker whose entry failed. Outside the shell's 126-165 and systemd's 200-243.
@@ -40,9 +41,6 @@ _STEP_NAMES = _enum_names("cd_step", "CD_STEP_")
 _VERIFY_NAMES = _enum_names("cd_verify", "CD_VERIFY_")
 _ROOT_NAMES = {lib.CD_ROOT_FCHDIR_ROOT: "fchdir(root)", lib.CD_ROOT_CHROOT: "chroot",
                lib.CD_ROOT_FCHDIR_CWD: "fchdir(cwd)"}
-_NS_NAMES = {lib.CLONE_NEWIPC: "ipc", lib.CLONE_NEWUTS: "uts", lib.CLONE_NEWNET: "net",
-             lib.CLONE_NEWCGROUP: "cgroup", lib.CLONE_NEWPID: "pid", lib.CLONE_NEWTIME: "time",
-             lib.CLONE_NEWNS: "mnt", lib.CLONE_NEWUSER: "user"}
 _RECORD = struct.Struct("=iii")
 
 # Buffers the worker's /proc/self/environ points into (PR_SET_MM_ENV_*): never to be freed.
@@ -70,7 +68,7 @@ class EnterError(Exception):
 def step_name(plan: EntryPlan, step: int, arg: int) -> str:
     name = _STEP_NAMES.get(step, f"step{step}")
     if step == lib.CD_STEP_SETNS:
-        return f"setns({_NS_NAMES.get(arg, arg)})"
+        return f"setns({NAMESPACE_NAMES.get(arg, arg)})"
     if step == lib.CD_STEP_CGROUP and 0 <= arg < len(plan.cgroup_procs):
         return f"cgroup({plan.cgroup_procs[arg]})"
     if step == lib.CD_STEP_ROOT:

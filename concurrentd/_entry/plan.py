@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .. import _mountinfo
+from .._namespaces import FLAGS as NAMESPACE_FLAGS
 from .._core import ffi, lib
 from .seccomp import SeccompFilter, get_filters
 
@@ -213,13 +214,6 @@ def affinity_mask(cpus: Iterable[int], size: int = 128) -> bytes:
 
 # ---------------------------------------------------------------------------------------------
 # The plan
-
-#: Namespaces to copy: (name in /proc/<pid>/ns, CLONE_NEW* flag). The join ORDER is csrc/enter.c's.
-NAMESPACES = (
-    ("ipc", lib.CLONE_NEWIPC), ("uts", lib.CLONE_NEWUTS), ("net", lib.CLONE_NEWNET),
-    ("cgroup", lib.CLONE_NEWCGROUP), ("pid", lib.CLONE_NEWPID), ("time", lib.CLONE_NEWTIME),
-    ("mnt", lib.CLONE_NEWNS), ("user", lib.CLONE_NEWUSER),
-)
 
 CAP_SYS_ADMIN = 21
 RLIMITS = tuple(sorted(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")))
@@ -467,7 +461,7 @@ class _Anchor:
 def _read_places(anchor: _Anchor) -> dict[str, Any]:
     """``namespaces`` (an fd on each of the anchor's that is not ours), ``root_fd``, ``cwd_fd``."""
     namespaces = {}
-    for name, _flag in NAMESPACES:
+    for name in NAMESPACE_FLAGS:
         theirs = os.stat(f"{anchor.proc}/ns/{name}")
         ours = os.stat(f"/proc/self/ns/{name}")
         if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
@@ -479,10 +473,9 @@ def _read_places(anchor: _Anchor) -> dict[str, Any]:
 
 def _fill_places(c: Any, plan: EntryPlan, keep: list[object]) -> None:
     c.n_ns = len(plan.namespaces)
-    flags = dict(NAMESPACES)
     for i, (name, fd) in enumerate(plan.namespaces.items()):
         c.ns[i].fd = fd
-        c.ns[i].nstype = flags[name]
+        c.ns[i].nstype = NAMESPACE_FLAGS[name]
     c.root_fd, c.cwd_fd = plan.root_fd, plan.cwd_fd
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterable
 
+from .. import _namespaces
 from . import _syntax as sx
 from ._syntax import UINT64_MAX
 
@@ -716,8 +717,8 @@ def _allow_deny_py(prop, value):
 ALLOW_DENY = Kind("a list, '~' prefixed for a deny list ('@system-service', '~@mount @swap')",
                   _allow_deny, _allow_deny_py)
 
-NAMESPACES = {"cgroup": 0x02000000, "ipc": 0x08000000, "net": 0x40000000, "mnt": 0x00020000,
-              "pid": 0x20000000, "user": 0x10000000, "uts": 0x04000000}
+#: RestrictNamespaces='s words and their CLONE_NEW* flags
+NAMESPACES = {ns.name: ns.flag for ns in _namespaces.NAMESPACES if ns.restrictable}
 _NS_ALL = sum(NAMESPACES.values())
 
 
