@@ -48,17 +48,6 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
     return out
 
 
-def parse_proc_cgroup(text: str) -> list[tuple[int, frozenset[str], str]]:
-    """(hierarchy id, controllers, path) for each line of /proc/<pid>/cgroup."""
-    out = []
-    for line in text.splitlines():
-        if not line:
-            continue
-        hid, ctrls, path = line.split(":", 2)
-        out.append((int(hid), frozenset(c for c in ctrls.split(",") if c), path))
-    return out
-
-
 def cgroup_dirs(proc_cgroup: str, mountinfo: "str | list[CgroupMount]"
                 ) -> dict[tuple[int, frozenset[str]], str]:
     """For each hierarchy of a process, the directory of its cgroup in the reader's view.
@@ -70,7 +59,7 @@ def cgroup_dirs(proc_cgroup: str, mountinfo: "str | list[CgroupMount]"
     """
     mounts = parse_mountinfo(mountinfo) if isinstance(mountinfo, str) else mountinfo
     out = {}
-    for hid, ctrls, path in parse_proc_cgroup(proc_cgroup):
+    for hid, ctrls, path in _mountinfo.parse_proc_cgroup(proc_cgroup):
         for m in mounts:
             fits = m.version == 2 if hid == 0 else (m.version == 1 and ctrls and ctrls <= m.controllers)
             if not fits:
