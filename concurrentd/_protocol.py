@@ -24,7 +24,7 @@ import select
 import struct
 import time
 
-from ._entry import ENTER_FAILED_EXIT_STATUS
+from ._entry import ENTER_FAILED_EXIT_STATUS as ENTER_FAILED_EXIT_STATUS  # with the others below
 
 # -- the zygote socket ----------------------------------------------------------------------------
 ANCHOR = struct.Struct("=i")

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable
 from . import _cpython, _sources
 from ._core import ffi, lib
 
+
 class _CheckedUUID(uuid.UUID):
     """What find_class gives for uuid.UUID, which pickle rebuilds with NEWOBJ (it needs a class)
     and BUILD: a UUID whose state is checked before it is set, then a plain UUID again."""

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .. import _mountinfo
-from .._namespaces import FLAGS as NAMESPACE_FLAGS
 from .._core import ffi, lib
+from .._namespaces import FLAGS as NAMESPACE_FLAGS
 from .seccomp import SeccompFilter, get_filters
 
 # ---------------------------------------------------------------------------------------------
@@ -114,14 +114,16 @@ def parse_limits(text: str) -> dict[int, tuple[int, int]]:
 
     Read from /proc rather than with prlimit(2), which needs CAP_SYS_RESOURCE over the target
     (absent on these machines) unless the caller has the target's uids."""
+    def limit(v: str) -> int:
+        return resource.RLIM_INFINITY if v == "unlimited" else int(v)
+
     out = {}
     for line in text.splitlines()[1:]:
         name = line[:26].strip()
         if name not in _LIMIT_NAMES:
             continue
         soft, hard = line[26:].split()[:2]
-        conv = lambda v: resource.RLIM_INFINITY if v == "unlimited" else int(v)
-        out[_LIMIT_NAMES[name]] = (conv(soft), conv(hard))
+        out[_LIMIT_NAMES[name]] = (limit(soft), limit(hard))
     return out
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import struct
 import errno as _errno
 import os
 import shlex
 import signal as _signal
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterable
@@ -1190,7 +1190,7 @@ def _check(signature: str, value) -> int:
         if len(members) != len(value):
             raise ValueError(f"{_short(value)} does not have the {len(members)} fields of "
                              f"{signature}")
-        return sum(_check(t, v) for t, v in zip(members, value))
+        return sum(_check(t, v) for t, v in zip(members, value, strict=True))
     if head == "v":
         sig, inner_value = value
         return len(sig) + 2 + _check(sig, inner_value)

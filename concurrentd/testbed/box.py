@@ -24,12 +24,12 @@ import time
 from typing import Sequence
 
 from .. import _sys
+from .._mountinfo import mount_containing, read_hierarchies, read_mountinfo
+from .._namespaces import FLAGS as NAMESPACE_FLAGS
 from ._boot import BootSpec, boot
 from ._cgroups import SubCgroups
 from ._errors import TestbedError
 from ._hazards import Rule, first_conflict, read_boot_rules
-from .._mountinfo import mount_containing, read_hierarchies, read_mountinfo
-from .._namespaces import FLAGS as NAMESPACE_FLAGS
 
 STATE_ROOT = "/run/concurrentd-testbed"
 
