@@ -105,7 +105,7 @@ def cgroup_hierarchies(mounts: list[Mount], proc_cgroup: list[CgroupLine],
     controllers, or the name=, among its super options.
     """
     paths = _paths_by_key(proc_cgroup)
-    seen: set[tuple[str, ...]] = set()
+    seen: set[tuple[int, tuple[str, ...]]] = set()
     result = []
     for m in mounts:
         if m.fstype == "cgroup2":

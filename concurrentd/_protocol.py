@@ -79,7 +79,8 @@ def read_signed(fd: int, timeout: float | None = None) -> int:
         if not chunk:
             raise EOFError("the zygote closed the status pipe")
         data += chunk
-    return SIGNED.unpack(data)[0]
+    status: int = SIGNED.unpack(data)[0]
+    return status
 
 
 def frame(kind: int, work_id: int, payload: bytes = b"") -> bytes:

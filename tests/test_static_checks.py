@@ -22,3 +22,7 @@ def run_tool(module: str, *args: str) -> None:
 
 def test_ruff_finds_nothing():
     run_tool("ruff", "check", "--no-cache", ".")
+
+
+def test_mypy_finds_nothing():
+    run_tool("mypy")   # files, strictness and the modules not typed yet: pyproject.toml

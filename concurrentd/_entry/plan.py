@@ -84,7 +84,12 @@ def parse_status(text: str) -> dict[str, str]:
 
 def parse_id_map(text: str) -> list[tuple[int, int, int]]:
     """(inside, outside, count) triples of a uid_map/gid_map."""
-    return [tuple(int(x) for x in line.split()) for line in text.splitlines() if line.strip()]
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            inside, outside, count = (int(x) for x in line.split())
+            out.append((inside, outside, count))
+    return out
 
 
 def map_id(outside: int, id_map: Iterable[tuple[int, int, int]]) -> int:
@@ -257,7 +262,7 @@ class EntryPlan:
     _pidfd: int = -1
     _closed: bool = False
     _c: object = field(default=None, repr=False)
-    _keep: list = field(default_factory=list, repr=False)
+    _keep: list[object] = field(default_factory=list, repr=False)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -395,7 +400,7 @@ class EntryPlan:
     def __enter__(self) -> "EntryPlan":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -422,7 +427,7 @@ class _Anchor:
     def open_pidfd(self) -> int:
         """A pidfd on the anchor: first, so that a later exit shows (see _readable)."""
         try:
-            pidfd = lib.cd_pidfd_open(self.pid, 0)
+            pidfd: int = lib.cd_pidfd_open(self.pid, 0)
             if pidfd < 0:
                 raise OSError(ffi.errno, os.strerror(ffi.errno))
         except OSError as e:

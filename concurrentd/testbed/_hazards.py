@@ -193,7 +193,7 @@ def describe(rule: Rule, how: str) -> str:
 
 def first_conflict(path: str, rules: list[Rule]) -> str | None:
     """The most telling way the box's boot would change the host directory `path`, or None."""
-    found = {}
+    found: dict[str, Rule] = {}
     for rule in rules:
         how = relation(path, rule)
         if how is not None:
