@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def call(properties: dict[str, str], target: Target, args: list[str]) -> int:
     """Runs ``target`` in a fresh unit; prints its outcome; returns the exit status."""
-    from .executor import TransientUnitPoolExecutor   # before sys.path changes
+    from .executor import TransientUnitPoolExecutor  # before sys.path changes
 
     if target.kind == _target.SCRIPT:
         sys.path[:] = script_sys_path(sys.path, target.name,

@@ -41,11 +41,12 @@ class WorkerKilled(BrokenProcessPool):
         self.cause, self.exitcode, self.pid, self.unit = cause, exitcode, pid, unit
         self.signal = -exitcode if exitcode < 0 else None
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (_rebuild_worker_killed, (self.args[0], self.cause, self.exitcode, self.pid, self.unit))
 
 
-def _rebuild_worker_killed(message, cause, exitcode, pid, unit):
+def _rebuild_worker_killed(message: str, cause: str, exitcode: int, pid: int,
+                           unit: str) -> WorkerKilled:
     return WorkerKilled(message, cause=cause, exitcode=exitcode, pid=pid, unit=unit)
 
 

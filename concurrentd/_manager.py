@@ -264,7 +264,7 @@ class PoolManager(threading.Thread):
                     self._settled_cv.notify_all()
             if self._done():
                 return
-            for fd, events in self._poll.poll(self._timeout_ms()):
+            for fd, _events in self._poll.poll(self._timeout_ms()):
                 if fd == self._wakeup:
                     try:
                         os.eventfd_read(self._wakeup)

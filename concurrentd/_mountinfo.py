@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -64,43 +65,57 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
-def parse_proc_cgroup(text: str) -> dict[str, str]:
-    """Maps a hierarchy key to this process's path in it.
+class CgroupLine(NamedTuple):
+    """One line of /proc/<pid>/cgroup: the process's cgroup in one hierarchy."""
 
-    Keys: each v1 controller ("memory", "cpu", …), "name=systemd" for named hierarchies, and ""
-    for the v2 unified hierarchy.
-    """
-    paths: dict[str, str] = {}
+    hierarchy_id: int              # 0: the v2 unified hierarchy
+    controllers: frozenset[str]    # v1: "memory", "cpu", "name=systemd"…; v2: empty
+    path: str                      # relative to the hierarchy's root
+
+
+def parse_proc_cgroup(text: str) -> list[CgroupLine]:
+    """Each line of a /proc/<pid>/cgroup, in order."""
+    out = []
     for line in text.splitlines():
         if not line:
             continue
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":
-            paths[""] = path
-        for c in controllers.split(","):
-            if c:
-                paths[c] = path
+        hid, controllers, path = line.split(":", 2)
+        out.append(CgroupLine(int(hid), frozenset(c for c in controllers.split(",") if c), path))
+    return out
+
+
+def _paths_by_key(proc_cgroup: list[CgroupLine]) -> dict[str, str]:
+    """A hierarchy key -> the process's path in it: each v1 controller ("memory", "cpu", …),
+    "name=systemd" for named hierarchies, and "" for the v2 unified hierarchy."""
+    paths: dict[str, str] = {}
+    for line in proc_cgroup:
+        if not line.controllers:
+            paths[""] = line.path
+        for c in line.controllers:
+            paths[c] = line.path
     return paths
 
 
-def cgroup_hierarchies(mounts: list[Mount], proc_cgroup: dict[str, str],
+def cgroup_hierarchies(mounts: list[Mount], proc_cgroup: list[CgroupLine],
                        controllers: set[str]) -> list[Hierarchy]:
     """The cgroup hierarchies mounted here, each once, with this process's path in it.
 
-    ``controllers`` are the kernel's cgroup controllers (first column of /proc/cgroups): a v1
-    hierarchy is known by the controllers, or the name=, among its super options.
+    ``proc_cgroup``: the process's /proc/<pid>/cgroup, parsed. ``controllers`` are the kernel's
+    cgroup controllers (first column of /proc/cgroups): a v1 hierarchy is known by the
+    controllers, or the name=, among its super options.
     """
-    seen: set[tuple[str, ...]] = set()
+    paths = _paths_by_key(proc_cgroup)
+    seen: set[tuple[int, tuple[str, ...]]] = set()
     result = []
     for m in mounts:
         if m.fstype == "cgroup2":
             key: tuple[str, ...] = ()
-            path = proc_cgroup.get("")
+            path = paths.get("")
             version = 2
         elif m.fstype == "cgroup":
             key = tuple(o for o in m.super_options if o in controllers or o.startswith("name="))
             version = 1
-            path = next((proc_cgroup[k] for k in key if k in proc_cgroup), None)
+            path = next((paths[k] for k in key if k in paths), None)
         else:
             continue
         if path is None or (version, key) in seen:

@@ -180,7 +180,8 @@ def _set_main_function_state(func: types.FunctionType, state: tuple) -> None:
     cells = slots.pop("__closure__", None)
     slots.pop("_cloudpickle_submodules", None)   # only held them, to import them first
     func.__dict__.update(attrs)
-    for cell, sent in zip(func.__closure__ or (), cells or ()):
+    # cells: None when the function was sent without its closure
+    for cell, sent in zip(func.__closure__ or (), cells or (), strict=False):
         try:
             cell.cell_contents = sent.cell_contents
         except ValueError:   # an empty cell (a variable not assigned yet)
@@ -339,7 +340,7 @@ class _Discard:
 
 def _has_contents(cell) -> bool:
     try:
-        cell.cell_contents
+        cell.cell_contents  # noqa: B018 - reading it is the test
     except ValueError:   # an empty cell
         return False
     return True

@@ -13,7 +13,6 @@ import io
 import itertools
 import os
 import signal
-
 from multiprocessing import context, popen_fork, process, reduction, util
 
 from . import _protocol as P

@@ -24,7 +24,7 @@ import select
 import struct
 import time
 
-from ._entry import ENTER_FAILED_EXIT_STATUS
+from ._entry import ENTER_FAILED_EXIT_STATUS as ENTER_FAILED_EXIT_STATUS  # with the others below
 
 # -- the zygote socket ----------------------------------------------------------------------------
 ANCHOR = struct.Struct("=i")
@@ -79,7 +79,8 @@ def read_signed(fd: int, timeout: float | None = None) -> int:
         if not chunk:
             raise EOFError("the zygote closed the status pipe")
         data += chunk
-    return SIGNED.unpack(data)[0]
+    status: int = SIGNED.unpack(data)[0]
+    return status
 
 
 def frame(kind: int, work_id: int, payload: bytes = b"") -> bytes:

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable
 from . import _cpython, _sources
 from ._core import ffi, lib
 
+
 class _CheckedUUID(uuid.UUID):
     """What find_class gives for uuid.UUID, which pickle rebuilds with NEWOBJ (it needs a class)
     and BUILD: a UUID whose state is checked before it is set, then a plain UUID again."""
@@ -274,17 +275,17 @@ MAX_COLLIDABLE_KEYS = 4096
 #: Tuples nested deeper than this are refused: hashing one recurses in C without a limit.
 MAX_TUPLE_DEPTH = 1000
 _VERDICTS = {   # csrc/pickle_check.h's enum cd_pickle_verdict
-    1: "an opcode that protocol 5's pickler never writes",
-    2: "a truncated pickle",
-    3: "an opcode that finds too few items, or the wrong kind, on the stack",
-    4: "a BUILD (setting an object's state) on what its type's own pickle never sets state on "
-       "(a class, a stdlib value)",
-    5: f"more than {MAX_COLLIDABLE_KEYS} dict keys or set members other than strings, bytes "
-       "and small ints (whose hashes a worker could make collide)",
-    6: "a memo read beyond what was memoized",
-    7: "a pickle too large to check",
-    8: f"tuples nested more than {MAX_TUPLE_DEPTH} deep",
-    9: "items added to a class or a plain value",
+    lib.CD_PICKLE_OPCODE: "an opcode that protocol 5's pickler never writes",
+    lib.CD_PICKLE_TRUNCATED: "a truncated pickle",
+    lib.CD_PICKLE_STACK: "an opcode that finds too few items, or the wrong kind, on the stack",
+    lib.CD_PICKLE_BUILD: "a BUILD (setting an object's state) on what its type's own pickle "
+                         "never sets state on (a class, a stdlib value)",
+    lib.CD_PICKLE_KEYS: f"more than {MAX_COLLIDABLE_KEYS} dict keys or set members other than "
+                        "strings, bytes and small ints (whose hashes a worker could make collide)",
+    lib.CD_PICKLE_MEMO: "a memo read beyond what was memoized",
+    lib.CD_PICKLE_NOMEM: "a pickle too large to check",
+    lib.CD_PICKLE_DEPTH: f"tuples nested more than {MAX_TUPLE_DEPTH} deep",
+    lib.CD_PICKLE_TARGET: "items added to a class or a plain value",
 }
 
 

@@ -27,9 +27,9 @@ from ._entry.enter import anchor_exited
 from ._entry.plan import AnchorGone
 from ._output import ensure_stdio
 from ._unitfiles import OwnerFifo, add_read_only_binds, anchor_for_unit
-from .systemd._syntax import parse_boolean
 from ._zygote import Zygote
 from .systemd import Systemd, Unit, UnitStartError
+from .systemd._syntax import parse_boolean
 
 #: seconds release() waits for the last output of the unit's processes to be copied
 _OUTPUT_DRAIN = 1.0

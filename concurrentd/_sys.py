@@ -38,7 +38,7 @@ def _check(rc: int, what: str, path: str | None = None) -> int:
     return rc
 
 
-def _c(s: str | None):
+def _c(s: str | None) -> object:
     return ffi.NULL if s is None else os.fsencode(s)
 
 

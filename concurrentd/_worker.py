@@ -23,8 +23,8 @@ class Start(NamedTuple):
     inherit their initializer and initargs. So initargs may hold what multiprocessing passes
     only by inheritance (a fork context's Queue or Lock); the fds such objects hold stay open in
     the zygote (see fds())."""
-    initializer: Callable | None
-    initargs: tuple
+    initializer: Callable[..., object] | None
+    initargs: tuple[object, ...]
     max_tasks: int | None
     max_result: int
     preload: tuple[str, ...] = ()   # modules the zygote imports before it enters the unit

@@ -43,8 +43,15 @@ from typing import Callable
 
 from . import _cpython, _pythonpath, _sources, _sys, _worker
 from . import _protocol as P
-from ._entry import (EnterError, EntryPlan, add_sched_reset, enter, filters_let_admin_go,
-                     install_filters, release_admin)
+from ._entry import (
+    EnterError,
+    EntryPlan,
+    add_sched_reset,
+    enter,
+    filters_let_admin_go,
+    install_filters,
+    release_admin,
+)
 
 #: A trial that has not reported after this long counts as failed (its filters then go per worker).
 TRIAL_TIMEOUT = 10.0

@@ -4,7 +4,8 @@
  * namespace or chrooting, paths of the parent's view are gone, so every fd exists before the first
  * switch. This file only performs system calls, checks each one, and names the failing step.
  *
- * Order, and why (each block below repeats its own reason):
+ * Its phases in order, and why (each block below repeats its own reason, under the phase's
+ * number; the steps it reports are enter.h's enum cd_step):
  *   1. anchor alive?      the plan's ns fds keep namespaces alive after the unit died: refuse then.
  *   2. cgroups            first, so everything after (page tables, keyrings) is charged to the
  *                         unit, and while we are still root of the initial user namespace (the
@@ -33,7 +34,7 @@
  *                         filter needs no_new_privs or CAP_SYS_ADMIN: an anchor with neither
  *                         (systemd 257: User= and SystemCallFilter= without NoNewPrivileges=; its
  *                         exec dropped the capability after the filters) is copied with
- *                         CAP_SYS_ADMIN held from step 6 until the filters are in, then dropped.
+ *                         CAP_SYS_ADMIN held from phase 6 until the filters are in, then dropped.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -255,6 +256,102 @@ static int drop_admin(const struct cd_plan *p)
     return 0;
 }
 
+/* The 64-bit set of one kind (effective, permitted, inheritable) from capget's two halves. */
+#define CAP_SET(d, kind) ((d)[0].kind | ((uint64_t)(d)[1].kind << 32))
+
+/* Whether the process's supplementary groups are exactly the plan's, in any order. */
+static int groups_match(const struct cd_plan *p, int *ok)
+{
+    gid_t g[256];
+    int ng = getgroups(256, g);
+    if (ng < 0)
+        return -1;
+    *ok = ng == p->n_groups;
+    for (int i = 0; *ok && i < ng; i++) {
+        int found = 0;
+        for (int j = 0; j < p->n_groups; j++)
+            found |= g[i] == p->groups[j];
+        *ok = found;
+    }
+    return 0;
+}
+
+/* Read back what the kernel may have silently adjusted, or what cannot report an error (nice),
+ * after the credential steps: 0 when every value is the plan's, else -1 with *what naming the
+ * value (enum cd_verify) and errno set by the failed read, or 0 when the value differs. */
+static int verify(const struct cd_plan *p, int *what)
+{
+/* Value `w` could not be read: errno is the failed call's. */
+#define UNREADABLE(w) do { *what = (w); return -1; } while (0)
+/* Value `w` was read and is not the plan's: errno 0 says so. */
+#define DIFFERS(w) do { errno = 0; *what = (w); return -1; } while (0)
+
+    /* The ids: all three of each, as the anchor has them. */
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+    if (getresuid(&ru, &eu, &su) != 0)
+        UNREADABLE(CD_VERIFY_UID);
+    if (ru != p->uid[0] || eu != p->uid[1] || su != p->uid[2])
+        DIFFERS(CD_VERIFY_UID);
+    if (getresgid(&rg, &eg, &sg) != 0)
+        UNREADABLE(CD_VERIFY_GID);
+    if (rg != p->gid[0] || eg != p->gid[1] || sg != p->gid[2])
+        DIFFERS(CD_VERIFY_GID);
+
+    /* The groups: setgroups() may have been refused in a unit user namespace (EPERM, ignored by
+     * its step) when they were set before joining it. */
+    int ok;
+    if (groups_match(p, &ok) != 0)
+        UNREADABLE(CD_VERIFY_GROUPS);
+    if (!ok)
+        DIFFERS(CD_VERIFY_GROUPS);
+
+    /* The capability sets, with CAP_SYS_ADMIN if it is held for the filters. */
+    struct __user_cap_data_struct d[2];
+    if (capget_self(d) != 0)
+        UNREADABLE(CD_VERIFY_CAPS);
+    if (CAP_SET(d, effective) != held(p, p->cap_effective) ||
+        CAP_SET(d, permitted) != held(p, p->cap_permitted) ||
+        CAP_SET(d, inheritable) != p->cap_inheritable)
+        DIFFERS(CD_VERIFY_CAPS);
+    if ((unsigned int)prctl(PR_GET_SECUREBITS, 0, 0, 0, 0) != p->securebits)
+        DIFFERS(CD_VERIFY_SECUREBITS);
+
+    /* Nice: getpriority() returns -1 both for an error and for nice -1, only errno tells. */
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0);
+    if (errno)
+        UNREADABLE(CD_VERIFY_NICE);
+    if (nice != p->nice)
+        DIFFERS(CD_VERIFY_NICE);
+
+    /* The scheduling policy as this process takes it (see sched_policy_to_take). */
+    int policy = sched_getscheduler(0);
+    struct sched_param sp;
+    if (policy < 0 || sched_getparam(0, &sp) != 0)
+        UNREADABLE(CD_VERIFY_SCHED);
+    if (policy != sched_policy_to_take(p) || sp.sched_priority != p->sched_priority)
+        DIFFERS(CD_VERIFY_SCHED);
+
+    /* The NUMA memory policy's mode and flags, where the kernel has NUMA. */
+    if (p->mempolicy >= 0) {
+        int mode;
+        if (syscall(SYS_get_mempolicy, &mode, NULL, 0, NULL, 0) != 0)
+            UNREADABLE(CD_VERIFY_MEMPOLICY);
+        if (mode != p->mempolicy)
+            DIFFERS(CD_VERIFY_MEMPOLICY);
+    }
+
+    /* personality() and the timer slack report no error for a value they do not take. */
+    if ((unsigned long)personality(0xffffffff) != p->personality)
+        DIFFERS(CD_VERIFY_PERSONALITY);
+    if (p->timer_slack && (unsigned long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != p->timer_slack)
+        DIFFERS(CD_VERIFY_TIMERSLACK);
+    return 0;
+#undef UNREADABLE
+#undef DIFFERS
+}
+
 int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r)
 {
     memset(r, 0, sizeof *r);
@@ -289,7 +386,7 @@ int cd_release_admin(const struct cd_plan *p, struct cd_enter_result *r)
 
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
 {
-    int oom_fd = -1, step = 0, arg = 0;
+    int oom_fd = -1, step = 0, arg = 0, fds_closed = 0;
     uint64_t t = 0;
     memset(r, 0, sizeof *r);
 
@@ -326,7 +423,7 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     }
 
     /* /proc/self still is our /proc: after chroot or setns(mnt) it may be absent (RootDirectory=
-     * without MountAPIVFS=). Opened here, written in step 3. */
+     * without MountAPIVFS=). Opened here, written at CD_STEP_OOM. */
     STEP(CD_STEP_OOM_OPEN);
     oom_fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (oom_fd < 0)
@@ -467,12 +564,12 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
     STEP(CD_STEP_ROOT);
     if (p->root_fd >= 0) {
         if (fchdir(p->root_fd) != 0)
-            FAIL(0);
+            FAIL(CD_ROOT_FCHDIR_ROOT);
         if (chroot(".") != 0)
-            FAIL(1);
+            FAIL(CD_ROOT_CHROOT);
     }
     if (p->cwd_fd >= 0 && fchdir(p->cwd_fd) != 0)
-        FAIL(2);
+        FAIL(CD_ROOT_FCHDIR_CWD);
 
     /* 6. Credentials. The bounding set first: dropping needs CAP_SETPCAP, which we still hold. */
     STEP(CD_STEP_BOUNDING);
@@ -550,80 +647,8 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
 
     /* Read back what the kernel may have silently adjusted or what cannot report an error. */
     STEP(CD_STEP_VERIFY);
-    {
-        uid_t ru, eu, su;
-        gid_t rg, eg, sg;
-        if (getresuid(&ru, &eu, &su) != 0)
-            FAIL(CD_VERIFY_UID);
-        if (ru != p->uid[0] || eu != p->uid[1] || su != p->uid[2]) {
-            errno = 0;
-            FAIL(CD_VERIFY_UID);
-        }
-        if (getresgid(&rg, &eg, &sg) != 0)
-            FAIL(CD_VERIFY_GID);
-        if (rg != p->gid[0] || eg != p->gid[1] || sg != p->gid[2]) {
-            errno = 0;
-            FAIL(CD_VERIFY_GID);
-        }
-        gid_t g[256];
-        int ng = getgroups(256, g);
-        if (ng < 0)
-            FAIL(CD_VERIFY_GROUPS);
-        int same = ng == p->n_groups;
-        for (int i = 0; same && i < ng; i++) {
-            int found = 0;
-            for (int j = 0; j < p->n_groups; j++)
-                found |= g[i] == p->groups[j];
-            same = found;
-        }
-        if (!same) {
-            errno = 0;
-            FAIL(CD_VERIFY_GROUPS);
-        }
-        struct __user_cap_data_struct d[2];
-        if (capget_self(d) != 0)
-            FAIL(CD_VERIFY_CAPS);
-        if ((d[0].effective | ((uint64_t)d[1].effective << 32)) != held(p, p->cap_effective) ||
-            (d[0].permitted | ((uint64_t)d[1].permitted << 32)) != held(p, p->cap_permitted) ||
-            (d[0].inheritable | ((uint64_t)d[1].inheritable << 32)) != p->cap_inheritable) {
-            errno = 0;
-            FAIL(CD_VERIFY_CAPS);
-        }
-        if ((unsigned int)prctl(PR_GET_SECUREBITS, 0, 0, 0, 0) != p->securebits) {
-            errno = 0;
-            FAIL(CD_VERIFY_SECUREBITS);
-        }
-        errno = 0;
-        int nice = getpriority(PRIO_PROCESS, 0);
-        if (errno || nice != p->nice) {
-            FAIL(CD_VERIFY_NICE);
-        }
-        int policy = sched_getscheduler(0);
-        struct sched_param sp;
-        if (policy < 0 || sched_getparam(0, &sp) != 0)
-            FAIL(CD_VERIFY_SCHED);
-        if (policy != sched_policy_to_take(p) || sp.sched_priority != p->sched_priority) {
-            errno = 0;
-            FAIL(CD_VERIFY_SCHED);
-        }
-        if (p->mempolicy >= 0) {
-            int mode;
-            if (syscall(SYS_get_mempolicy, &mode, NULL, 0, NULL, 0) != 0)
-                FAIL(CD_VERIFY_MEMPOLICY);
-            if (mode != p->mempolicy) {
-                errno = 0;
-                FAIL(CD_VERIFY_MEMPOLICY);
-            }
-        }
-        if ((unsigned long)personality(0xffffffff) != p->personality) {
-            errno = 0;
-            FAIL(CD_VERIFY_PERSONALITY);
-        }
-        if (p->timer_slack && (unsigned long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != p->timer_slack) {
-            errno = 0;
-            FAIL(CD_VERIFY_TIMERSLACK);
-        }
-    }
+    if (verify(p, &arg) != 0)
+        FAIL(arg);
 
     /* 7. MemoryDenyWriteExecute= (systemd >= 253): a W+X mapping, or making one executable, fails
      *    from here on. Inherited by fork, never cleared; needs no privilege. Read back: a flag the
@@ -650,6 +675,7 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
      *    holds the parent's root, namespaces or cgroup files. */
     STEP(CD_STEP_CLOSE);
     close_plan_fds(p);
+    fds_closed = 1;
 
     /* 9. Seccomp last: a filter may forbid setns, capset, prctl... Unless the caller installs
      *    the filters later itself (cd_install_filters, e.g. in each child of an entered zygote). */
@@ -668,7 +694,7 @@ fail:
     r->arg = arg;
     if (oom_fd >= 0)
         close(oom_fd);
-    if (step < CD_STEP_CLOSE)
+    if (!fds_closed)  /* closed either way, as enter.h promises */
         close_plan_fds(p);
     errno = r->err;
     return -1;
@@ -685,17 +711,17 @@ int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
     /* SEIZE does not stop the process and sends it no signal; INTERRUPT stops it in a ptrace
      * stop that DETACH resumes, transparently restarting whatever it was blocked in. */
     if (ptrace(PTRACE_SEIZE, pid, 0, 0) != 0) {
-        *failed = 0;
+        *failed = CD_PTRACE_SEIZE;
         return -1;
     }
     if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) != 0) {
         err = errno;
-        *failed = 1;
+        *failed = CD_PTRACE_INTERRUPT;
         goto out;
     }
     if (waitpid(pid, &status, __WALL) != pid) {
         err = errno;
-        *failed = 2;
+        *failed = CD_PTRACE_WAIT;
         goto out;
     }
     for (;;) {
@@ -705,24 +731,24 @@ int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
             if ((errno == ENOENT && n > 0) || (errno == EINVAL && n == 0))
                 break;
             err = errno;
-            *failed = 3;
+            *failed = CD_PTRACE_GET_FILTER;
             goto out;
         }
         if (n >= max_filters || used + (size_t)len > cap) {
             err = E2BIG;
-            *failed = 5;
+            *failed = CD_PTRACE_BUFFER;
             goto out;
         }
         if (ptrace(PTRACE_SECCOMP_GET_FILTER, pid, (void *)(long)n,
                    (char *)buf + used * sizeof(struct sock_filter)) != len) {
             err = errno;
-            *failed = 3;
+            *failed = CD_PTRACE_GET_FILTER;
             goto out;
         }
         struct seccomp_metadata md = {(uint64_t)n, 0};
         if (ptrace(PTRACE_SECCOMP_GET_METADATA, pid, (void *)sizeof md, &md) < 0) {
             err = errno;
-            *failed = 4;
+            *failed = CD_PTRACE_GET_METADATA;
             goto out;
         }
         lens[n] = (unsigned int)len;

@@ -17,53 +17,78 @@
 #define CD_MAX_RLIMITS 16
 #define CD_MAX_FILTERS 64
 
-/* Steps, in the order cd_enter() performs them; the failing one is reported in result.step. */
-#define CD_STEP_ANCHOR 0       /* the anchor is still alive (poll on its pidfd) */
-#define CD_STEP_OOM_OPEN 1     /* open /proc/self/oom_score_adj while /proc is ours */
-#define CD_STEP_CGROUP 2       /* write "0" to cgroup.procs; arg = index in plan.cgroup_fds */
-#define CD_STEP_ENVIRON 3      /* PR_SET_MM_ENV_START/END */
-#define CD_STEP_RLIMIT 4       /* arg = resource */
-#define CD_STEP_UMASK 5
-#define CD_STEP_NICE 6
-#define CD_STEP_SCHED 7        /* sched_setscheduler: policy, priority, reset-on-fork */
-#define CD_STEP_OOM 8
-#define CD_STEP_COREDUMP 9     /* /proc/self/coredump_filter: CoredumpFilter= */
-#define CD_STEP_AFFINITY 10
-#define CD_STEP_MEMPOLICY 11   /* set_mempolicy: NUMAPolicy=, NUMAMask= */
-#define CD_STEP_IOPRIO 12
-#define CD_STEP_PERSONALITY 13
-#define CD_STEP_TIMERSLACK 14
-#define CD_STEP_SETNS 15       /* arg = CLONE_NEW* of the namespace */
-#define CD_STEP_ROOT 16        /* arg: 0 fchdir(root), 1 chroot, 2 fchdir(cwd) */
-#define CD_STEP_BOUNDING 17    /* arg = capability */
-#define CD_STEP_SECUREBITS 18  /* arg: 0 before the uid change, 1 the anchor's exact bits */
-#define CD_STEP_SETGROUPS 19
-#define CD_STEP_SETRESGID 20
-#define CD_STEP_SETRESUID 21
-#define CD_STEP_KEYRING 22
-#define CD_STEP_CAPSET 23      /* arg: 0 re-raise effective, 1 the anchor's sets */
-#define CD_STEP_AMBIENT 24     /* arg = capability */
-#define CD_STEP_DUMPABLE 25
-#define CD_STEP_NO_NEW_PRIVS 26
-#define CD_STEP_CLOSE 27
-#define CD_STEP_SECCOMP 28     /* arg = index in plan.filters (install order) */
-#define CD_STEP_VERIFY 29      /* arg = what was read back (CD_VERIFY_*); errno 0 = differs */
-#define CD_STEP_MDWE 30        /* prctl(PR_SET_MDWE): MemoryDenyWriteExecute= (systemd >= 253) */
-#define CD_STEP_DROP_ADMIN 31  /* after the filters: drop the CAP_SYS_ADMIN held to load them */
-#define CD_NSTEPS 32
+/* Steps, in the order cd_enter() first performs them (a few come back later: setgroups,
+ * securebits, capset); the failing one is reported in result.step. Python names a failure after
+ * these enumerators (concurrentd/_entry/enter.py reads them through cffi): their values are
+ * only indices, never written down anywhere else. */
+enum cd_step {
+    CD_STEP_ANCHOR,        /* the anchor is still alive (poll on its pidfd) */
+    CD_STEP_OOM_OPEN,      /* open /proc/self/oom_score_adj while /proc is ours */
+    CD_STEP_CGROUP,        /* write "0" to cgroup.procs; arg = index in plan.cgroup_fds */
+    CD_STEP_ENVIRON,       /* PR_SET_MM_MAP; arg: 0 reading /proc/self/stat, 1 the prctl */
+    CD_STEP_RLIMIT,        /* arg = resource */
+    CD_STEP_UMASK,
+    CD_STEP_NICE,
+    CD_STEP_SCHED,         /* sched_setscheduler: policy, priority, reset-on-fork */
+    CD_STEP_OOM,
+    CD_STEP_COREDUMP,      /* /proc/self/coredump_filter: CoredumpFilter= */
+    CD_STEP_AFFINITY,
+    CD_STEP_MEMPOLICY,     /* set_mempolicy: NUMAPolicy=, NUMAMask= */
+    CD_STEP_IOPRIO,
+    CD_STEP_PERSONALITY,
+    CD_STEP_TIMERSLACK,
+    CD_STEP_SETGROUPS,     /* arg: 0 in the unit's user ns, 1 before joining it (groups_early) */
+    CD_STEP_SETNS,         /* arg = CLONE_NEW* of the namespace */
+    CD_STEP_ROOT,          /* arg = enum cd_root_call */
+    CD_STEP_BOUNDING,      /* arg = capability */
+    CD_STEP_SECUREBITS,    /* arg: 0 before the uid change, 1 the anchor's exact bits */
+    CD_STEP_SETRESGID,
+    CD_STEP_SETRESUID,
+    CD_STEP_CAPSET,        /* arg: 0 re-raise effective, 1 the anchor's sets */
+    CD_STEP_KEYRING,
+    CD_STEP_AMBIENT,       /* arg = capability */
+    CD_STEP_DUMPABLE,
+    CD_STEP_VERIFY,        /* arg = what was read back (enum cd_verify); errno 0 = differs */
+    CD_STEP_MDWE,          /* prctl(PR_SET_MDWE): MemoryDenyWriteExecute= (systemd >= 253) */
+    CD_STEP_NO_NEW_PRIVS,
+    CD_STEP_CLOSE,
+    CD_STEP_SECCOMP,       /* arg = index in plan.filters (install order) */
+    CD_STEP_DROP_ADMIN,    /* after the filters: drop the CAP_SYS_ADMIN held to load them */
+    CD_NSTEPS              /* not a step: how many there are (result.step_ns) */
+};
 
-#define CD_VERIFY_UID 0
-#define CD_VERIFY_GID 1
-#define CD_VERIFY_CAPS 2
-#define CD_VERIFY_SECUREBITS 3
-#define CD_VERIFY_NICE 4
-#define CD_VERIFY_PERSONALITY 5
-#define CD_VERIFY_TIMERSLACK 6
-#define CD_VERIFY_NO_NEW_PRIVS 7
-#define CD_VERIFY_GROUPS 8
-#define CD_VERIFY_SCHED 9
-#define CD_VERIFY_MEMPOLICY 10
-#define CD_VERIFY_MDWE 11
+/* CD_STEP_ROOT's arg: which of its three calls failed. */
+enum cd_root_call {
+    CD_ROOT_FCHDIR_ROOT,   /* fchdir(root_fd) */
+    CD_ROOT_CHROOT,        /* chroot(".") */
+    CD_ROOT_FCHDIR_CWD,    /* fchdir(cwd_fd) */
+};
+
+/* CD_STEP_VERIFY's arg: which value read back differs from the plan (or could not be read). */
+enum cd_verify {
+    CD_VERIFY_UID,
+    CD_VERIFY_GID,
+    CD_VERIFY_CAPS,
+    CD_VERIFY_SECUREBITS,
+    CD_VERIFY_NICE,
+    CD_VERIFY_PERSONALITY,
+    CD_VERIFY_TIMERSLACK,
+    CD_VERIFY_NO_NEW_PRIVS,
+    CD_VERIFY_GROUPS,
+    CD_VERIFY_SCHED,
+    CD_VERIFY_MEMPOLICY,
+    CD_VERIFY_MDWE,
+};
+
+/* cd_seccomp_get_filters()'s *failed: the request that failed. */
+enum cd_ptrace_call {
+    CD_PTRACE_SEIZE,
+    CD_PTRACE_INTERRUPT,
+    CD_PTRACE_WAIT,        /* waitpid() for the stop */
+    CD_PTRACE_GET_FILTER,  /* PTRACE_SECCOMP_GET_FILTER */
+    CD_PTRACE_GET_METADATA,  /* PTRACE_SECCOMP_GET_METADATA */
+    CD_PTRACE_BUFFER,      /* the caller's buffer is too small (errno E2BIG) */
+};
 
 struct cd_ns {
     int fd;      /* O_CLOEXEC fd on /proc/<anchor>/ns/<name> */
@@ -129,7 +154,8 @@ struct cd_plan {
     const unsigned int *groups_early;     /* NULL, or the groups as initial-user-ns ids: set before setns(user) */
     int n_filters;
     struct cd_filter filters[CD_MAX_FILTERS];  /* install order: the anchor's oldest first */
-    int defer_seccomp;                    /* cd_enter() skips step 9: cd_install_filters() later */
+    int defer_seccomp;                    /* cd_enter() skips CD_STEP_SECCOMP and
+                                             CD_STEP_DROP_ADMIN: cd_install_filters() later */
     int timing;                           /* fill result.step_ns */
 };
 
@@ -145,7 +171,7 @@ struct cd_enter_result {
  * closed either way. */
 int cd_enter(const struct cd_plan *p, struct cd_enter_result *r);
 
-/* Step 9 alone: install the plan's seccomp filters in the calling process (the child of a process
+/* CD_STEP_SECCOMP and CD_STEP_DROP_ADMIN alone: install the plan's seccomp filters in the calling process (the child of a process
  * that entered with defer_seccomp), then drop CAP_SYS_ADMIN if held for them. Returns 0, or -1
  * with r->step = CD_STEP_SECCOMP, r->arg = the filter refused, r->err (or CD_STEP_DROP_ADMIN). */
 int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r);
@@ -155,9 +181,9 @@ int cd_install_filters(const struct cd_plan *p, struct cd_enter_result *r);
 int cd_release_admin(const struct cd_plan *p, struct cd_enter_result *r);
 
 /* In the parent: seize process `pid`, copy its seccomp filters, detach. Instructions go to `buf`
- * (capacity `cap` instructions, 8 bytes each), oldest filter first (the kernel's index 0); lens[i] and flags[i] describe
- * filter i. Returns the number of filters, or -1 with errno set and *failed naming the ptrace
- * request (0 seize, 1 interrupt, 2 wait, 3 get filter, 4 get metadata, 5 buffer too small). */
+ * (capacity `cap` instructions, 8 bytes each), oldest filter first (the kernel's index 0);
+ * lens[i] and flags[i] describe filter i. Returns the number of filters, or -1 with errno set
+ * and *failed naming the request that failed (enum cd_ptrace_call). */
 int cd_seccomp_get_filters(int pid, void *buf, size_t cap, unsigned int *lens,
                            unsigned int *flags, int max_filters, int *failed);
 

@@ -16,7 +16,6 @@ the verdict is exactly the expected one, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import importlib
 import json
 import sys
@@ -190,7 +189,7 @@ def main(argv=None) -> int:
                         help="pools with trust_results=True: results unpickled as by pickle")
     args = parser.parse_args(argv)
     try:
-        import test.test_concurrent_futures   # noqa: F401
+        import test.test_concurrent_futures  # noqa: F401
     except ImportError:
         print(f"cpython_suite: this Python ({sys.version.split()[0]}) has no "
               "test.test_concurrent_futures package (Debian: install libpython3-testsuite)",

@@ -119,11 +119,13 @@ def proc_snapshot(pid: int) -> dict[str, object]:
 
 def diff_table(anchor: dict, worker: dict) -> str:
     """The attributes that differ, as a table (empty string when none)."""
+    def short(v: object) -> str:
+        return (repr(v)[:300] + "…") if len(repr(v)) > 300 else repr(v)
+
     rows = []
     for k in sorted(set(anchor) | set(worker)):
         a, w = anchor.get(k), worker.get(k)
         if a != w:
-            short = lambda v: (repr(v)[:300] + "…") if len(repr(v)) > 300 else repr(v)
             rows.append(f"  {k:<28} anchor={short(a)}\n  {'':<28} worker={short(w)}")
     return "\n".join(rows)
 

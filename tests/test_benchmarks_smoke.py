@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-
 from entry_helpers import needs_systemd
 
 pytestmark = needs_systemd

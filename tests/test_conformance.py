@@ -26,8 +26,7 @@ import time
 import types
 import uuid
 from concurrent import futures
-from concurrent.futures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION,
-                                ProcessPoolExecutor)
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -1036,7 +1035,7 @@ def test_initializer_runs_once_in_each_worker_before_tasks(gates):
                                    initargs=("hello", log)) as p:
         results = [p.submit(init_state) for _ in range(20)]
         states = [r.result(timeout=T) for r in results]
-    for pid, calls in states:
+    for _pid, calls in states:
         assert calls == ["hello"]        # ran once, before this task, in this process
     inits = Path(log).read_text().split()
     assert len(inits) == len(set(inits))  # once per worker

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-dask = pytest.importorskip("dask", reason="the dask extra: pip install -e '.[test]'")
+pytest.importorskip("dask", reason="the dask extra: pip install -e '.[test]'")
 distributed = pytest.importorskip("distributed", reason="the dask extra: pip install -e '.[test]'")
 
 import dask.bag  # noqa: E402

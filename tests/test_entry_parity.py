@@ -9,14 +9,25 @@ import shutil
 import subprocess
 
 import pytest
+from entry_helpers import (
+    Worker,
+    diff_table,
+    needs_systemd,
+    proc_snapshot,
+    public_anchor,
+    systemd_version,
+    transient_unit,
+)
 
-from concurrentd._entry import (ENTER_FAILED_EXIT_STATUS, AnchorGone, EnterError, EntryPlan,
-                                fork_and_enter)
 from concurrentd._core import lib
-
-from entry_helpers import Worker, diff_table, needs_systemd, proc_snapshot, public_anchor, \
-    systemd_version, transient_unit
-from concurrentd._entry import enter
+from concurrentd._entry import (
+    ENTER_FAILED_EXIT_STATUS,
+    AnchorGone,
+    EnterError,
+    EntryPlan,
+    enter,
+    fork_and_enter,
+)
 
 pytestmark = needs_systemd
 

@@ -4,9 +4,18 @@ import resource
 
 import pytest
 
-from concurrentd._entry.plan import (affinity_mask, cgroup_dirs, map_id, parse_environ,
-                                     parse_id_map, parse_limits, parse_mempolicy,
-                                     parse_mdwe, parse_mountinfo, parse_state)
+from concurrentd._entry.plan import (
+    affinity_mask,
+    cgroup_dirs,
+    map_id,
+    parse_environ,
+    parse_id_map,
+    parse_limits,
+    parse_mdwe,
+    parse_mempolicy,
+    parse_mountinfo,
+    parse_state,
+)
 
 HYBRID_MOUNTINFO = """\
 22 1 0:20 / /sys rw - sysfs sysfs rw

@@ -5,20 +5,19 @@ import gc
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
+from entry_helpers import systemd_version
 
 import concurrentd
-from concurrent.futures.process import BrokenProcessPool
 from concurrentd import EnterError, TransientUnitPoolExecutor, WorkerKilled, _warm
 from concurrentd.systemd import Systemd, SystemdError, UnitStartError
-from entry_helpers import systemd_version
 
 NOBODY = __import__("pwd").getpwnam("nobody").pw_uid
 SEED_PROPERTIES = {"User": "nobody", "CPUQuota": 0.2, "PrivateNetwork": True,
@@ -780,8 +779,8 @@ def test_an_idle_pool_manager_thread_sleeps():
 
 def test_a_zygote_that_cannot_read_the_anchor_says_so_and_exits():
     from concurrentd._entry import ENTER_FAILED_EXIT_STATUS
-    from concurrentd._zygote import Zygote
     from concurrentd._session import UnitSession
+    from concurrentd._zygote import Zygote
 
     res = UnitSession.begin({}, enters=False).finish()
     try:
@@ -798,8 +797,8 @@ def test_a_zygote_that_cannot_read_the_anchor_says_so_and_exits():
 def test_a_zygote_that_dies_after_entering_is_reported_as_such():
     import signal
 
-    from concurrentd._zygote import Zygote
     from concurrentd._session import UnitSession
+    from concurrentd._zygote import Zygote
 
     res = UnitSession.begin({}, enters=False).finish()
     try:
@@ -826,8 +825,8 @@ def test_a_zygote_that_dies_after_entering_is_reported_as_such():
 def test_a_zygote_that_dies_before_its_entry_report_is_reported_as_such():
     import signal
 
-    from concurrentd._zygote import Zygote
     from concurrentd._session import UnitSession
+    from concurrentd._zygote import Zygote
 
     res = UnitSession.begin({}, enters=False).finish()
     try:

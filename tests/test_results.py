@@ -19,8 +19,13 @@ import uuid
 
 import pytest
 
-from concurrentd._results import (MAX_COLLIDABLE_KEYS, RemoteBaseException, ResultPolicy,
-                                  ResultRefused, encode_exception)
+from concurrentd._results import (
+    MAX_COLLIDABLE_KEYS,
+    RemoteBaseException,
+    ResultPolicy,
+    ResultRefused,
+    encode_exception,
+)
 
 POLICY = ResultPolicy()
 P61 = (1 << 61) - 1

@@ -2,13 +2,11 @@
 or a fresh interpreter (spawn, forkserver, and by default in an owner that runs threads).
 (Their confinement is the same: test_executor's parity test runs with both.)"""
 
-import logging
 import multiprocessing
 import os
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest

@@ -7,9 +7,9 @@ import re
 import subprocess
 
 import pytest
+from entry_helpers import systemd_version
 
 from concurrentd.systemd import Systemd, SystemdError, convert_properties
-from entry_helpers import systemd_version
 
 # (property, value) in systemd-run -p syntax; every conversion kind appears at least once.
 GOOD = [
@@ -36,7 +36,8 @@ GOOD = [
     ("TimeoutStopSec", "5s"), ("TimeoutStopSec", "1min 30s"), ("TimeoutStopSec", "500ms"),
     ("TimeoutStartSec", "infinity"), ("TimeoutStartSec", "2h"), ("RuntimeMaxSec", "1d"),
     ("RuntimeMaxSec", "1.5s"), ("TimeoutAbortSec", "10"), ("RestartSec", "250ms"), ("WatchdogSec", "0"),
-    ("RuntimeRandomizedExtraSec", "3s"), ("TimeoutSec", "7s"), ("StartLimitIntervalSec", "20s"), ("LogRateLimitIntervalSec", "2s"),
+    ("RuntimeRandomizedExtraSec", "3s"), ("TimeoutSec", "7s"), ("StartLimitIntervalSec", "20s"),
+    ("LogRateLimitIntervalSec", "2s"),
     ("CPUQuotaPeriodSec", "50ms"), ("TimerSlackNSec", "50us"), ("TimerSlackNSec", "1000"),
     # sizes, percentages, limits
     ("MemoryMax", "100M"), ("MemoryMax", "1G"), ("MemoryMax", "infinity"), ("MemoryMax", "1.5G"),

@@ -59,7 +59,8 @@ def test_unit_object_path(name, path):
 
 def test_match_rule_and_kill():
     _, msg = roundtrip(messages.add_match(messages.job_removed_rule()))
-    assert "member='JobRemoved'" in msg.body[0] and msg.header.fields[HeaderFields.destination] == "org.freedesktop.DBus"
+    assert "member='JobRemoved'" in msg.body[0]
+    assert msg.header.fields[HeaderFields.destination] == "org.freedesktop.DBus"
     _, msg = roundtrip(messages.Manager().kill_unit("u.service", "all", 9))
     assert msg.body == ("u.service", "all", 9)
 

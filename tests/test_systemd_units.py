@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from concurrentd.systemd import (Systemd, SystemdError, SystemdUnreachable, UnitStartError)
+from concurrentd.systemd import Systemd, SystemdError, SystemdUnreachable, UnitStartError
 
 
 @pytest.fixture

@@ -2,8 +2,15 @@
 
 import pytest
 
-from concurrentd.testbed._hazards import (CONTAINS, INSIDE, SAME, expand_specifiers,
-                                          first_conflict, parse_cat_config, relation)
+from concurrentd.testbed._hazards import (
+    CONTAINS,
+    INSIDE,
+    SAME,
+    expand_specifiers,
+    first_conflict,
+    parse_cat_config,
+    relation,
+)
 
 # As `systemd-tmpfiles --cat-config` prints it: each file named on a comment line of its own.
 CAT_CONFIG = """\

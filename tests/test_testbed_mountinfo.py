@@ -1,7 +1,11 @@
 """The mountinfo and /proc/<pid>/cgroup parsers the testbed builds its boxes from (pure)."""
 
-from concurrentd._mountinfo import (cgroup_hierarchies, mount_containing, parse_mountinfo,
-                                            parse_proc_cgroup)
+from concurrentd._mountinfo import (
+    cgroup_hierarchies,
+    mount_containing,
+    parse_mountinfo,
+    parse_proc_cgroup,
+)
 
 HYBRID = """\
 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard

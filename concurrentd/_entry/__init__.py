@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import os
 
-from .enter import (ENTER_FAILED_EXIT_STATUS, EnterError, add_sched_reset, enter,
-                    filters_let_admin_go, fork_and_enter, install_filters, release_admin)
+from .enter import (
+    ENTER_FAILED_EXIT_STATUS,
+    EnterError,
+    add_sched_reset,
+    enter,
+    filters_let_admin_go,
+    fork_and_enter,
+    install_filters,
+    release_admin,
+)
 from .plan import AnchorGone, EntryPlan
 from .seccomp import SeccompFilter, get_filters
 

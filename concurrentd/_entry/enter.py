@@ -23,19 +23,24 @@ import struct
 import sys
 
 from .._core import ffi, lib
+from .._namespaces import NAMES as NAMESPACE_NAMES
 from .plan import EntryPlan, environ_str
 
 #: Exit status of a worker whose entry failed. Outside the shell's 126-165 and systemd's 200-243.
 ENTER_FAILED_EXIT_STATUS = 197
 
-_STEP_NAMES = {getattr(lib, n): n[len("CD_STEP_"):].lower()
-               for n in dir(lib) if n.startswith("CD_STEP_")}
-_VERIFY_NAMES = {getattr(lib, n): n[len("CD_VERIFY_"):].lower()
-                 for n in dir(lib) if n.startswith("CD_VERIFY_")}
-_NS_NAMES = {lib.CLONE_NEWIPC: "ipc", lib.CLONE_NEWUTS: "uts", lib.CLONE_NEWNET: "net",
-             lib.CLONE_NEWCGROUP: "cgroup", lib.CLONE_NEWPID: "pid", lib.CLONE_NEWTIME: "time",
-             lib.CLONE_NEWNS: "mnt", lib.CLONE_NEWUSER: "user"}
-_ROOT_NAMES = ("fchdir(root)", "chroot", "fchdir(cwd)")
+
+def _enum_names(enum: str, prefix: str) -> dict[int, str]:
+    """value -> lower-case name, without ``prefix``, of each enumerator of csrc/enter.h's ``enum``:
+    the C core reports a failure by these values, which nothing else spells out."""
+    elements = sorted(ffi.typeof(f"enum {enum}").elements.items())
+    return {v: n[len(prefix):].lower() for v, n in elements if n.startswith(prefix)}
+
+
+_STEP_NAMES = _enum_names("cd_step", "CD_STEP_")
+_VERIFY_NAMES = _enum_names("cd_verify", "CD_VERIFY_")
+_ROOT_NAMES = {lib.CD_ROOT_FCHDIR_ROOT: "fchdir(root)", lib.CD_ROOT_CHROOT: "chroot",
+               lib.CD_ROOT_FCHDIR_CWD: "fchdir(cwd)"}
 _RECORD = struct.Struct("=iii")
 
 # Buffers the worker's /proc/self/environ points into (PR_SET_MM_ENV_*): never to be freed.
@@ -63,11 +68,11 @@ class EnterError(Exception):
 def step_name(plan: EntryPlan, step: int, arg: int) -> str:
     name = _STEP_NAMES.get(step, f"step{step}")
     if step == lib.CD_STEP_SETNS:
-        return f"setns({_NS_NAMES.get(arg, arg)})"
+        return f"setns({NAMESPACE_NAMES.get(arg, arg)})"
     if step == lib.CD_STEP_CGROUP and 0 <= arg < len(plan.cgroup_procs):
         return f"cgroup({plan.cgroup_procs[arg]})"
     if step == lib.CD_STEP_ROOT:
-        return _ROOT_NAMES[arg] if 0 <= arg < 3 else name
+        return _ROOT_NAMES.get(arg, name)
     if step == lib.CD_STEP_VERIFY:
         return f"verify({_VERIFY_NAMES.get(arg, arg)})"
     if step in (lib.CD_STEP_RLIMIT, lib.CD_STEP_BOUNDING, lib.CD_STEP_AMBIENT, lib.CD_STEP_SECCOMP):

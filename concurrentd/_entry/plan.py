@@ -14,10 +14,11 @@ import os
 import resource
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .. import _mountinfo
 from .._core import ffi, lib
+from .._namespaces import FLAGS as NAMESPACE_FLAGS
 from .seccomp import SeccompFilter, get_filters
 
 # ---------------------------------------------------------------------------------------------
@@ -47,17 +48,6 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
     return out
 
 
-def parse_proc_cgroup(text: str) -> list[tuple[int, frozenset[str], str]]:
-    """(hierarchy id, controllers, path) for each line of /proc/<pid>/cgroup."""
-    out = []
-    for line in text.splitlines():
-        if not line:
-            continue
-        hid, ctrls, path = line.split(":", 2)
-        out.append((int(hid), frozenset(c for c in ctrls.split(",") if c), path))
-    return out
-
-
 def cgroup_dirs(proc_cgroup: str, mountinfo: "str | list[CgroupMount]"
                 ) -> dict[tuple[int, frozenset[str]], str]:
     """For each hierarchy of a process, the directory of its cgroup in the reader's view.
@@ -69,7 +59,7 @@ def cgroup_dirs(proc_cgroup: str, mountinfo: "str | list[CgroupMount]"
     """
     mounts = parse_mountinfo(mountinfo) if isinstance(mountinfo, str) else mountinfo
     out = {}
-    for hid, ctrls, path in parse_proc_cgroup(proc_cgroup):
+    for hid, ctrls, path in _mountinfo.parse_proc_cgroup(proc_cgroup):
         for m in mounts:
             fits = m.version == 2 if hid == 0 else (m.version == 1 and ctrls and ctrls <= m.controllers)
             if not fits:
@@ -94,7 +84,12 @@ def parse_status(text: str) -> dict[str, str]:
 
 def parse_id_map(text: str) -> list[tuple[int, int, int]]:
     """(inside, outside, count) triples of a uid_map/gid_map."""
-    return [tuple(int(x) for x in line.split()) for line in text.splitlines() if line.strip()]
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            inside, outside, count = (int(x) for x in line.split())
+            out.append((inside, outside, count))
+    return out
 
 
 def map_id(outside: int, id_map: Iterable[tuple[int, int, int]]) -> int:
@@ -124,14 +119,16 @@ def parse_limits(text: str) -> dict[int, tuple[int, int]]:
 
     Read from /proc rather than with prlimit(2), which needs CAP_SYS_RESOURCE over the target
     (absent on these machines) unless the caller has the target's uids."""
+    def limit(v: str) -> int:
+        return resource.RLIM_INFINITY if v == "unlimited" else int(v)
+
     out = {}
     for line in text.splitlines()[1:]:
         name = line[:26].strip()
         if name not in _LIMIT_NAMES:
             continue
         soft, hard = line[26:].split()[:2]
-        conv = lambda v: resource.RLIM_INFINITY if v == "unlimited" else int(v)
-        out[_LIMIT_NAMES[name]] = (conv(soft), conv(hard))
+        out[_LIMIT_NAMES[name]] = (limit(soft), limit(hard))
     return out
 
 
@@ -214,13 +211,6 @@ def affinity_mask(cpus: Iterable[int], size: int = 128) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # The plan
 
-#: Namespaces to copy: (name in /proc/<pid>/ns, CLONE_NEW* flag). The join ORDER is csrc/enter.c's.
-NAMESPACES = (
-    ("ipc", lib.CLONE_NEWIPC), ("uts", lib.CLONE_NEWUTS), ("net", lib.CLONE_NEWNET),
-    ("cgroup", lib.CLONE_NEWCGROUP), ("pid", lib.CLONE_NEWPID), ("time", lib.CLONE_NEWTIME),
-    ("mnt", lib.CLONE_NEWNS), ("user", lib.CLONE_NEWUSER),
-)
-
 CAP_SYS_ADMIN = 21
 RLIMITS = tuple(sorted(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")))
 _U64 = (1 << 64) - 1
@@ -272,7 +262,7 @@ class EntryPlan:
     _pidfd: int = -1
     _closed: bool = False
     _c: object = field(default=None, repr=False)
-    _keep: list = field(default_factory=list, repr=False)
+    _keep: list[object] = field(default_factory=list, repr=False)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -304,115 +294,34 @@ class EntryPlan:
         """
         from . import anchor_path
 
-        pid = anchor_pid
-        exe = anchor_exe or anchor_path()
-        fds: list[int] = []
+        anchor = _Anchor(anchor_pid)
         try:
-            try:
-                pidfd = lib.cd_pidfd_open(pid, 0)
-                if pidfd < 0:
-                    raise OSError(ffi.errno, os.strerror(ffi.errno))
-            except OSError as e:
-                raise AnchorGone(e.errno, f"anchor pid {pid}: {e.strerror}: the unit's main "
-                                          "process is gone (unit stopped or failed?)") from None
-            os.set_inheritable(pidfd, False)
-            fds.append(pidfd)
-            _check_exe(pid, exe)
-
-            def popen(path: str, flags: int = os.O_RDONLY) -> int:
-                fd = os.open(path, flags | os.O_CLOEXEC)
-                fds.append(fd)
-                return fd
-
-            P = f"/proc/{pid}"
-            namespaces = {}
-            for name, _flag in NAMESPACES:
-                theirs, ours = os.stat(f"{P}/ns/{name}"), os.stat(f"/proc/self/ns/{name}")
-                if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
-                    namespaces[name] = popen(f"{P}/ns/{name}")
-            root_fd = popen(f"{P}/root", os.O_PATH | os.O_DIRECTORY)
-            cwd_fd = popen(f"{P}/cwd", os.O_PATH | os.O_DIRECTORY)
-
-            mountinfo = parse_mountinfo(_read("/proc/self/mountinfo"))   # once: both use it
-            theirs_cg = cgroup_dirs(_read(f"{P}/cgroup"), mountinfo)
-            ours_cg = cgroup_dirs(_read("/proc/self/cgroup"), mountinfo)
-            procs = tuple(os.path.join(d, "cgroup.procs") for k, d in sorted(
-                theirs_cg.items(), key=lambda kv: kv[0][0]) if ours_cg.get(k) != d)
-            cgroup_fds = [popen(p, os.O_WRONLY) for p in procs]
-
-            st = parse_status(_read(f"{P}/status"))
-            uid = tuple(int(x) for x in st["Uid"].split()[:3])
-            gid = tuple(int(x) for x in st["Gid"].split()[:3])
-            groups = tuple(int(x) for x in st["Groups"].split())
-            groups_host = groups
-            if "user" in namespaces:  # ids as the worker will see them, inside the unit's userns
-                um, gm = parse_id_map(_read(f"{P}/uid_map")), parse_id_map(_read(f"{P}/gid_map"))
-                uid = tuple(map_id(u, um) for u in uid)
-                gid = tuple(map_id(g, gm) for g in gid)
-                groups = tuple(map_id(g, gm) for g in groups)
-            caps = {k: int(st[f"Cap{s}"], 16) for k, s in (
-                ("bounding", "Bnd"), ("permitted", "Prm"), ("effective", "Eff"),
-                ("inheritable", "Inh"), ("ambient", "Amb"))}
-            securebits, mdwe = _state(P)
-            filtered = st.get("Seccomp") == "2"
-            filters = get_filters(pid) if filtered and seccomp else ()
-            environ_block = _read_bytes(f"{P}/environ") if environ else b""
-            ioprio = lib.cd_ioprio_get(pid)
-            if ioprio < 0:
-                raise OSError(ffi.errno, f"ioprio_get({pid}): {os.strerror(ffi.errno)}")
-            if ioprio >> 13 == 0:  # IOPRIO_CLASS_NONE: the only valid level to set is 0
-                ioprio = 0
-            plan = cls(
-                anchor_pid=pid,
-                namespaces=namespaces,
-                root_fd=root_fd,
-                cwd_fd=cwd_fd,
-                cgroup_procs=procs,
-                uid=uid,
-                gid=gid,
-                groups=groups,
-                caps=caps,
-                securebits=securebits if securebits is not None else 0,
-                securebits_known=securebits is not None,
-                mdwe=mdwe,
-                no_new_privs=st.get("NoNewPrivs") == "1",
-                rlimits=parse_limits(_read(f"{P}/limits")),
-                umask=int(st["Umask"], 8),
-                nice=os.getpriority(os.PRIO_PROCESS, pid),
-                sched_policy=os.sched_getscheduler(pid),
-                sched_priority=os.sched_getparam(pid).sched_priority,
-                mempolicy=_mempolicy(P),
-                oom_score_adj=int(_read(f"{P}/oom_score_adj")),
-                coredump_filter=_coredump_filter(P),
-                affinity=frozenset(os.sched_getaffinity(pid)),
-                ioprio=ioprio,
-                personality=int(_read(f"{P}/personality"), 16),
-                timer_slack=int(_read(f"{P}/timerslack_ns")),
-                # /proc/<pid> belongs to the process's euid only while it is dumpable
-                dumpable=uid[1] == 0 or os.stat(P).st_uid != 0,
-                filters=filters,
-                environ=parse_environ(environ_block),
-                environ_block=environ_block,
-                groups_host=groups_host if "user" in namespaces else None,
-                owner_pid=os.getpid() if owner_pid is None else owner_pid,
-                filters_read=seccomp or not filtered,
-                _cgroup_fds=cgroup_fds,
-                _pidfd=pidfd,
-            )
+            pidfd = anchor.open_pidfd()
+            _check_exe(anchor_pid, anchor_exe or anchor_path())
+            fields: dict[str, Any] = {}
+            fields.update(_read_places(anchor))
+            fields.update(_read_cgroups(anchor))
+            fields.update(_read_credentials(anchor, in_user_ns="user" in fields["namespaces"]))
+            fields.update(_read_seccomp(anchor, seccomp))
+            fields.update(_read_environ(anchor, environ))
+            fields.update(_read_scheduling(anchor))
+            fields.update(_read_limits(anchor))
+            plan = cls(anchor_pid=anchor_pid, _pidfd=pidfd,
+                       owner_pid=os.getpid() if owner_pid is None else owner_pid, **fields)
             # Still alive: then every value above is the anchor's, not a reused pid's.
             if _readable(pidfd):
-                raise AnchorGone(3, f"anchor pid {pid} exited while its plan was read")
+                raise AnchorGone(3, f"anchor pid {anchor_pid} exited while its plan was read")
             plan._build_c(keyring)
             return plan
         except BaseException as e:
             # A /proc file that vanished (ENOENT, ESRCH) because the anchor exited meanwhile: the
             # kernel drops its namespaces before it marks it exited, hence the short wait.
-            exited = (isinstance(e, OSError) and not isinstance(e, AnchorGone) and bool(fds)
-                      and _readable(fds[0], 0.1))
-            for fd in fds:
+            exited = (isinstance(e, OSError) and not isinstance(e, AnchorGone)
+                      and bool(anchor.fds) and _readable(anchor.fds[0], 0.1))
+            for fd in anchor.fds:
                 os.close(fd)
             if exited:
-                raise AnchorGone(3, f"anchor pid {pid} exited while its plan was read "
+                raise AnchorGone(3, f"anchor pid {anchor_pid} exited while its plan was read "
                                     f"({e})") from None
             raise
 
@@ -433,79 +342,13 @@ class EntryPlan:
             pass
 
     def _build_c(self, keyring: bool) -> None:
+        """The struct cd_plan csrc/enter.c enters by, each group filled beside its reader."""
         c = ffi.new("struct cd_plan *")
-        keep = self._keep
         c.anchor_pidfd = self._pidfd
-        c.n_cgroups = len(self._cgroup_fds)
-        for i, fd in enumerate(self._cgroup_fds):
-            c.cgroup_fds[i] = fd
-        c.n_ns = len(self.namespaces)
-        flags = dict(NAMESPACES)
-        for i, (name, fd) in enumerate(self.namespaces.items()):
-            c.ns[i].fd = fd
-            c.ns[i].nstype = flags[name]
-        c.root_fd, c.cwd_fd = self.root_fd, self.cwd_fd
-        env = ffi.new("char[]", self.environ_block or b"\0")
-        keep.append(env)
-        c.env_block, c.env_len = env, len(self.environ_block)
-        # libc's environ: pointers into the same block, NULL-terminated
-        offsets, off = [], 0
-        for item in self.environ_block.split(b"\0")[:-1] if self.environ_block else []:
-            if b"=" in item:
-                offsets.append(off)
-            off += len(item) + 1
-        envp = ffi.new("char *[]", len(offsets) + 1)
-        for i, o in enumerate(offsets):
-            envp[i] = env + o
-        keep.append(envp)
-        c.envp = envp
-        c.n_rlimits = len(self.rlimits)
-        for i, (r, (cur, mx)) in enumerate(sorted(self.rlimits.items())):
-            c.rlimits[i].resource = r
-            c.rlimits[i].cur = cur & _U64  # RLIM_INFINITY is -1 in Python
-            c.rlimits[i].max = mx & _U64
-        c.umask, c.nice, c.oom_score_adj = self.umask, self.nice, self.oom_score_adj
-        c.sched_policy, c.sched_priority = self.sched_policy, self.sched_priority
-        c.coredump_filter = -1 if self.coredump_filter is None else self.coredump_filter
-        c.mempolicy = -1 if self.mempolicy is None else self.mempolicy[0]
-        # The nodemask is a bit per node, as a cpu_set_t is a bit per CPU.
-        nodes = self.mempolicy[1] if self.mempolicy else ()
-        ffi.memmove(c.mempolicy_nodes, affinity_mask(nodes, ffi.sizeof(c.mempolicy_nodes)),
-                    ffi.sizeof(c.mempolicy_nodes))
-        mask = affinity_mask(self.affinity)
-        aff = ffi.new("char[]", mask)
-        keep.append(aff)
-        c.affinity, c.affinity_size = aff, len(mask)
-        c.ioprio, c.personality, c.timer_slack = self.ioprio, self.personality, self.timer_slack
-        c.last_cap = int(_read("/proc/sys/kernel/cap_last_cap"))
-        c.cap_bounding = self.caps["bounding"]
-        c.cap_permitted = self.caps["permitted"]
-        c.cap_effective = self.caps["effective"]
-        c.cap_inheritable = self.caps["inheritable"]
-        c.cap_ambient = self.caps["ambient"]
-        c.securebits, c.no_new_privs = self.securebits, int(self.no_new_privs)
-        c.mdwe = -1 if self.mdwe is None else self.mdwe
-        c.hold_sys_admin = int(self.needs_sys_admin_for_filters)
-        # Never dumpable once entered, whatever the anchor is: dumpable with the unit's uid, a
-        # process of another unit of the same user could take its fds (pidfd_getfd) or ptrace
-        # it, and a zygote's socket is its pool's calls and results.
-        c.dumpable, c.new_session_keyring = 0, int(keyring)
-        c.uid, c.gid = list(self.uid), list(self.gid)
-        groups = ffi.new("unsigned int[]", list(self.groups) or [0])
-        keep.append(groups)
-        c.n_groups, c.groups = len(self.groups), groups
-        if self.groups_host is not None:
-            early = ffi.new("unsigned int[]", list(self.groups_host) or [0])
-            keep.append(early)
-            c.groups_early = early
-        if len(self.filters) > lib.CD_MAX_FILTERS:
-            raise ValueError(f"the anchor has {len(self.filters)} seccomp filters, "
-                             f"more than the {lib.CD_MAX_FILTERS} concurrentd can copy")
-        c.n_filters = len(self.filters)
-        for i, f in enumerate(self.filters):
-            prog = ffi.new("char[]", f.program)
-            keep.append(prog)
-            c.filters[i].flags, c.filters[i].len, c.filters[i].insns = f.flags, f.length, prog
+        for fill in (_fill_places, _fill_cgroups, _fill_credentials, _fill_seccomp,
+                     _fill_environ, _fill_scheduling, _fill_limits):
+            fill(c, self, self._keep)
+        c.new_session_keyring = int(keyring)
         self._c = c
 
     @property
@@ -557,7 +400,7 @@ class EntryPlan:
     def __enter__(self) -> "EntryPlan":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -565,11 +408,240 @@ class EntryPlan:
             self.close()
 
 
-def _coredump_filter(proc: str) -> int | None:
-    try:
-        return int(_read(f"{proc}/coredump_filter"), 16)
-    except FileNotFoundError:   # a kernel without CONFIG_ELF_CORE
-        return None
+# ---------------------------------------------------------------------------------------------
+# The plan, group by group: for each part of struct cd_plan (csrc/enter.h), the reader that
+# takes it from /proc/<anchor> (the EntryPlan fields it returns) and the filler that writes it
+# into the C struct (`keep`: the buffers the struct points into, kept alive with the plan).
+
+
+class _Anchor:
+    """An anchor being read: its /proc directory, its status (parsed once, read by several
+    groups), and every fd opened so far, which from_pid closes if the read fails."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.proc = f"/proc/{pid}"
+        self.fds: list[int] = []
+        self._status: dict[str, str] | None = None
+
+    def open_pidfd(self) -> int:
+        """A pidfd on the anchor: first, so that a later exit shows (see _readable)."""
+        try:
+            pidfd: int = lib.cd_pidfd_open(self.pid, 0)
+            if pidfd < 0:
+                raise OSError(ffi.errno, os.strerror(ffi.errno))
+        except OSError as e:
+            raise AnchorGone(e.errno, f"anchor pid {self.pid}: {e.strerror}: the unit's main "
+                                      "process is gone (unit stopped or failed?)") from None
+        os.set_inheritable(pidfd, False)
+        self.fds.append(pidfd)
+        return pidfd
+
+    def open(self, path: str, flags: int = os.O_RDONLY) -> int:
+        fd = os.open(path, flags | os.O_CLOEXEC)
+        self.fds.append(fd)
+        return fd
+
+    def read(self, name: str) -> str:
+        return _read(f"{self.proc}/{name}")
+
+    @property
+    def status(self) -> dict[str, str]:
+        if self._status is None:
+            self._status = parse_status(self.read("status"))
+        return self._status
+
+
+# -- namespaces, root and working directory: cd_plan.ns, root_fd, cwd_fd --
+
+def _read_places(anchor: _Anchor) -> dict[str, Any]:
+    """``namespaces`` (an fd on each of the anchor's that is not ours), ``root_fd``, ``cwd_fd``."""
+    namespaces = {}
+    for name in NAMESPACE_FLAGS:
+        theirs = os.stat(f"{anchor.proc}/ns/{name}")
+        ours = os.stat(f"/proc/self/ns/{name}")
+        if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+            namespaces[name] = anchor.open(f"{anchor.proc}/ns/{name}")
+    return {"namespaces": namespaces,
+            "root_fd": anchor.open(f"{anchor.proc}/root", os.O_PATH | os.O_DIRECTORY),
+            "cwd_fd": anchor.open(f"{anchor.proc}/cwd", os.O_PATH | os.O_DIRECTORY)}
+
+
+def _fill_places(c: Any, plan: EntryPlan, keep: list[object]) -> None:
+    c.n_ns = len(plan.namespaces)
+    for i, (name, fd) in enumerate(plan.namespaces.items()):
+        c.ns[i].fd = fd
+        c.ns[i].nstype = NAMESPACE_FLAGS[name]
+    c.root_fd, c.cwd_fd = plan.root_fd, plan.cwd_fd
+
+
+# -- cgroups: cd_plan.cgroup_fds --
+
+def _read_cgroups(anchor: _Anchor) -> dict[str, Any]:
+    """``cgroup_procs``: the cgroup.procs file of each hierarchy where the anchor's cgroup is not
+    ours, and ``_cgroup_fds``, open for writing."""
+    mountinfo = parse_mountinfo(_read("/proc/self/mountinfo"))   # once: both use it
+    theirs = cgroup_dirs(anchor.read("cgroup"), mountinfo)
+    ours = cgroup_dirs(_read("/proc/self/cgroup"), mountinfo)
+    procs = tuple(os.path.join(d, "cgroup.procs") for k, d in sorted(
+        theirs.items(), key=lambda kv: kv[0][0]) if ours.get(k) != d)
+    return {"cgroup_procs": procs, "_cgroup_fds": [anchor.open(p, os.O_WRONLY) for p in procs]}
+
+
+def _fill_cgroups(c: Any, plan: EntryPlan, keep: list[object]) -> None:
+    c.n_cgroups = len(plan._cgroup_fds)
+    for i, fd in enumerate(plan._cgroup_fds):
+        c.cgroup_fds[i] = fd
+
+
+# -- credentials: cd_plan.uid, gid, groups, cap_*, securebits, no_new_privs, mdwe, dumpable --
+
+_CAP_FIELDS = (("bounding", "Bnd"), ("permitted", "Prm"), ("effective", "Eff"),
+               ("inheritable", "Inh"), ("ambient", "Amb"))
+
+
+def _read_credentials(anchor: _Anchor, in_user_ns: bool) -> dict[str, Any]:
+    """``uid``, ``gid``, ``groups`` (as the worker will see them: inside the unit's user
+    namespace when ``in_user_ns``, then ``groups_host`` too), ``caps``, ``securebits``,
+    ``securebits_known``, ``mdwe``, ``no_new_privs``, ``dumpable``."""
+    st = anchor.status
+    uid = tuple(int(x) for x in st["Uid"].split()[:3])
+    gid = tuple(int(x) for x in st["Gid"].split()[:3])
+    groups = groups_host = tuple(int(x) for x in st["Groups"].split())
+    if in_user_ns:
+        um, gm = parse_id_map(anchor.read("uid_map")), parse_id_map(anchor.read("gid_map"))
+        uid = tuple(map_id(u, um) for u in uid)
+        gid = tuple(map_id(g, gm) for g in gid)
+        groups = tuple(map_id(g, gm) for g in groups)
+    securebits, mdwe = _state(anchor.proc)
+    return {
+        "uid": uid, "gid": gid, "groups": groups,
+        "groups_host": groups_host if in_user_ns else None,
+        "caps": {k: int(st[f"Cap{s}"], 16) for k, s in _CAP_FIELDS},
+        "securebits": securebits if securebits is not None else 0,
+        "securebits_known": securebits is not None,
+        "mdwe": mdwe,
+        "no_new_privs": st.get("NoNewPrivs") == "1",
+        # /proc/<pid> belongs to the process's euid only while it is dumpable
+        "dumpable": uid[1] == 0 or os.stat(anchor.proc).st_uid != 0,
+    }
+
+
+def _fill_credentials(c: Any, plan: EntryPlan, keep: list[object]) -> None:
+    c.last_cap = int(_read("/proc/sys/kernel/cap_last_cap"))
+    c.cap_bounding = plan.caps["bounding"]
+    c.cap_permitted = plan.caps["permitted"]
+    c.cap_effective = plan.caps["effective"]
+    c.cap_inheritable = plan.caps["inheritable"]
+    c.cap_ambient = plan.caps["ambient"]
+    c.securebits, c.no_new_privs = plan.securebits, int(plan.no_new_privs)
+    c.mdwe = -1 if plan.mdwe is None else plan.mdwe
+    c.hold_sys_admin = int(plan.needs_sys_admin_for_filters)
+    # Never dumpable once entered, whatever the anchor is: dumpable with the unit's uid, a
+    # process of another unit of the same user could take its fds (pidfd_getfd) or ptrace
+    # it, and a zygote's socket is its pool's calls and results.
+    c.dumpable = 0
+    c.uid, c.gid = list(plan.uid), list(plan.gid)
+    groups = ffi.new("unsigned int[]", list(plan.groups) or [0])
+    keep.append(groups)
+    c.n_groups, c.groups = len(plan.groups), groups
+    if plan.groups_host is not None:
+        early = ffi.new("unsigned int[]", list(plan.groups_host) or [0])
+        keep.append(early)
+        c.groups_early = early
+
+
+def _state(proc: str) -> tuple[int | None, int | None]:
+    """The securebits and MDWE flags the anchor reports in its cmdline (see csrc/anchor.c)."""
+    deadline = time.monotonic() + _STATE_WAIT
+    while True:
+        cmdline = _read_bytes(f"{proc}/cmdline")
+        sb = parse_state(cmdline)
+        if sb is not None or b"--state" not in cmdline.split(b"\0") or time.monotonic() > deadline:
+            return sb, parse_mdwe(cmdline)
+        time.sleep(0.001)
+
+
+# -- seccomp: cd_plan.filters --
+
+def _read_seccomp(anchor: _Anchor, seccomp: bool) -> dict[str, Any]:
+    """``filters`` (copied with ptrace, unless not ``seccomp``) and ``filters_read``."""
+    filtered = anchor.status.get("Seccomp") == "2"
+    return {"filters": get_filters(anchor.pid) if filtered and seccomp else (),
+            "filters_read": seccomp or not filtered}
+
+
+def _fill_seccomp(c: Any, plan: EntryPlan, keep: list[object]) -> None:
+    if len(plan.filters) > lib.CD_MAX_FILTERS:
+        raise ValueError(f"the anchor has {len(plan.filters)} seccomp filters, "
+                         f"more than the {lib.CD_MAX_FILTERS} concurrentd can copy")
+    c.n_filters = len(plan.filters)
+    for i, f in enumerate(plan.filters):
+        prog = ffi.new("char[]", f.program)
+        keep.append(prog)
+        c.filters[i].flags, c.filters[i].len, c.filters[i].insns = f.flags, f.length, prog
+
+
+# -- environment: cd_plan.env_block, envp --
+
+def _read_environ(anchor: _Anchor, environ: bool) -> dict[str, Any]:
+    """``environ_block`` (/proc/<pid>/environ as it is, unless not ``environ``) and ``environ``."""
+    block = _read_bytes(f"{anchor.proc}/environ") if environ else b""
+    return {"environ_block": block, "environ": parse_environ(block)}
+
+
+def _fill_environ(c: Any, plan: EntryPlan, keep: list[object]) -> None:
+    env = ffi.new("char[]", plan.environ_block or b"\0")
+    keep.append(env)
+    c.env_block, c.env_len = env, len(plan.environ_block)
+    # libc's environ: pointers into the same block, NULL-terminated
+    offsets, off = [], 0
+    for item in plan.environ_block.split(b"\0")[:-1] if plan.environ_block else []:
+        if b"=" in item:
+            offsets.append(off)
+        off += len(item) + 1
+    envp = ffi.new("char *[]", len(offsets) + 1)
+    for i, o in enumerate(offsets):
+        envp[i] = env + o
+    keep.append(envp)
+    c.envp = envp
+
+
+# -- scheduling: cd_plan.nice, sched_*, mempolicy*, affinity, ioprio, timer_slack --
+
+def _read_scheduling(anchor: _Anchor) -> dict[str, Any]:
+    """``nice``, ``sched_policy``, ``sched_priority``, ``mempolicy``, ``affinity``, ``ioprio``,
+    ``timer_slack``."""
+    pid = anchor.pid
+    ioprio = lib.cd_ioprio_get(pid)
+    if ioprio < 0:
+        raise OSError(ffi.errno, f"ioprio_get({pid}): {os.strerror(ffi.errno)}")
+    if ioprio >> 13 == 0:  # IOPRIO_CLASS_NONE: the only valid level to set is 0
+        ioprio = 0
+    return {
+        "ioprio": ioprio,
+        "nice": os.getpriority(os.PRIO_PROCESS, pid),
+        "sched_policy": os.sched_getscheduler(pid),
+        "sched_priority": os.sched_getparam(pid).sched_priority,
+        "mempolicy": _mempolicy(anchor.proc),
+        "affinity": frozenset(os.sched_getaffinity(pid)),
+        "timer_slack": int(anchor.read("timerslack_ns")),
+    }
+
+
+def _fill_scheduling(c: Any, plan: EntryPlan, keep: list[object]) -> None:
+    c.nice = plan.nice
+    c.sched_policy, c.sched_priority = plan.sched_policy, plan.sched_priority
+    c.mempolicy = -1 if plan.mempolicy is None else plan.mempolicy[0]
+    # The nodemask is a bit per node, as a cpu_set_t is a bit per CPU.
+    nodes = plan.mempolicy[1] if plan.mempolicy else ()
+    ffi.memmove(c.mempolicy_nodes, affinity_mask(nodes, ffi.sizeof(c.mempolicy_nodes)),
+                ffi.sizeof(c.mempolicy_nodes))
+    mask = affinity_mask(plan.affinity)
+    aff = ffi.new("char[]", mask)
+    keep.append(aff)
+    c.affinity, c.affinity_size = aff, len(mask)
+    c.ioprio, c.timer_slack = plan.ioprio, plan.timer_slack
 
 
 def _mempolicy(proc: str) -> tuple[int, frozenset[int]] | None:
@@ -582,6 +654,42 @@ def _mempolicy(proc: str) -> tuple[int, frozenset[int]] | None:
         return parse_mempolicy(os.read(fd, 256).decode(errors="replace"))
     finally:
         os.close(fd)
+
+
+# -- limits and the rest of the process's attributes: cd_plan.rlimits, umask, oom_score_adj,
+#    coredump_filter, personality --
+
+def _read_limits(anchor: _Anchor) -> dict[str, Any]:
+    """``rlimits``, ``umask``, ``oom_score_adj``, ``coredump_filter``, ``personality``."""
+    return {
+        "rlimits": parse_limits(anchor.read("limits")),
+        "umask": int(anchor.status["Umask"], 8),
+        "oom_score_adj": int(anchor.read("oom_score_adj")),
+        "coredump_filter": _coredump_filter(anchor.proc),
+        "personality": int(anchor.read("personality"), 16),
+    }
+
+
+def _fill_limits(c: Any, plan: EntryPlan, keep: list[object]) -> None:
+    c.n_rlimits = len(plan.rlimits)
+    for i, (r, (cur, mx)) in enumerate(sorted(plan.rlimits.items())):
+        c.rlimits[i].resource = r
+        c.rlimits[i].cur = cur & _U64  # RLIM_INFINITY is -1 in Python
+        c.rlimits[i].max = mx & _U64
+    c.umask, c.oom_score_adj = plan.umask, plan.oom_score_adj
+    c.coredump_filter = -1 if plan.coredump_filter is None else plan.coredump_filter
+    c.personality = plan.personality
+
+
+def _coredump_filter(proc: str) -> int | None:
+    try:
+        return int(_read(f"{proc}/coredump_filter"), 16)
+    except FileNotFoundError:   # a kernel without CONFIG_ELF_CORE
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
 
 
 def _read(path: str) -> str:
@@ -617,17 +725,6 @@ def _check_exe(pid: int, exe: str) -> None:
     raise ValueError(
         f"pid {pid} runs {os.readlink(f'/proc/{pid}/exe')!r}, not the anchor {exe!r}: the unit has "
         "not exec'd its main process yet (start it with Type=exec) or this is not its MainPID")
-
-
-def _state(proc: str) -> tuple[int | None, int | None]:
-    """The securebits and MDWE flags the anchor reports in its cmdline (see csrc/anchor.c)."""
-    deadline = time.monotonic() + _STATE_WAIT
-    while True:
-        cmdline = _read_bytes(f"{proc}/cmdline")
-        sb = parse_state(cmdline)
-        if sb is not None or b"--state" not in cmdline.split(b"\0") or time.monotonic() > deadline:
-            return sb, parse_mdwe(cmdline)
-        time.sleep(0.001)
 
 
 def environ_str(environ: Mapping[bytes, bytes]) -> dict[str, str]:

@@ -21,8 +21,11 @@ INSN_SIZE = 8
 #: The kernel's per-filter limit is BPF_MAXINSNS = 4096; systemd's filters stay far below.
 _CAPACITY = 64 * 4096
 
-_REQUESTS = ("PTRACE_SEIZE", "PTRACE_INTERRUPT", "waitpid", "PTRACE_SECCOMP_GET_FILTER",
-             "PTRACE_SECCOMP_GET_METADATA", "copy buffer")
+#: What failed, by csrc/enter.h's enum cd_ptrace_call.
+_REQUESTS = {lib.CD_PTRACE_SEIZE: "PTRACE_SEIZE", lib.CD_PTRACE_INTERRUPT: "PTRACE_INTERRUPT",
+             lib.CD_PTRACE_WAIT: "waitpid", lib.CD_PTRACE_GET_FILTER: "PTRACE_SECCOMP_GET_FILTER",
+             lib.CD_PTRACE_GET_METADATA: "PTRACE_SECCOMP_GET_METADATA",
+             lib.CD_PTRACE_BUFFER: "copy buffer"}
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ _TIME_TERM = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(" + "|".join(
     sorted(map(re.escape, list(_TIME_UNITS_USEC) + ["nsec", "ns"]), key=len, reverse=True)) + r")?")
 
 
-def _terms(text: str, term: re.Pattern, what: str) -> Iterator[re.Match]:
+def _terms(text: str, term: re.Pattern[str], what: str) -> Iterator[re.Match[str]]:
     """The matches of ``term`` that make up the whole of ``text``, in order (whitespace may
     separate them); ValueError("not a <what>") where none matches."""
     pos = 0

@@ -161,7 +161,7 @@ class Connection:
         self._check_owner()
         serials = [self._next_serial() for _ in msgs]
         self.sock.sendall(b"".join(msg.serialise(serial=serial)
-                                   for msg, serial in zip(msgs, serials)))
+                                   for msg, serial in zip(msgs, serials, strict=True)))
         return serials
 
     def _receive(self, deadline: float | None) -> Message:

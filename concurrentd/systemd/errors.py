@@ -65,7 +65,7 @@ class UnitStartError(SystemdError):
         details: what systemd still knew about the unit (Result, ExecMainCode, ExecMainStatus, …).
     """
 
-    def __init__(self, unit: str, result: str, details: dict | None = None):
+    def __init__(self, unit: str, result: str, details: dict[str, object] | None = None):
         self.unit = unit
         self.result = result
         self.details = dict(details or {})

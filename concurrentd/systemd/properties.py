@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import struct
 import errno as _errno
 import os
 import shlex
 import signal as _signal
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterable
 
+from .. import _namespaces
 from . import _syntax as sx
 from ._syntax import UINT64_MAX
 
@@ -716,8 +717,8 @@ def _allow_deny_py(prop, value):
 ALLOW_DENY = Kind("a list, '~' prefixed for a deny list ('@system-service', '~@mount @swap')",
                   _allow_deny, _allow_deny_py)
 
-NAMESPACES = {"cgroup": 0x02000000, "ipc": 0x08000000, "net": 0x40000000, "mnt": 0x00020000,
-              "pid": 0x20000000, "user": 0x10000000, "uts": 0x04000000}
+#: RestrictNamespaces='s words and their CLONE_NEW* flags
+NAMESPACES = {ns.name: ns.flag for ns in _namespaces.NAMESPACES if ns.restrictable}
 _NS_ALL = sum(NAMESPACES.values())
 
 
@@ -1189,7 +1190,7 @@ def _check(signature: str, value) -> int:
         if len(members) != len(value):
             raise ValueError(f"{_short(value)} does not have the {len(members)} fields of "
                              f"{signature}")
-        return sum(_check(t, v) for t, v in zip(members, value))
+        return sum(_check(t, v) for t, v in zip(members, value, strict=True))
     if head == "v":
         sig, inner_value = value
         return len(sig) + 2 + _check(sig, inner_value)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 
-from .box import Box, TestbedError, systemd_is_pid1
+from ._errors import TestbedError
+from .box import Box, systemd_is_pid1
 
 __all__ = ["Box", "TestbedError", "needed", "systemd_is_pid1", "inside"]
 

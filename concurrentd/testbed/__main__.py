@@ -31,7 +31,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum, frame):
+def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 

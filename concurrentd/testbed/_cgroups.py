@@ -20,7 +20,7 @@ class SubCgroups:
         self._v1 = [h.version == 1 for h in hierarchies]
 
     def create(self) -> None:
-        for d, is_cpuset in zip(self.dirs, self._cpuset):
+        for d, is_cpuset in zip(self.dirs, self._cpuset, strict=True):
             os.mkdir(d)
             if is_cpuset:
                 # a new v1 cpuset is empty, and a process cannot join an empty one
@@ -33,7 +33,7 @@ class SubCgroups:
         """Moves ``pid`` (0: the caller) into the sub-cgroup of every hierarchy (``v1_only``:
         of every cgroup v1 hierarchy; the box's systemd manages the unified one, whose
         sub-cgroup takes no process once its systemd has enabled controllers below it)."""
-        for d, v1 in zip(self.dirs, self._v1):
+        for d, v1 in zip(self.dirs, self._v1, strict=True):
             if v1_only and not v1:
                 continue
             with open(os.path.join(d, "cgroup.procs"), "w") as f:

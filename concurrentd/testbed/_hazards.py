@@ -157,7 +157,8 @@ def read_boot_rules() -> list[Rule]:
 
 
 def _components_match(names: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
-    return all(fnmatch.fnmatchcase(n, p) for n, p in zip(names, patterns))
+    # the shorter of the two against the start of the other: one lies inside the other
+    return all(fnmatch.fnmatchcase(n, p) for n, p in zip(names, patterns, strict=False))
 
 
 # How a rule's path relates to a directory, most telling first (the order messages prefer).
@@ -192,7 +193,7 @@ def describe(rule: Rule, how: str) -> str:
 
 def first_conflict(path: str, rules: list[Rule]) -> str | None:
     """The most telling way the box's boot would change the host directory `path`, or None."""
-    found = {}
+    found: dict[str, Rule] = {}
     for rule in rules:
         how = relation(path, rule)
         if how is not None:

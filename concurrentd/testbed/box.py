@@ -24,19 +24,20 @@ import time
 from typing import Sequence
 
 from .. import _sys
+from .._mountinfo import mount_containing, read_hierarchies, read_mountinfo
+from .._namespaces import FLAGS as NAMESPACE_FLAGS
 from ._boot import BootSpec, boot
 from ._cgroups import SubCgroups
 from ._errors import TestbedError
 from ._hazards import Rule, first_conflict, read_boot_rules
-from .._mountinfo import mount_containing, read_hierarchies, read_mountinfo
 
 STATE_ROOT = "/run/concurrentd-testbed"
 
 # setns order: the cgroup namespace before the mount namespace (joining mnt changes what paths
 # mean, but namespace fds are opened beforehand, so the order among the rest is free); pid applies
 # to children only, hence the second fork in run().
-_NAMESPACES = (("cgroup", _sys.CLONE_NEWCGROUP), ("ipc", _sys.CLONE_NEWIPC), ("uts", _sys.CLONE_NEWUTS),
-               ("net", _sys.CLONE_NEWNET), ("pid", _sys.CLONE_NEWPID), ("mnt", _sys.CLONE_NEWNS))
+_NAMESPACES = tuple((name, NAMESPACE_FLAGS[name])
+                    for name in ("cgroup", "ipc", "uts", "net", "pid", "mnt"))
 
 
 def systemd_is_pid1() -> bool:
@@ -161,7 +162,7 @@ class Box:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import resource
-import struct
 import sys
 import threading
 import time
@@ -257,8 +256,9 @@ def test_resource_limits_of_the_owner_are_untouched():
 
 def forge_others(gate_dir):
     """Runs in one worker: answers for every work id it might not be running."""
-    from concurrentd import _protocol as P
     import pickle
+
+    from concurrentd import _protocol as P
 
     blob = pickle.dumps("forged")
     for fd in _pipes_to_owner():
