@@ -30,6 +30,10 @@ int mount(const char *source, const char *target, const char *fstype,
           unsigned long flags, const void *data);
 int umount2(const char *target, int flags);
 
+/* memory: string.h (zeroing the owner's secrets in a worker without ctypes, whose import opens
+ * libffi's trampoline file on libffi >= 3.4 with static trampolines) */
+void *memset(void *s, int c, size_t n);
+
 /* process attributes: sys/prctl.h */
 #define PR_SET_PDEATHSIG ...
 #define PR_SET_DUMPABLE ...

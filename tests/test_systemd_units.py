@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from concurrentd.systemd import Systemd, SystemdError, SystemdUnreachable, UnitStartError
+from concurrentd.systemd import (
+    Systemd,
+    SystemdError,
+    SystemdUnreachable,
+    UnitStartError,
+    convert_properties,
+)
 
 
 @pytest.fixture
@@ -218,3 +224,23 @@ def test_200_units_no_leftovers_no_fd_leak():
     for _ in range(20):  # connections too
         Systemd.connect().close()
     assert _fd_count() == before
+
+
+def test_version_is_the_managers_own(sd):
+    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True,
+                         check=True).stdout
+    assert sd.version() == int(out.split()[1])
+    assert sd.version() is sd.version()   # read once per connection
+
+
+def test_restrict_namespaces_means_what_this_managers_systemd_run_means(sd):
+    # "no" and "~user" are converted against every namespace, time included; a manager that
+    # counts time out of "all" (systemd < 258) gets the bit dropped, as its systemd-run sends it.
+    from concurrentd.systemd.properties import CLONE_NEWTIME, TIME_IN_ALL_SINCE
+    for value in ("no", "~user"):
+        (prop,) = convert_properties({"RestrictNamespaces": value})
+        assert prop[1][1] & CLONE_NEWTIME
+        ((_, (_, sent)),) = sd._for_this_manager([prop])
+        assert bool(sent & CLONE_NEWTIME) == (sd.version() >= TIME_IN_ALL_SINCE)
+    explicit = convert_properties({"RestrictNamespaces": "net ipc"})
+    assert sd._for_this_manager(explicit) == explicit

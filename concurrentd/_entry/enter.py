@@ -16,7 +16,6 @@ ENTER_FAILED_EXIT_STATUS; nothing is pickled or allocated on that path.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import struct
@@ -162,7 +161,7 @@ def _scrub_values(data: dict) -> None:
     for key in list(data):
         value = data[key]
         if type(value) is bytes and len(value) > 1 and sys.getrefcount(value) <= 3:
-            ctypes.memset(id(value) + _BYTES_DATA, 0, len(value))
+            lib.memset(ffi.cast("void *", id(value) + _BYTES_DATA), 0, len(value))
         del value
 
 

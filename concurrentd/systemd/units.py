@@ -21,7 +21,7 @@ from jeepney.low_level import HeaderFields, Message
 from . import messages
 from .bus import Address, Connection, connect_first, default_addresses, parse_address
 from .errors import SystemdError, UnitStartError
-from .properties import convert_properties
+from .properties import CLONE_NEWTIME, TIME_IN_ALL_SINCE, convert_properties
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 _counter = itertools.count(1)
@@ -55,7 +55,36 @@ class Systemd:
         self.manager = messages.Manager(conn.destination)
         self._subscribed = False
         self._watched: set[str] = set()  # object paths of units being started
+        self._version: int | None = None
         conn.keep_signal = self._keep_signal
+
+    def version(self) -> int:
+        """The manager's systemd version (its Version property, e.g. "257.13-1~deb13u1" -> 257),
+        read once per connection, when a setting means different things on different ones."""
+        if self._version is None:
+            (value,) = self.conn.call(
+                messages.get_property(messages.MANAGER_PATH, messages.MANAGER_IFACE, "Version",
+                                      self.conn.destination), step="Get Manager.Version")
+            digits = "".join(itertools.takewhile(str.isdigit, str(value[1]).lstrip("v")))
+            if not digits:
+                raise SystemdError("org.freedesktop.DBus.Error.InvalidArgs",
+                                   f"systemd reports a version without a number: {value[1]!r}",
+                                   "Get Manager.Version")
+            self._version = int(digits)
+        return self._version
+
+    def _for_this_manager(self, converted: list) -> list:
+        """Converted properties as this manager's own systemd-run would send them: for
+        RestrictNamespaces= "no" and "~…", a manager older than TIME_IN_ALL_SINCE does not count
+        the time namespace among all (its systemd-run leaves the bit out, and a unit with it shows
+        "time" where systemd-run's does not)."""
+        out = []
+        for name, (signature, value) in converted:
+            if (name == "RestrictNamespaces" and value & CLONE_NEWTIME
+                    and self.version() < TIME_IN_ALL_SINCE):
+                value &= ~CLONE_NEWTIME
+            out.append((name, (signature, value)))
+        return out
 
     def _keep_signal(self, msg: Message) -> bool:
         if _is_job_removed(msg):
@@ -148,7 +177,7 @@ class Systemd:
         for reserved in ("ExecStart",):
             if reserved in properties:
                 raise ValueError(f"{reserved} cannot be given as a property: it is built from argv")
-        converted = convert_properties(properties)
+        converted = self._for_this_manager(convert_properties(properties))
         given = {k for k, _ in converted}
         path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
         if not path or not os.path.isabs(path):

@@ -262,13 +262,13 @@ class VM:
             data = f.read()
         # the compressed kernel inside the bzImage: zstd (trixie, sid) or xz (bookworm); the
         # bzImage's trailer follows the stream: the tool reports it, the ELF is complete
-        for magic, tool in ((b"\x28\xb5\x2f\xfd", ["zstd", "-dcq"]),
-                            (b"\xfd7zXZ\x00", ["xz", "-dcq", "--single-stream"])):
-            start = data.find(magic)
-            if start >= 0:
-                break
-        else:
+        streams = [(data.find(magic), tool) for magic, tool in (
+            (b"\x28\xb5\x2f\xfd", ["zstd", "-dcq"]),
+            (b"\xfd7zXZ\x00", ["xz", "-dcq", "--single-stream"]))]
+        found_streams = [(start, tool) for start, tool in streams if start >= 0]
+        if not found_streams:
             raise TestbedError(f"{vmlinuz}: no zstd or xz payload (another compression?)")
+        start, tool = found_streams[0]
         with open(self.path("vmlinux.tmp"), "wb") as out:
             subprocess.run(tool, input=data[start:], stdout=out, stderr=subprocess.DEVNULL)
         if os.path.getsize(self.path("vmlinux.tmp")) < 1 << 20:
