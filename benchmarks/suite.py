@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from .cases import CASES
 from .cases import _common as c
+from .targets import FAIL, PASS, judge
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
@@ -23,63 +24,6 @@ RESULTS_DIR = os.path.join(HERE, "results")
 REPS = {"entry": (300, 20), "pools": (20, 3), "throughput": (11, 2), "unit_start": (30, 5),
         "oneshot": (20, 3)}
 TASKS = 20_000
-
-
-def _get(d: Any, *path) -> float | None:
-    for p in path:
-        if not isinstance(d, dict) or d.get(p) is None:
-            return None
-        d = d[p]
-    return d
-
-
-# (case, figure, path to its summary/number in the results, op, threshold, unit)
-TARGETS = [
-    # A pool's workers are forked by a zygote that entered the unit once: what a worker pays to
-    # be in the unit is its fork there minus a plain fork (enter(plan) itself runs once per pool).
-    ("entry", "entry per worker median", ("entry", "entry_per_worker", "median"), "<=", 200, "us"),
-    ("entry", "entry per worker / Python fork",
-     ("entry", "ratios", "entry_per_worker/fork", "median"), "<=", 0.3, "x"),
-    ("entry", "pystemd enter_unit / entry per worker",
-     ("entry", "ratios", "pystemd_enter_unit/entry_per_worker"), ">=", 10, "x"),
-    ("cold_start", "concurrentd / ProcessPoolExecutor",
-     ("cold_start", "ratios", "concurrentd/ProcessPoolExecutor", "median"), "<=", 1.3, "x"),
-    ("cold_start", "pystemd / concurrentd",
-     ("cold_start", "ratios", "pystemd/concurrentd", "median"), ">=", 4, "x"),
-    ("pool_start", "concurrentd / pystemd, 1 worker",
-     ("pool_start", "ratios", "concurrentd/pystemd workers1", "median"), "<=", 0.7, "x"),
-    ("pool_start", "concurrentd / pystemd, 2 workers",
-     ("pool_start", "ratios", "concurrentd/pystemd workers2", "median"), "<=", 0.7, "x"),
-    ("throughput", "submit: concurrentd / ProcessPoolExecutor",
-     ("throughput", "submit", "ratios", "concurrentd/ProcessPoolExecutor", "median"), ">=", 1.0, "x"),
-    ("throughput", "map: concurrentd / ProcessPoolExecutor",
-     ("throughput", "map", "ratios", "concurrentd/ProcessPoolExecutor", "median"), ">=", 1.0, "x"),
-    ("oneshot", "run(f), a prepared unit",
-     ("oneshot", "run (prepared)", "median"), "<=", 3, "ms"),
-    ("oneshot", "run(f), fresh mode, a prepared zygote",
-     ("oneshot", "run (fresh, prepared)", "median"), "<=", 3, "ms"),
-    ("oneshot", "systemd-run --pipe / run(f) fresh",
-     ("oneshot", "ratios", "systemd-run/run (fresh, prepared)", "median"), ">=", 8, "x"),
-    ("oneshot", "bwrap / run(f) fresh",
-     ("oneshot", "ratios", "bwrap/run (fresh, prepared)", "median"), ">=", 8, "x"),
-    ("unit_start", "concurrentd connect+start / systemd-run",
-     ("unit_start", "ratios", "concurrentd connect+start/systemd-run", "median"), "<=", 1.0, "x"),
-]
-
-
-def judge(results: dict) -> list[dict]:
-    rows = []
-    for case, label, path, op, limit, unit in TARGETS:
-        if case not in results:
-            continue
-        value = _get(results, *path)
-        if value is None:
-            verdict = "N/A"
-        else:
-            verdict = "PASS" if (value <= limit if op == "<=" else value >= limit) else "FAIL"
-        rows.append({"case": case, "figure": label, "value": value, "target": f"{op} {limit} {unit}",
-                     "verdict": verdict})
-    return rows
 
 
 def machine() -> dict:
@@ -98,8 +42,17 @@ def machine() -> dict:
     return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
             "python": platform.python_version(), "systemd": sh("systemctl", "--version").split("\n")[0],
             "cgroups": "unified" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "hybrid/legacy",
-            "loadavg": os.getloadavg()[0],
+            "loadavg": os.getloadavg()[0], "loadavg_1_5_15": list(os.getloadavg()),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def describe(m: dict) -> str:
+    """The machine in one line, printed as a run starts (a shared machine's load says how far
+    its figures can be compared with another run's; ratios are taken within one run)."""
+    load = " ".join(f"{x:.2f}" for x in m.get("loadavg_1_5_15", [m["loadavg"]]))
+    return (f"machine: {m['cpu'] or 'CPU model unknown'}, {m['cpus']} CPUs, Linux {m['kernel']}, "
+            f"{m['systemd'] or 'systemd version unknown'} ({m['cgroups']} cgroups), "
+            f"Python {m['python']}; load average {load} (1, 5, 15 min) at the start")
 
 
 def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None,
@@ -109,6 +62,8 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
     if unknown:
         raise ValueError(f"unknown case(s) {sorted(unknown)}; choose from {', '.join(CASES)}")
     reps = {k: v[1 if quick else 0] for k, v in REPS.items()} | (reps or {})
+    m = machine()
+    log(describe(m))
     contenders = list(c.CONTENDERS)
     why = c.pystemd_unavailable()
     if why:
@@ -132,7 +87,7 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
             pass
     tick = (lambda: bar.update(1)) if bar else (lambda: None)
     say = (lambda m: bar.write(m)) if bar else log
-    results: dict[str, Any] = {"machine": machine(), "quick": quick, "reps": reps,
+    results: dict[str, Any] = {"machine": m, "quick": quick, "reps": reps,
                                "contenders": contenders, "pystemd_unavailable": why}
     try:
         for case in CASES:
@@ -164,6 +119,7 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
     finally:
         if bar:
             bar.close()
+    m["loadavg_end"] = list(os.getloadavg())
     results["targets"] = judge(results)
     return results
 
@@ -194,7 +150,7 @@ def figures(results: dict) -> list[tuple[str, str, str]]:
         rows.append(("entry", "fork in the entered zygote (a pool's worker)",
                      _fmt(e["zygote_fork"], "µs")))
         rows.append(("entry", "entry per worker (that fork − os.fork, paired)",
-                     _fmt(e["entry_per_worker"], "µs")))
+                     _fmt(e["entry_per_worker"], "µs") + _ci(e.get("entry_per_worker_ci"), "µs")))
         rows.append(("entry", "concurrentd enter(plan), once per pool", _fmt(e["enter"], "µs")))
         for name, s in list(e["steps"].items())[:8]:
             rows.append(("entry", f"  step {name}", _fmt(s, "µs")))
@@ -243,16 +199,42 @@ def figures(results: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _ci(ci: dict | None, unit: str) -> str:
+    """A difference's confidence interval, as a suffix to its figure."""
+    if not ci:
+        return ""
+    d = 2 if max(abs(ci["lo"]), abs(ci["hi"])) < 10 else 1
+    if ci["level"] < c.CI_LEVEL - 1e-9:
+        return f"; n={ci['n']}: too few for a {c.CI_LEVEL:.0%} interval".replace("%", " %")
+    # its coverage is at least CI_LEVEL (the sign test's steps make it a little more)
+    return (f"; {c.CI_LEVEL:.0%} CI of the median {ci['lo']:,.{d}f} to {ci['hi']:,.{d}f} {unit}"
+            .replace("%", " %"))
+
+
+def target_value(t: dict) -> str:
+    """A target row's figure, as measured (with its interval, for a difference)."""
+    v, unit = t["value"], t["unit"]
+    shown = ("—" if v is None else f"{v:.1f} µs" if unit == "us" else f"{v:.1f} ms"
+             if unit == "ms" else f"{v:.2f}×")
+    ci = t.get("ci")
+    if ci and ci["level"] < c.CI_LEVEL - 1e-9:
+        shown += f" ({t['ci_name']}: n={ci['n']}, too few for an interval)"
+    elif ci:
+        shown += (f" ({t['ci_name']}: {c.CI_LEVEL:.0%} CI of the median {ci['lo']:.1f} to "
+                  f"{ci['hi']:.1f})").replace("%", " %")
+    return shown
+
+
 def table(results: dict) -> str:
     lines = ["| case | figure | median (spread) |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {v} |" for a, b, v in figures(results)]
     lines += ["", "| case | target | figure | target | verdict |", "| --- | --- | --- | --- | --- |"]
     for t in results["targets"]:
-        v = t["value"]
-        shown = ("—" if v is None else f"{v:.1f} µs" if t["target"].endswith("us")
-                 else f"{v:.1f} ms" if t["target"].endswith("ms") else f"{v:.2f}×")
-        lines.append(f"| {t['case']} | {t['figure']} | {shown} | {t['target'].replace('us', 'µs')} "
-                     f"| **{t['verdict']}** |")
+        target = t["target"].replace(" us", " µs")
+        if t.get("basis"):
+            target += f" ({t['basis']})"
+        verdict = f"**{t['verdict']}**" + (f" ({t['why']})" if t.get("why") else "")
+        lines.append(f"| {t['case']} | {t['figure']} | {target_value(t)} | {target} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -271,7 +253,9 @@ def write_outputs(results: dict, command: str, publish: bool = False) -> list[st
           f"`{command}`, {m['date']}{' (--quick: few repeats, a smoke run)' if results['quick'] else ''}.\n",
           f"Machine: {m['cpu']}, {m['cpus']} CPUs, Linux {m['kernel']}, {m['systemd']} "
           f"({m['cgroups']} cgroups, inside concurrentd.testbed when PID 1 is not systemd), "
-          f"Python {m['python']}, load average {m['loadavg']:.2f} at the start (shared machine).\n",
+          f"Python {m['python']}, load average "
+          f"{' / '.join(f'{x:.2f}' for x in m.get('loadavg_1_5_15', [m['loadavg']]))} "
+          f"(1 / 5 / 15 min) at the start (shared machine).\n",
           "Medians with the interquartile range over the repetitions; ratios are medians of "
           "per-repetition ratios of contenders run back to back (see benchmarks/README.md).\n",
           table(results), ""]
@@ -321,9 +305,17 @@ def _chart(results: dict) -> str | None:
         return None
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    targets = results.get("targets") or []
+    # the panels, then every target with its verdict, one line each
+    text_height = 0.16 * len(targets) + 0.3 if targets else 0
+    fig = plt.figure(figsize=(4.4 * cols, 3.4 * rows + text_height))
+    grid = fig.add_gridspec(rows + bool(targets), cols,
+                            height_ratios=[3.4] * rows + ([text_height] if targets else []))
+    axes = [fig.add_subplot(grid[r, k]) for r in range(rows) for k in range(cols)]
+    if targets:
+        _chart_targets(fig.add_subplot(grid[rows, :]), targets)
     colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    for ax, (title, data) in zip(axes.flat, panels):
+    for ax, (title, data) in zip(axes, panels):
         data = {k.replace("ProcessPoolExecutor", "PPE"): v for k, v in data.items() if v}
         names = list(data)
         grouped = bool(names) and "median" not in data[names[0]]
@@ -342,13 +334,26 @@ def _chart(results: dict) -> str | None:
         ax.tick_params(axis="x", labelsize=7)
         if grouped:
             ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
     path = os.path.join(HERE, "RESULTS.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _chart_targets(ax, targets: list[dict]) -> None:
+    """Every target's verdict, figure and limit, one line each (PASS green, FAIL red, not
+    measured grey)."""
+    ax.axis("off")
+    color = {PASS: "#2e7d32", FAIL: "#c62828"}
+    step = 1 / max(len(targets), 1)
+    for i, t in enumerate(targets):
+        line = (f"{t['verdict']:<13} {t['case']}: {t['figure']}  {target_value(t)}  "
+                f"{t['target'].replace(' us', ' µs')}" + (f"  ({t['why']})" if t.get("why") else ""))
+        ax.text(0, 1 - i * step, line, family="monospace", fontsize=7, va="top",
+                color=color.get(t["verdict"], "#757575"), transform=ax.transAxes)
 
 
 def main(argv: list[str] | None = None) -> int:

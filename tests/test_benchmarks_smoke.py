@@ -1,5 +1,6 @@
-"""Smoke test of the benchmark suite (python -m benchmarks): its cheapest path runs and the JSON
-it writes has the expected keys and positive numbers. No timing assertions."""
+"""Smoke test of the benchmark suite (python -m benchmarks): its cheapest paths run, the JSON it
+writes has the expected keys and positive numbers, and every target row has its verdict. No
+timing assertions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import pytest
 from entry_helpers import needs_systemd
 
 pytestmark = needs_systemd
+
+
+VERDICTS = ("PASS", "FAIL", "not measured")
 
 
 def _positive(x) -> bool:
@@ -38,6 +42,8 @@ def test_quick_entry_and_unit_start(tmp_path, monkeypatch):
     for key in ("fork", "zygote_fork", "enter"):
         assert e[key]["n"] == 3 and _positive(e[key]["median"]), (key, e[key])
     assert e["entry_per_worker"]["n"] == 3   # a difference of forks: may be below zero
+    ci = e["entry_per_worker_ci"]   # 3 values are too few for a 95 % interval: their range
+    assert ci["n"] == 3 and ci["lo"] <= ci["hi"] and ci["level"] < 0.95
     assert e["steps"] and all(_positive(s["median"]) for s in e["steps"].values())
     assert _positive(e["ratios"]["enter/fork"])
     if data["pystemd_unavailable"] is None:
@@ -51,5 +57,11 @@ def test_quick_entry_and_unit_start(tmp_path, monkeypatch):
 
     targets = {(t["case"], t["figure"]): t for t in data["targets"]}
     assert ("entry", "entry per worker median") in targets
-    assert all(t["verdict"] in ("PASS", "FAIL", "N/A") for t in targets.values())
+    assert all(t["verdict"] in VERDICTS for t in targets.values())
     assert {t["case"] for t in data["targets"]} == {"entry", "unit_start"}
+    # a difference whose interval does not have 95 % coverage is not measured, whatever its sign
+    for figure in ("entry per worker median", "entry per worker / Python fork",
+                   "pystemd enter_unit / entry per worker"):
+        if ("entry", figure) in targets:
+            assert targets[("entry", figure)]["verdict"] == "not measured", targets[("entry", figure)]
+

@@ -1,0 +1,107 @@
+"""The suite's targets (issues 6 and 19) and their verdicts: PASS, FAIL or not measured.
+
+A target is a figure of the results (a median, or the median of per-repetition ratios), an
+operator and a limit.
+
+A figure measured as a difference (entry per worker: a fork in the entered zygote minus a plain
+fork) carries a confidence interval for its median. While that interval holds zero, or has less
+than the confidence asked for (too few repetitions), the difference's sign is not known: its
+targets, and those of ratios taken over it, are "not measured", never PASS (issue 19 §4).
+A figure missing from the results (its case not run, failed, or a contender unavailable) is "not
+measured" too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .cases import _common as c
+
+PASS, FAIL, NOT_MEASURED = "PASS", "FAIL", "not measured"
+PPE = "ProcessPoolExecutor"
+
+
+def get(d: Any, *path) -> Any:
+    """results[path[0]][path[1]]…, or None where any step is missing."""
+    for p in path:
+        if not isinstance(d, dict) or d.get(p) is None:
+            return None
+        d = d[p]
+    return d
+
+
+@dataclass(frozen=True)
+class Target:
+    case: str
+    figure: str
+    path: tuple[str, ...]
+    op: str                       # "<=" or ">="
+    limit: float
+    unit: str                     # "us", "ms" or "x"
+    ci: tuple[str, ...] | None = None   # the interval of the difference the figure rests on
+    ci_name: str = ""                   # that difference, as the table names it (with its unit)
+
+
+_ENTRY_CI = {"ci": ("entry", "entry_per_worker_ci"), "ci_name": "entry per worker, µs"}
+
+TARGETS: list[Target] = [
+    # A pool's workers are forked by a zygote that entered the unit once: what a worker pays to
+    # be in the unit is its fork there minus a plain fork (enter(plan) itself runs once per pool).
+    Target("entry", "entry per worker median", ("entry", "entry_per_worker", "median"),
+           "<=", 200, "us", **_ENTRY_CI),
+    Target("entry", "entry per worker / Python fork",
+           ("entry", "ratios", "entry_per_worker/fork", "median"), "<=", 0.3, "x", **_ENTRY_CI),
+    Target("entry", "pystemd enter_unit / entry per worker",
+           ("entry", "ratios", "pystemd_enter_unit/entry_per_worker"), ">=", 10, "x", **_ENTRY_CI),
+    Target("cold_start", "concurrentd / ProcessPoolExecutor",
+           ("cold_start", "ratios", f"concurrentd/{PPE}", "median"), "<=", 1.3, "x"),
+    Target("cold_start", "pystemd / concurrentd",
+           ("cold_start", "ratios", "pystemd/concurrentd", "median"), ">=", 4, "x"),
+    Target("pool_start", "concurrentd / pystemd, 1 worker",
+           ("pool_start", "ratios", "concurrentd/pystemd workers1", "median"), "<=", 0.7, "x"),
+    Target("pool_start", "concurrentd / pystemd, 2 workers",
+           ("pool_start", "ratios", "concurrentd/pystemd workers2", "median"), "<=", 0.7, "x"),
+    Target("throughput", "submit: concurrentd / ProcessPoolExecutor",
+           ("throughput", "submit", "ratios", f"concurrentd/{PPE}", "median"), ">=", 1.0, "x"),
+    Target("throughput", "map: concurrentd / ProcessPoolExecutor",
+           ("throughput", "map", "ratios", f"concurrentd/{PPE}", "median"), ">=", 1.0, "x"),
+    Target("oneshot", "run(f), a prepared unit", ("oneshot", "run (prepared)", "median"),
+           "<=", 3, "ms"),
+    Target("oneshot", "run(f), fresh mode, a prepared zygote",
+           ("oneshot", "run (fresh, prepared)", "median"), "<=", 3, "ms"),
+    Target("oneshot", "systemd-run --pipe / run(f) fresh",
+           ("oneshot", "ratios", "systemd-run/run (fresh, prepared)", "median"), ">=", 8, "x"),
+    Target("oneshot", "bwrap / run(f) fresh",
+           ("oneshot", "ratios", "bwrap/run (fresh, prepared)", "median"), ">=", 8, "x"),
+    Target("unit_start", "concurrentd connect+start / systemd-run",
+           ("unit_start", "ratios", "concurrentd connect+start/systemd-run", "median"),
+           "<=", 1.0, "x"),
+]
+
+
+def judge(results: dict) -> list[dict]:
+    """One row per target of the cases that ran: the figure, the limit, the verdict, and why a
+    target was not measured."""
+    rows = []
+    for t in TARGETS:
+        if t.case not in results:
+            continue
+        value, why, limit = get(results, *t.path), None, t.limit
+        ci = get(results, *t.ci) if t.ci else None
+        if value is None:
+            why = why or ("failed" if isinstance(results[t.case], dict)
+                          and "error" in results[t.case] else "no figure")
+        elif t.ci and not c.excludes_zero(ci):
+            why = ("too few repetitions for a 95 % interval" if ci and ci["level"] < c.CI_LEVEL
+                   else "the difference's 95 % interval holds zero")
+        if why is not None:
+            verdict = NOT_MEASURED
+        else:
+            verdict = PASS if (value <= limit if t.op == "<=" else value >= limit) else FAIL
+        rows.append({"case": t.case, "figure": t.figure, "value": value, "unit": t.unit,
+                     "op": t.op, "limit": limit, "ci": ci, "ci_name": t.ci_name,
+                     "target": f"{t.op} {limit:g} {t.unit}",
+                     "verdict": verdict, "why": why})
+    return rows
+
