@@ -212,3 +212,14 @@ def noop(x: Any = None) -> None:
 
 def whoami() -> int:
     return os.getuid()
+
+
+# -- prepared units (concurrentd._warm) ---------------------------------------------------------
+
+def stop_prepared() -> None:
+    """Stops the unit concurrentd prepares after a trial's last pool (and waits for the thread
+    that prepares it): outside the timed part, and so that systemd does not still set it up
+    while the next trial is timed."""
+    from concurrentd import _warm
+
+    _warm.stop_all()

@@ -12,6 +12,9 @@ its unit), submit one task, wait for its result. Measured:
   enter_unit()), ready for a task. CLOCK_MONOTONIC on both sides. (Marked by wrapping the loops
   under their own names rather than by an initializer, identically for the three contenders.)
 
+After every trial, the unit concurrentd prepares once its pool is stopped (concurrentd._warm) is
+stopped too before the next trial starts: systemd would still be setting it up meanwhile.
+
 The three contenders run back to back in each repetition (rotating order), so their ratios come
 from the same moments of this noisy machine.
 """
@@ -94,6 +97,8 @@ def trial(contender: str, workers: int) -> dict:
     """In a fresh child: pool start → first result, and the first worker's fork → ready (ns)."""
     _patch_start()
     _patch_worker()
+    # imported before the clock starts, as ProcessPoolExecutor's is
+    from concurrentd import TransientUnitPoolExecutor  # noqa: F401
     t0 = time.perf_counter_ns()
     pool, stop = make_pool(contender, workers)
     try:
@@ -102,6 +107,8 @@ def trial(contender: str, workers: int) -> dict:
         uid = pool.submit(c.whoami).result(timeout=30)
     finally:
         stop()
+        if contender.startswith("concurrentd"):
+            c.stop_prepared()
     if contender == "concurrentd (fresh)":   # its workers' loop is not this process's to mark
         return {"pool_start_ns": t1 - t0, "cold_start_ns": None, "uid": uid}
     if not _STARTS or ready is None:
