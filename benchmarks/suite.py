@@ -62,6 +62,7 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
     if unknown:
         raise ValueError(f"unknown case(s) {sorted(unknown)}; choose from {', '.join(CASES)}")
     reps = {k: v[1 if quick else 0] for k, v in REPS.items()} | (reps or {})
+    from .cases.pools import PREPARED
     m = machine()
     log(describe(m))
     contenders = list(c.CONTENDERS)
@@ -72,7 +73,9 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
     else:
         c.ensure_subscribed()
     pools = "cold_start" in cases or "pool_start" in cases
-    total = (reps["entry"] * ("entry" in cases) + reps["pools"] * 2 * len(contenders) * pools
+    prepared = sum(base in contenders for base in PREPARED.values())
+    total = (reps["entry"] * ("entry" in cases)
+             + reps["pools"] * 2 * (len(contenders) + prepared) * pools
              + reps["throughput"] * len(contenders) * ("throughput" in cases)
              + reps["unit_start"] * ("unit_start" in cases)
              + reps["oneshot"] * ("oneshot" in cases))

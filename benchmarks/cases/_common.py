@@ -216,6 +216,19 @@ def whoami() -> int:
 
 # -- prepared units (concurrentd._warm) ---------------------------------------------------------
 
+def await_prepared(timeout: float = 30.0) -> None:
+    """Returns once this process holds a prepared unit (concurrentd prepares one after a pool
+    with the same properties is stopped, in a thread of its own), so that the next pool takes
+    it. (Reads concurrentd._warm's private state: the benchmark waits for exactly that.)"""
+    from concurrentd import _warm
+
+    deadline = time.monotonic() + timeout
+    while not _warm._prepared._ready:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no unit prepared within {timeout:.0f} s")
+        time.sleep(0.002)
+
+
 def stop_prepared() -> None:
     """Stops the unit concurrentd prepares after a trial's last pool (and waits for the thread
     that prepares it): outside the timed part, and so that systemd does not still set it up
