@@ -22,8 +22,10 @@ RESULTS_DIR = os.path.join(HERE, "results")
 
 #: repetitions per case: (full run, --quick)
 REPS = {"entry": (300, 20), "pools": (20, 3), "throughput": (11, 2), "unit_start": (30, 5),
-        "oneshot": (20, 3)}
+        "oneshot": (20, 3), "scale": (5, 1)}
 TASKS = 20_000
+#: no-op tasks per scale trial: (full run, --quick)
+SCALE_TASKS = (5_000, 1_000)
 
 
 def machine() -> dict:
@@ -56,13 +58,19 @@ def describe(m: dict) -> str:
 
 
 def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None,
-              tasks: int = TASKS, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Run ``cases``; return the results dict (also what latest.json holds)."""
+              tasks: int = TASKS, progress: bool = True, log: Callable[[str], None] = print,
+              scale_sizes: tuple[int, ...] | None = None, scale_tasks: int | None = None) -> dict:
+    """Run ``cases``; return the results dict (also what latest.json holds). ``scale_sizes``
+    and ``scale_tasks``: the scale case's pool sizes and no-op tasks (default: all of
+    cases.scale.SIZES; SCALE_TASKS)."""
     unknown = set(cases) - set(CASES)
     if unknown:
         raise ValueError(f"unknown case(s) {sorted(unknown)}; choose from {', '.join(CASES)}")
     reps = {k: v[1 if quick else 0] for k, v in REPS.items()} | (reps or {})
+    from .cases import scale
     from .cases.pools import PREPARED
+    sizes = tuple(scale_sizes or scale.SIZES)
+    scale_tasks = scale_tasks or SCALE_TASKS[1 if quick else 0]
     m = machine()
     log(describe(m))
     contenders = list(c.CONTENDERS)
@@ -78,7 +86,8 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
              + reps["pools"] * 2 * (len(contenders) + prepared) * pools
              + reps["throughput"] * len(contenders) * ("throughput" in cases)
              + reps["unit_start"] * ("unit_start" in cases)
-             + reps["oneshot"] * ("oneshot" in cases))
+             + reps["oneshot"] * ("oneshot" in cases)
+             + reps["scale"] * (2 * len(sizes) + 1) * ("scale" in cases))
     bar = None
     if progress:
         try:
@@ -116,6 +125,8 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
                 elif case == "oneshot":
                     from .cases import oneshot
                     results["oneshot"] = oneshot.run(reps["oneshot"], tick, say)
+                elif case == "scale":
+                    results["scale"] = scale.run(reps["scale"], scale_tasks, tick, say, sizes)
             except Exception as e:   # noqa: BLE001 - a broken case must not hide the others
                 results[case] = {"error": str(e).strip()[-2000:]}
                 say(f"{case} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}")
@@ -196,6 +207,9 @@ def figures(results: dict) -> list[tuple[str, str, str]]:
                 rows.append(("oneshot", k, _fmt(o[k], "ms")))
         for k, s in o["ratios"].items():
             rows.append(("oneshot", f"ratio {k}", _ratio(s)))
+    sc = results.get("scale")
+    if sc and "error" not in sc:
+        rows += _scale_rows(sc)
     for case in CASES:
         if isinstance(results.get(case), dict) and "error" in results[case]:
             rows.append((case, "ERROR", results[case]["error"].splitlines()[-1]))
@@ -212,6 +226,48 @@ def _ci(ci: dict | None, unit: str) -> str:
     # its coverage is at least CI_LEVEL (the sign test's steps make it a little more)
     return (f"; {c.CI_LEVEL:.0%} CI of the median {ci['lo']:,.{d}f} to {ci['hi']:,.{d}f} {unit}"
             .replace("%", " %"))
+
+
+def _med(s: dict | None, fmt: str = ",.1f") -> str:
+    return "—" if not s else format(s["median"], fmt)
+
+
+def _scale_rows(sc: dict) -> list[tuple[str, str, str]]:
+    """Five rows per pool size: all ran, throughput, worker memory, owner memory, the zygote."""
+    rows = []
+    ours, theirs = "concurrentd", "ProcessPoolExecutor"
+    for n in sc["sizes"]:
+        r = sc[f"workers{n}"]
+        a, b, ratios = r[ours], r[theirs], r["ratios"]
+        head = f"{n} worker{'s' * (n > 1)}"
+        rows.append(("scale", f"{head}: all ran a task",
+                     f"{ours} {_fmt(a['all_ran'], 'ms')}, PPE {_fmt(b['all_ran'], 'ms')}; "
+                     f"ratio {_ratio(ratios['all_ran'])}"))
+        rows.append(("scale", f"{head}: no-op submit()",
+                     f"{ours} {_fmt(a['submit'], 'tasks/s')}, PPE {_fmt(b['submit'], 'tasks/s')}; "
+                     f"time per task, ratio {_ratio(ratios['time_per_task'])}"))
+        rows.append(("scale", f"{head}: each worker's USS / PSS",
+                     f"{ours} {_med(a['worker_uss'])} / {_med(a['worker_pss'])} MiB, "
+                     f"PPE {_med(b['worker_uss'])} / {_med(b['worker_pss'])} MiB; "
+                     f"ratio {_ratio(ratios['worker_uss'])} / {_ratio(ratios['worker_pss'])}"))
+        rows.append(("scale", f"{head}: owner RSS (its growth over the pool's life)",
+                     f"{ours} {_med(a['owner_rss'])} MiB (+{_med(a['owner_growth'], '.2f')}"
+                     f"{_ci(a.get('owner_growth_ci'), 'MiB')}), "
+                     f"PPE {_med(b['owner_rss'])} MiB (+{_med(b['owner_growth'], '.2f')}"
+                     f"{_ci(b.get('owner_growth_ci'), 'MiB')})"))
+        rows.append(("scale", f"{head}: {ours}'s zygote, USS / PSS",
+                     f"{_med(a['zygote_uss'], '.2f')} / {_med(a['zygote_pss'], '.2f')} MiB"))
+    sp = sc.get("spare") or {}
+    if sp.get("spare_uss"):
+        rows.append(("scale", "the spare (a pool of 2 that ran one task), USS / PSS",
+                     f"spare {_med(sp['spare_uss'], '.2f')} / {_med(sp['spare_pss'], '.2f')} MiB, "
+                     f"its zygote {_med(sp['zygote_uss'], '.2f')} / {_med(sp['zygote_pss'], '.2f')} "
+                     f"MiB, the worker {_med(sp['worker_uss'], '.2f')} / "
+                     f"{_med(sp['worker_pss'], '.2f')} MiB (n={sp['spare_uss']['n']})"))
+    if sc.get("errors"):
+        rows.append(("scale", "failed trials", "; ".join(f"{k}: {v}"
+                                                         for k, v in sc["errors"].items())))
+    return rows
 
 
 def target_value(t: dict) -> str:
@@ -304,6 +360,12 @@ def _chart(results: dict) -> str | None:
         panels.append(("unit start (ms)", {"connect\n+start": u["concurrentd connect+start"],
                                            "start\n(warm)": u["concurrentd start (warm)"],
                                            "systemd-run": u["systemd-run"]}))
+    sc = results.get("scale")
+    if sc and "error" not in sc:
+        panels.append(("scale: concurrentd / PPE (target ≤ 1.2 from 8 up)",
+                       {f"{n}": {"all ran a task": sc[f"workers{n}"]["ratios"]["all_ran"],
+                                 "time per task": sc[f"workers{n}"]["ratios"]["time_per_task"]}
+                        for n in sc["sizes"]}))
     if not panels:
         return None
     cols = min(3, len(panels))

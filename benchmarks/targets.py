@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .cases import _common as c
+from .cases.scale import SIZES
 
 PASS, FAIL, NOT_MEASURED = "PASS", "FAIL", "not measured"
 PPE = "ProcessPoolExecutor"
@@ -105,6 +106,17 @@ TARGETS: list[Target] = [
     Target("unit_start", "concurrentd connect+start / systemd-run",
            ("unit_start", "ratios", "concurrentd connect+start/systemd-run", "median"),
            "<=", 1.0, "x"),
+    # Issue 19 §3: ≤ 1.2× ProcessPoolExecutor from 8 workers up; at 1 and 2 the unit's start
+    # dominates, and the cold floor applies.
+    *[t for n in SIZES for t in (
+        [Target("scale", f"{n} workers: all ran a task, concurrentd / {PPE}",
+                ("scale", f"workers{n}", "ratios", "all_ran", "median"), "<=", 1.2, "x"),
+         Target("scale", f"{n} workers: time per no-op task, concurrentd / {PPE}",
+                ("scale", f"workers{n}", "ratios", "time_per_task", "median"), "<=", 1.2, "x")]
+        if n >= 8 else
+        [Target("scale", f"{n} worker{'s' * (n > 1)}: all ran a task, concurrentd (cold floor)",
+                ("scale", f"workers{n}", "concurrentd", "all_ran", "median"), "<=",
+                cold_floor(("scale", f"workers{n}", PPE, "all_ran", "median")), "ms")])],
 ]
 
 
