@@ -381,7 +381,8 @@ def _chart(results: dict) -> str | None:
         _chart_targets(fig.add_subplot(grid[rows, :]), targets)
     colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
     for ax, (title, data) in zip(axes, panels):
-        data = {k.replace("ProcessPoolExecutor", "PPE"): v for k, v in data.items() if v}
+        data = {k.replace("ProcessPoolExecutor", "PPE").replace(" (", "\n("): v
+                for k, v in data.items() if v}
         names = list(data)
         grouped = bool(names) and "median" not in data[names[0]]
         groups = list(data[names[0]]) if grouped else [None]
@@ -396,7 +397,10 @@ def _chart(results: dict) -> str | None:
                    label=group)
         ax.set_xticks(range(len(names)), names)
         ax.set_title(title, fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
+        ax.tick_params(axis="x", labelsize=7 if len(names) <= 4 else 6)
+        if title.startswith("scale"):
+            ax.axhline(1.2, color="#757575", linewidth=0.8, linestyle="--")
+            ax.set_xlabel("max_workers", fontsize=7)
         if grouped:
             ax.legend(fontsize=7)
     for ax in axes[len(panels):]:
