@@ -15,71 +15,18 @@ from typing import Any, Callable
 
 from .cases import CASES
 from .cases import _common as c
+from .targets import FAIL, PASS, judge
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
 
-#: repetitions per case: (full run, --quick)
+#: repetitions per case: (full run, --quick). scale: 6, the fewest with which the sign test gives
+#: the owner's RSS growth (a difference) a 95 % interval; 5 sizes × 2 pools + the spare each
 REPS = {"entry": (300, 20), "pools": (20, 3), "throughput": (11, 2), "unit_start": (30, 5),
-        "oneshot": (20, 3)}
+        "oneshot": (20, 3), "scale": (6, 1)}
 TASKS = 20_000
-
-
-def _get(d: Any, *path) -> float | None:
-    for p in path:
-        if not isinstance(d, dict) or d.get(p) is None:
-            return None
-        d = d[p]
-    return d
-
-
-# (case, figure, path to its summary/number in the results, op, threshold, unit)
-TARGETS = [
-    # A pool's workers are forked by a zygote that entered the unit once: what a worker pays to
-    # be in the unit is its fork there minus a plain fork (enter(plan) itself runs once per pool).
-    ("entry", "entry per worker median", ("entry", "entry_per_worker", "median"), "<=", 200, "us"),
-    ("entry", "entry per worker / Python fork",
-     ("entry", "ratios", "entry_per_worker/fork", "median"), "<=", 0.3, "x"),
-    ("entry", "pystemd enter_unit / entry per worker",
-     ("entry", "ratios", "pystemd_enter_unit/entry_per_worker"), ">=", 10, "x"),
-    ("cold_start", "concurrentd / ProcessPoolExecutor",
-     ("cold_start", "ratios", "concurrentd/ProcessPoolExecutor", "median"), "<=", 1.3, "x"),
-    ("cold_start", "pystemd / concurrentd",
-     ("cold_start", "ratios", "pystemd/concurrentd", "median"), ">=", 4, "x"),
-    ("pool_start", "concurrentd / pystemd, 1 worker",
-     ("pool_start", "ratios", "concurrentd/pystemd workers1", "median"), "<=", 0.7, "x"),
-    ("pool_start", "concurrentd / pystemd, 2 workers",
-     ("pool_start", "ratios", "concurrentd/pystemd workers2", "median"), "<=", 0.7, "x"),
-    ("throughput", "submit: concurrentd / ProcessPoolExecutor",
-     ("throughput", "submit", "ratios", "concurrentd/ProcessPoolExecutor", "median"), ">=", 1.0, "x"),
-    ("throughput", "map: concurrentd / ProcessPoolExecutor",
-     ("throughput", "map", "ratios", "concurrentd/ProcessPoolExecutor", "median"), ">=", 1.0, "x"),
-    ("oneshot", "run(f), a prepared unit",
-     ("oneshot", "run (prepared)", "median"), "<=", 3, "ms"),
-    ("oneshot", "run(f), fresh mode, a prepared zygote",
-     ("oneshot", "run (fresh, prepared)", "median"), "<=", 3, "ms"),
-    ("oneshot", "systemd-run --pipe / run(f) fresh",
-     ("oneshot", "ratios", "systemd-run/run (fresh, prepared)", "median"), ">=", 8, "x"),
-    ("oneshot", "bwrap / run(f) fresh",
-     ("oneshot", "ratios", "bwrap/run (fresh, prepared)", "median"), ">=", 8, "x"),
-    ("unit_start", "concurrentd connect+start / systemd-run",
-     ("unit_start", "ratios", "concurrentd connect+start/systemd-run", "median"), "<=", 1.0, "x"),
-]
-
-
-def judge(results: dict) -> list[dict]:
-    rows = []
-    for case, label, path, op, limit, unit in TARGETS:
-        if case not in results:
-            continue
-        value = _get(results, *path)
-        if value is None:
-            verdict = "N/A"
-        else:
-            verdict = "PASS" if (value <= limit if op == "<=" else value >= limit) else "FAIL"
-        rows.append({"case": case, "figure": label, "value": value, "target": f"{op} {limit} {unit}",
-                     "verdict": verdict})
-    return rows
+#: no-op tasks per scale trial: (full run, --quick)
+SCALE_TASKS = (5_000, 1_000)
 
 
 def machine() -> dict:
@@ -98,17 +45,35 @@ def machine() -> dict:
     return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
             "python": platform.python_version(), "systemd": sh("systemctl", "--version").split("\n")[0],
             "cgroups": "unified" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "hybrid/legacy",
-            "loadavg": os.getloadavg()[0],
+            "loadavg": os.getloadavg()[0], "loadavg_1_5_15": list(os.getloadavg()),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def describe(m: dict) -> str:
+    """The machine in one line, printed as a run starts (a shared machine's load says how far
+    its figures can be compared with another run's; ratios are taken within one run)."""
+    load = " ".join(f"{x:.2f}" for x in m.get("loadavg_1_5_15", [m["loadavg"]]))
+    return (f"machine: {m['cpu'] or 'CPU model unknown'}, {m['cpus']} CPUs, Linux {m['kernel']}, "
+            f"{m['systemd'] or 'systemd version unknown'} ({m['cgroups']} cgroups), "
+            f"Python {m['python']}; load average {load} (1, 5, 15 min) at the start")
+
+
 def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None,
-              tasks: int = TASKS, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Run ``cases``; return the results dict (also what latest.json holds)."""
+              tasks: int = TASKS, progress: bool = True, log: Callable[[str], None] = print,
+              scale_sizes: tuple[int, ...] | None = None, scale_tasks: int | None = None) -> dict:
+    """Run ``cases``; return the results dict (also what latest.json holds). ``scale_sizes``
+    and ``scale_tasks``: the scale case's pool sizes and no-op tasks (default: all of
+    cases.scale.SIZES; SCALE_TASKS)."""
     unknown = set(cases) - set(CASES)
     if unknown:
         raise ValueError(f"unknown case(s) {sorted(unknown)}; choose from {', '.join(CASES)}")
     reps = {k: v[1 if quick else 0] for k, v in REPS.items()} | (reps or {})
+    from .cases import scale
+    from .cases.pools import PREPARED
+    sizes = tuple(scale_sizes or scale.SIZES)
+    scale_tasks = scale_tasks or SCALE_TASKS[1 if quick else 0]
+    m = machine()
+    log(describe(m))
     contenders = list(c.CONTENDERS)
     why = c.pystemd_unavailable()
     if why:
@@ -117,10 +82,13 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
     else:
         c.ensure_subscribed()
     pools = "cold_start" in cases or "pool_start" in cases
-    total = (reps["entry"] * ("entry" in cases) + reps["pools"] * 2 * len(contenders) * pools
+    prepared = sum(base in contenders for base in PREPARED.values())
+    total = (reps["entry"] * ("entry" in cases)
+             + reps["pools"] * 2 * (len(contenders) + prepared) * pools
              + reps["throughput"] * len(contenders) * ("throughput" in cases)
              + reps["unit_start"] * ("unit_start" in cases)
-             + reps["oneshot"] * ("oneshot" in cases))
+             + reps["oneshot"] * ("oneshot" in cases)
+             + reps["scale"] * (2 * len(sizes) + 1) * ("scale" in cases))
     bar = None
     if progress:
         try:
@@ -132,7 +100,7 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
             pass
     tick = (lambda: bar.update(1)) if bar else (lambda: None)
     say = (lambda m: bar.write(m)) if bar else log
-    results: dict[str, Any] = {"machine": machine(), "quick": quick, "reps": reps,
+    results: dict[str, Any] = {"machine": m, "quick": quick, "reps": reps,
                                "contenders": contenders, "pystemd_unavailable": why}
     try:
         for case in CASES:
@@ -158,12 +126,15 @@ def run_suite(cases: list[str], *, quick: bool = False, reps: dict | None = None
                 elif case == "oneshot":
                     from .cases import oneshot
                     results["oneshot"] = oneshot.run(reps["oneshot"], tick, say)
+                elif case == "scale":
+                    results["scale"] = scale.run(reps["scale"], scale_tasks, tick, say, sizes)
             except Exception as e:   # noqa: BLE001 - a broken case must not hide the others
                 results[case] = {"error": str(e).strip()[-2000:]}
                 say(f"{case} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}")
     finally:
         if bar:
             bar.close()
+    m["loadavg_end"] = list(os.getloadavg())
     results["targets"] = judge(results)
     return results
 
@@ -194,7 +165,7 @@ def figures(results: dict) -> list[tuple[str, str, str]]:
         rows.append(("entry", "fork in the entered zygote (a pool's worker)",
                      _fmt(e["zygote_fork"], "µs")))
         rows.append(("entry", "entry per worker (that fork − os.fork, paired)",
-                     _fmt(e["entry_per_worker"], "µs")))
+                     _fmt(e["entry_per_worker"], "µs") + _ci(e.get("entry_per_worker_ci"), "µs")))
         rows.append(("entry", "concurrentd enter(plan), once per pool", _fmt(e["enter"], "µs")))
         for name, s in list(e["steps"].items())[:8]:
             rows.append(("entry", f"  step {name}", _fmt(s, "µs")))
@@ -237,10 +208,81 @@ def figures(results: dict) -> list[tuple[str, str, str]]:
                 rows.append(("oneshot", k, _fmt(o[k], "ms")))
         for k, s in o["ratios"].items():
             rows.append(("oneshot", f"ratio {k}", _ratio(s)))
+    sc = results.get("scale")
+    if sc and "error" not in sc:
+        rows += _scale_rows(sc)
     for case in CASES:
         if isinstance(results.get(case), dict) and "error" in results[case]:
             rows.append((case, "ERROR", results[case]["error"].splitlines()[-1]))
     return rows
+
+
+def _ci(ci: dict | None, unit: str) -> str:
+    """A difference's confidence interval, as a suffix to its figure."""
+    if not ci:
+        return ""
+    d = 2 if max(abs(ci["lo"]), abs(ci["hi"])) < 10 else 1
+    if ci["level"] < c.CI_LEVEL - 1e-9:
+        return f"; n={ci['n']}: too few for a {c.CI_LEVEL:.0%} interval".replace("%", " %")
+    # its coverage is at least CI_LEVEL (the sign test's steps make it a little more)
+    return (f"; {c.CI_LEVEL:.0%} CI of the median {ci['lo']:,.{d}f} to {ci['hi']:,.{d}f} {unit}"
+            .replace("%", " %"))
+
+
+def _med(s: dict | None, fmt: str = ",.1f") -> str:
+    return "—" if not s else format(s["median"], fmt)
+
+
+def _scale_rows(sc: dict) -> list[tuple[str, str, str]]:
+    """Five rows per pool size: all ran, throughput, worker memory, owner memory, the zygote."""
+    rows = []
+    ours, theirs = "concurrentd", "ProcessPoolExecutor"
+    for n in sc["sizes"]:
+        r = sc[f"workers{n}"]
+        a, b, ratios = r[ours], r[theirs], r["ratios"]
+        head = f"{n} worker{'s' * (n > 1)}"
+        rows.append(("scale", f"{head}: all ran a task",
+                     f"{ours} {_fmt(a['all_ran'], 'ms')}, PPE {_fmt(b['all_ran'], 'ms')}; "
+                     f"ratio {_ratio(ratios['all_ran'])}"))
+        rows.append(("scale", f"{head}: no-op submit()",
+                     f"{ours} {_fmt(a['submit'], 'tasks/s')}, PPE {_fmt(b['submit'], 'tasks/s')}; "
+                     f"time per task, ratio {_ratio(ratios['time_per_task'])}"))
+        rows.append(("scale", f"{head}: each worker's USS / PSS",
+                     f"{ours} {_med(a['worker_uss'])} / {_med(a['worker_pss'])} MiB, "
+                     f"PPE {_med(b['worker_uss'])} / {_med(b['worker_pss'])} MiB; "
+                     f"ratio {_ratio(ratios['worker_uss'])} / {_ratio(ratios['worker_pss'])}"))
+        rows.append(("scale", f"{head}: owner RSS (its growth over the pool's life)",
+                     f"{ours} {_med(a['owner_rss'])} MiB (+{_med(a['owner_growth'], '.2f')}"
+                     f"{_ci(a.get('owner_growth_ci'), 'MiB')}), "
+                     f"PPE {_med(b['owner_rss'])} MiB (+{_med(b['owner_growth'], '.2f')}"
+                     f"{_ci(b.get('owner_growth_ci'), 'MiB')})"))
+        rows.append(("scale", f"{head}: {ours}'s zygote, USS / PSS",
+                     f"{_med(a['zygote_uss'], '.2f')} / {_med(a['zygote_pss'], '.2f')} MiB"))
+    sp = sc.get("spare") or {}
+    if sp.get("spare_uss"):
+        rows.append(("scale", "the spare (a pool of 2 that ran one task), USS / PSS",
+                     f"spare {_med(sp['spare_uss'], '.2f')} / {_med(sp['spare_pss'], '.2f')} MiB, "
+                     f"its zygote {_med(sp['zygote_uss'], '.2f')} / {_med(sp['zygote_pss'], '.2f')} "
+                     f"MiB, the worker {_med(sp['worker_uss'], '.2f')} / "
+                     f"{_med(sp['worker_pss'], '.2f')} MiB (n={sp['spare_uss']['n']})"))
+    if sc.get("errors"):
+        rows.append(("scale", "failed trials", "; ".join(f"{k}: {v}"
+                                                         for k, v in sc["errors"].items())))
+    return rows
+
+
+def target_value(t: dict) -> str:
+    """A target row's figure, as measured (with its interval, for a difference)."""
+    v, unit = t["value"], t["unit"]
+    shown = ("—" if v is None else f"{v:.1f} µs" if unit == "us" else f"{v:.1f} ms"
+             if unit == "ms" else f"{v:.2f}×")
+    ci = t.get("ci")
+    if ci and ci["level"] < c.CI_LEVEL - 1e-9:
+        shown += f" ({t['ci_name']}: n={ci['n']}, too few for an interval)"
+    elif ci:
+        shown += (f" ({t['ci_name']}: {c.CI_LEVEL:.0%} CI of the median {ci['lo']:.1f} to "
+                  f"{ci['hi']:.1f})").replace("%", " %")
+    return shown
 
 
 def table(results: dict) -> str:
@@ -248,11 +290,11 @@ def table(results: dict) -> str:
     lines += [f"| {a} | {b} | {v} |" for a, b, v in figures(results)]
     lines += ["", "| case | target | figure | target | verdict |", "| --- | --- | --- | --- | --- |"]
     for t in results["targets"]:
-        v = t["value"]
-        shown = ("—" if v is None else f"{v:.1f} µs" if t["target"].endswith("us")
-                 else f"{v:.1f} ms" if t["target"].endswith("ms") else f"{v:.2f}×")
-        lines.append(f"| {t['case']} | {t['figure']} | {shown} | {t['target'].replace('us', 'µs')} "
-                     f"| **{t['verdict']}** |")
+        target = t["target"].replace(" us", " µs")
+        if t.get("basis"):
+            target += f" ({t['basis']})"
+        verdict = f"**{t['verdict']}**" + (f" ({t['why']})" if t.get("why") else "")
+        lines.append(f"| {t['case']} | {t['figure']} | {target_value(t)} | {target} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -271,7 +313,9 @@ def write_outputs(results: dict, command: str, publish: bool = False) -> list[st
           f"`{command}`, {m['date']}{' (--quick: few repeats, a smoke run)' if results['quick'] else ''}.\n",
           f"Machine: {m['cpu']}, {m['cpus']} CPUs, Linux {m['kernel']}, {m['systemd']} "
           f"({m['cgroups']} cgroups, inside concurrentd.testbed when PID 1 is not systemd), "
-          f"Python {m['python']}, load average {m['loadavg']:.2f} at the start (shared machine).\n",
+          f"Python {m['python']}, load average "
+          f"{' / '.join(f'{x:.2f}' for x in m.get('loadavg_1_5_15', [m['loadavg']]))} "
+          f"(1 / 5 / 15 min) at the start (shared machine).\n",
           "Medians with the interquartile range over the repetitions; ratios are medians of "
           "per-repetition ratios of contenders run back to back (see benchmarks/README.md).\n",
           table(results), ""]
@@ -317,14 +361,29 @@ def _chart(results: dict) -> str | None:
         panels.append(("unit start (ms)", {"connect\n+start": u["concurrentd connect+start"],
                                            "start\n(warm)": u["concurrentd start (warm)"],
                                            "systemd-run": u["systemd-run"]}))
+    sc = results.get("scale")
+    if sc and "error" not in sc:
+        panels.append(("scale: concurrentd / PPE (target ≤ 1.2 from 8 up)",
+                       {f"{n}": {"all ran a task": sc[f"workers{n}"]["ratios"]["all_ran"],
+                                 "time per task": sc[f"workers{n}"]["ratios"]["time_per_task"]}
+                        for n in sc["sizes"]}))
     if not panels:
         return None
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    targets = results.get("targets") or []
+    # the panels, then every target with its verdict, one line each
+    text_height = 0.16 * len(targets) + 0.3 if targets else 0
+    fig = plt.figure(figsize=(4.4 * cols, 3.4 * rows + text_height))
+    grid = fig.add_gridspec(rows + bool(targets), cols,
+                            height_ratios=[3.4] * rows + ([text_height] if targets else []))
+    axes = [fig.add_subplot(grid[r, k]) for r in range(rows) for k in range(cols)]
+    if targets:
+        _chart_targets(fig.add_subplot(grid[rows, :]), targets)
     colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    for ax, (title, data) in zip(axes.flat, panels):
-        data = {k.replace("ProcessPoolExecutor", "PPE"): v for k, v in data.items() if v}
+    for ax, (title, data) in zip(axes, panels):
+        data = {k.replace("ProcessPoolExecutor", "PPE").replace(" (", "\n("): v
+                for k, v in data.items() if v}
         names = list(data)
         grouped = bool(names) and "median" not in data[names[0]]
         groups = list(data[names[0]]) if grouped else [None]
@@ -339,16 +398,32 @@ def _chart(results: dict) -> str | None:
                    label=group)
         ax.set_xticks(range(len(names)), names)
         ax.set_title(title, fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
+        ax.tick_params(axis="x", labelsize=7 if len(names) <= 4 else 6)
+        if title.startswith("scale"):
+            ax.axhline(1.2, color="#757575", linewidth=0.8, linestyle="--")
+            ax.set_xlabel("max_workers", fontsize=7)
         if grouped:
             ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
     path = os.path.join(HERE, "RESULTS.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _chart_targets(ax, targets: list[dict]) -> None:
+    """Every target's verdict, figure and limit, one line each (PASS green, FAIL red, not
+    measured grey)."""
+    ax.axis("off")
+    color = {PASS: "#2e7d32", FAIL: "#c62828"}
+    step = 1 / max(len(targets), 1)
+    for i, t in enumerate(targets):
+        line = (f"{t['verdict']:<13} {t['case']}: {t['figure']}  {target_value(t)}  "
+                f"{t['target'].replace(' us', ' µs')}" + (f"  ({t['why']})" if t.get("why") else ""))
+        ax.text(0, 1 - i * step, line, family="monospace", fontsize=7, va="top",
+                color=color.get(t["verdict"], "#757575"), transform=ax.transAxes)
 
 
 def main(argv: list[str] | None = None) -> int:

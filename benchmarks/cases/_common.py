@@ -8,6 +8,7 @@ goes on; the child reports one JSON object over a pipe.
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import signal
@@ -46,6 +47,37 @@ def paired_ratio(a: list[float | None], b: list[float | None]) -> dict[str, floa
     """The summary of a[i] / b[i] over the repetitions where both were measured (same run,
     interleaved: each pair ran back to back)."""
     return summary([x / y for x, y in zip(a, b) if x is not None and y])
+
+
+#: the confidence a figure measured as a difference is reported with
+CI_LEVEL = 0.95
+
+
+def median_ci(xs: list[float | None], level: float = CI_LEVEL) -> dict[str, float] | None:
+    """A distribution-free confidence interval for the median of ``xs`` (the sign test's):
+    the order statistics x(j) and x(n+1-j), j the largest for which P(Bin(n, 1/2) < j) is at
+    most (1 - level) / 2. No assumption on the distribution and no random resampling, so the
+    same samples always give the same interval.
+
+    Returns {"lo", "hi", "level", "n"}: ``level`` is the coverage the interval has, below the
+    one asked for when there are too few values (n < 6 for 95 %: then the whole range).
+    """
+    xs = sorted(x for x in xs if x is not None)
+    n = len(xs)
+    if not n:
+        return None
+    alpha, total = (1 - level) / 2, 2 ** n
+    j, below = 1, 1   # below: the number of outcomes of Bin(n, 1/2) that are < j, times 2**n
+    while j < (n + 1) // 2 and (below + math.comb(n, j)) / total <= alpha:
+        below += math.comb(n, j)
+        j += 1
+    return {"lo": xs[j - 1], "hi": xs[n - j], "level": 1 - 2 * below / total, "n": n}
+
+
+def excludes_zero(ci: dict | None, level: float = CI_LEVEL) -> bool:
+    """The interval has the coverage asked for and lies wholly on one side of zero: the
+    difference it bounds was measured (a median difference alone can come out at any sign)."""
+    return bool(ci) and ci["level"] >= level - 1e-9 and (ci["lo"] > 0 or ci["hi"] < 0)
 
 
 # -- pystemd ---------------------------------------------------------------------------------
@@ -180,3 +212,27 @@ def noop(x: Any = None) -> None:
 
 def whoami() -> int:
     return os.getuid()
+
+
+# -- prepared units (concurrentd._warm) ---------------------------------------------------------
+
+def await_prepared(timeout: float = 30.0) -> None:
+    """Returns once this process holds a prepared unit (concurrentd prepares one after a pool
+    with the same properties is stopped, in a thread of its own), so that the next pool takes
+    it. (Reads concurrentd._warm's private state: the benchmark waits for exactly that.)"""
+    from concurrentd import _warm
+
+    deadline = time.monotonic() + timeout
+    while not _warm._prepared._ready:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no unit prepared within {timeout:.0f} s")
+        time.sleep(0.002)
+
+
+def stop_prepared() -> None:
+    """Stops the unit concurrentd prepares after a trial's last pool (and waits for the thread
+    that prepares it): outside the timed part, and so that systemd does not still set it up
+    while the next trial is timed."""
+    from concurrentd import _warm
+
+    _warm.stop_all()

@@ -12,7 +12,15 @@ its unit), submit one task, wait for its result. Measured:
   enter_unit()), ready for a task. CLOCK_MONOTONIC on both sides. (Marked by wrapping the loops
   under their own names rather than by an initializer, identically for the three contenders.)
 
-The three contenders run back to back in each repetition (rotating order), so their ratios come
+Pool start is also timed with a prepared unit (issue 19 §1: concurrentd._warm), as a program
+that makes pools again and again gets it: "concurrentd (prepared)" and "concurrentd (fresh,
+prepared)" first start and stop one pool with the same properties and size, untimed, wait until
+the next unit is prepared, then time a second pool, which takes it (a fresh interpreter's pool
+takes a prepared zygote too, entered, its first worker forked). The other concurrentd contenders
+find no prepared unit (each trial is a fresh process): their pool start is the cold one. After
+every trial, the unit prepared after its last pool is stopped before the next trial starts.
+
+The contenders run back to back in each repetition (rotating order), so their ratios come
 from the same moments of this noisy machine.
 """
 
@@ -25,6 +33,10 @@ from multiprocessing import get_context, process
 from . import _common as c
 
 _STARTS: list[int] = []
+
+#: the contenders that time a pool taking a prepared unit -> the pool they are
+PREPARED = {"concurrentd (prepared)": "concurrentd",
+            "concurrentd (fresh, prepared)": "concurrentd (fresh)"}
 
 
 def _patch_start() -> None:
@@ -90,19 +102,40 @@ def make_pool(contender: str, workers: int, properties: str = "pool"):
     raise ValueError(contender)
 
 
+def _prepare_unit(contender: str, workers: int) -> None:
+    """Starts and stops one pool, untimed: concurrentd then prepares the next unit for the same
+    properties (and size); returns once it is there."""
+    pool, stop = make_pool(contender, workers)
+    try:
+        pool.submit(c.noop).result(timeout=30)
+    finally:
+        stop()
+    c.await_prepared()
+
+
 def trial(contender: str, workers: int) -> dict:
     """In a fresh child: pool start → first result, and the first worker's fork → ready (ns)."""
+    base = PREPARED.get(contender, contender)
+    if contender in PREPARED:
+        _prepare_unit(base, workers)
     _patch_start()
     _patch_worker()
+    del _STARTS[:]
+    # imported before the clock starts, as ProcessPoolExecutor's is
+    from concurrentd import TransientUnitPoolExecutor  # noqa: F401
     t0 = time.perf_counter_ns()
-    pool, stop = make_pool(contender, workers)
+    pool, stop = make_pool(base, workers)
     try:
         ready = pool.submit(c.ready_ns).result(timeout=30)
         t1 = time.perf_counter_ns()
         uid = pool.submit(c.whoami).result(timeout=30)
     finally:
         stop()
-    if contender == "concurrentd (fresh)":   # its workers' loop is not this process's to mark
+        if base.startswith("concurrentd"):
+            c.stop_prepared()
+    if base == "concurrentd (fresh)" or contender in PREPARED:
+        # a fresh interpreter's workers' loop is not this process's to mark; the cold-start case
+        # is the first worker of a pool as it starts, without a prepared unit
         return {"pool_start_ns": t1 - t0, "cold_start_ns": None, "uid": uid}
     if not _STARTS or ready is None:
         raise RuntimeError(f"{contender}: no worker start seen")
@@ -111,6 +144,7 @@ def trial(contender: str, workers: int) -> dict:
 
 def run(reps: int, contenders: list[str], tick, log) -> dict:
     """Both cases; returns {"pool_start": {...}, "cold_start": {...}}."""
+    contenders = contenders + [k for k, base in PREPARED.items() if base in contenders]
     samples = {(k, w, n): [] for k in contenders for w in (1, 2)
                for n in ("pool_start_ns", "cold_start_ns")}
     errors: dict[str, str] = {}
@@ -140,7 +174,8 @@ def run(reps: int, contenders: list[str], tick, log) -> dict:
                                      for k in contenders}
     cold["contenders"] = {k: c.summary(ms(samples[(k, 1, "cold_start_ns")] +
                                           samples[(k, 2, "cold_start_ns")]))
-                          for k in contenders if k != "concurrentd (fresh)"}
+                          for k in contenders
+                          if k != "concurrentd (fresh)" and k not in PREPARED}
     cold["worker_uid"] = {k: sorted(v) for k, v in uids.items()}
     both = lambda k: samples[(k, 1, "cold_start_ns")] + samples[(k, 2, "cold_start_ns")]  # noqa: E731
     ratios = {}
