@@ -49,6 +49,9 @@ SUITES = {
     "sid": "Debian unstable: systemd 258 or newer (no cgroup v1 at all), Python 3.14",
     "bookworm": "Debian 12: systemd 252 as on the box's host, but on pure cgroup v2",
 }
+#: Each suite's python3, whose test package (CPython's own tests, for tests/cpython_suite.py)
+#: the image holds too.
+PYTHONS = {"trixie": "3.13", "sid": "3.14", "bookworm": "3.11"}
 DEFAULT_SUITE = "trixie"
 #: The guest's packages: systemd as PID 1 (debootstrap's), and what building and testing
 #: concurrentd needs (apt's, in the new root: debootstrap does not resolve virtual packages, such
@@ -71,7 +74,7 @@ HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstr
 DEFAULT_CMD = ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not host")
 IMAGE_SIZE = "4G"
 #: bump when the image's recipe changes: a cached image of another version is rebuilt
-IMAGE_VERSION = "1"
+IMAGE_VERSION = "2"
 
 _INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -324,11 +327,12 @@ class VM:
         _say(f"debootstrap {self.suite} (several minutes)")
         _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", self.suite,
               root, self.mirror], "debootstrap", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _say("apt-get install (in the new root) " + " ".join(PACKAGES))
+        packages = [*PACKAGES, f"libpython{PYTHONS[self.suite]}-testsuite"]
+        _say("apt-get install (in the new root) " + " ".join(packages))
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
                "LC_ALL": "C"}
         _run(["chroot", root, "apt-get", "install", "-y", "-q", "--no-install-recommends",
-              *PACKAGES], "apt-get install in the new root", env=env, stdout=subprocess.DEVNULL,
+              *packages], "apt-get install in the new root", env=env, stdout=subprocess.DEVNULL,
              stderr=subprocess.PIPE)
         _run(["chroot", root, "apt-get", "clean"], "apt-get clean", env=env)
         open(os.path.join(root, ".packages"), "w").close()
