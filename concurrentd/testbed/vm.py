@@ -1,20 +1,23 @@
-"""A real Debian host in a VM: another systemd as PID 1 on pure cgroup v2, for what a box cannot show.
+"""A real Debian host in a VM: another systemd as PID 1 on pure cgroup v2, for what a box
+cannot show.
 
     python -m concurrentd.testbed.vm [--suite trixie|sid|bookworm] [--dir DIR] [--timeout S]
                                      [-- CMD ARGS...]
 
 The testbed box boots the host's own systemd over its cgroup hierarchy (here: systemd 252,
 hybrid). Some behaviour exists only on other hosts: systemd's OOMPolicy= acting on memory.events,
-MemoryDenyWriteExecute= applied with prctl(PR_SET_MDWE) (systemd >= 253), PrivatePIDs= (257), systemd >= 258 without any cgroup v1. This
-module boots a Debian suite (SUITES: trixie by default) on pure cgroup v2 under QEMU,
-runs CMD as root in a copy of this checkout inside it (built there first), streams its output,
-and exits with its status. CMD defaults to the test suite (``python3 -m pytest -q -p
-no:cacheprovider -m "not host"``: the tests marked host boot testbed boxes, for hosts whose PID 1
-is not systemd); name tests to run only those, e.g.
-``-- python3 -m pytest -q -p no:cacheprovider tests/test_executor.py -k oom``.
+MemoryDenyWriteExecute= applied with prctl(PR_SET_MDWE) (systemd >= 253), PrivatePIDs= (257),
+systemd >= 258 without any cgroup v1, another kernel and Python. This module boots a Debian suite
+(SUITES; trixie by default) on pure cgroup v2 under QEMU, runs CMD as root in a copy of this
+checkout inside it (built there first), streams its output, and exits with its status. CMD
+defaults to the test suite (``python3 -m pytest -q -p no:cacheprovider -m "not host"``: the tests
+marked host boot testbed boxes, for hosts whose PID 1 is not systemd); name tests to run only
+those, e.g. ``-- python3 -m pytest -q -p no:cacheprovider tests/test_executor.py -k oom``, or run
+CI's selection: ``-- sh .ci/vm-tests all``.
 
-How (each step is cached in DIR, default ~/.cache/concurrentd-vm/SUITE, or $CONCURRENTD_VM_DIR/SUITE;
-the first run builds the image, ~10 minutes and ~1.5 GB; later runs only boot, ~20 s):
+How (each step is cached in DIR, default ~/.cache/concurrentd-vm/SUITE, or
+$CONCURRENTD_VM_DIR/SUITE; the first run builds the image, 2 to 10 minutes and ~1.7 GB; later runs
+only boot, ~20 s):
 
     apt (a state directory of its own, the host's apt untouched) -> Debian's kernel and busybox
     kernel -> vmlinux (QEMU boots the uncompressed ELF), a few modules -> a busybox initrd that
