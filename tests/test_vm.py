@@ -49,3 +49,12 @@ def test_an_image_is_ready_only_when_whole_and_of_this_recipe(tmp_path):
     assert not v.ready()
     (tmp_path / "image.version").write_text(vm.IMAGE_VERSION + "\n")
     assert v.ready()
+
+
+def test_a_step_done_with_another_recipe_is_done_again(tmp_path):
+    marker = str(tmp_path / ".packages")
+    assert not vm._done(marker)
+    (tmp_path / ".packages").write_text("")   # as the first recipe left it
+    assert not vm._done(marker)
+    vm._mark(marker)
+    assert vm._done(marker)

@@ -191,7 +191,7 @@ class VM:
         self._apt_update()
         if not os.path.exists(self.path("vmlinux")) or not os.path.exists(self.path("initrd.gz")):
             self._kernel_and_initrd()
-        if not os.path.exists(self.path("rootfs", ".complete")):
+        if not _done(self.path("rootfs", ".complete")):
             self._rootfs()
         self._image()
         with open(self.path("image.version"), "w") as f:
@@ -320,10 +320,10 @@ class VM:
 
     def _rootfs(self) -> None:
         root = self.path("rootfs")
-        if not os.path.exists(os.path.join(root, ".packages")):
+        if not _done(os.path.join(root, ".packages")):
             self._packages(root)
         self._configure(root)
-        open(os.path.join(root, ".complete"), "w").close()
+        _mark(os.path.join(root, ".complete"))
 
     def _packages(self, root: str) -> None:
         shutil.rmtree(root, ignore_errors=True)
@@ -338,7 +338,7 @@ class VM:
               *packages], "apt-get install in the new root", env=env, stdout=subprocess.DEVNULL,
              stderr=subprocess.PIPE)
         _run(["chroot", root, "apt-get", "clean"], "apt-get clean", env=env)
-        open(os.path.join(root, ".packages"), "w").close()
+        _mark(os.path.join(root, ".packages"))
 
     def _configure(self, root: str) -> None:
         etc = os.path.join(root, "etc")
@@ -439,6 +439,20 @@ class VM:
                 tail = f.read()[-3000:].decode(errors="replace")
             raise TestbedError(f"the VM stopped without running the command (QEMU exited "
                                f"{p.returncode}); the end of {console}:\n{tail}") from None
+
+
+def _done(marker: str) -> bool:
+    """Whether the step that writes ``marker`` ran with this IMAGE_VERSION's recipe."""
+    try:
+        with open(marker) as f:
+            return f.read().strip() == IMAGE_VERSION
+    except FileNotFoundError:
+        return False
+
+
+def _mark(marker: str) -> None:
+    with open(marker, "w") as f:
+        f.write(IMAGE_VERSION + "\n")
 
 
 def _copy_new(path: str, offset: int, out) -> int:
