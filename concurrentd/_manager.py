@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import itertools
 import os
 import select
 import signal
@@ -195,6 +196,8 @@ class PoolManager(threading.Thread):
         self._settled_cv = threading.Condition(self.lock)
         # The manager's own:
         self.workers: dict[int, WorkerHandle] = {}
+        #: workers asked of the zygote whose pid has not been read yet, in the order asked
+        self._launched: collections.deque[tuple[int, int, int]] = collections.deque()
         self._by_fd: dict[int, tuple[WorkerHandle, str]] = {}   # what self._poll watches
         self._poll = select.poll()
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -237,6 +240,7 @@ class PoolManager(threading.Thread):
             cause = traceback.format_exception(type(e), e, e.__traceback__)
             self._break(f"the pool's manager thread failed: {e!r}", cause)
         finally:
+            self._adopt_launched()
             for worker in list(self.workers.values()):
                 worker.kill()
                 self._reap(worker, blocking=True)
@@ -290,6 +294,7 @@ class PoolManager(threading.Thread):
             closing = self.shutting_down or _exiting or self.broken is not None
             if not closing or self.pending:
                 return False
+        self._adopt_launched()
         if self.workers:
             for worker in self.workers.values():
                 if worker.stop_sent is None:
@@ -349,12 +354,31 @@ class PoolManager(threading.Thread):
         for w in takers:
             if not w.inflight:
                 return w
-        if len(self.workers) < self.max_workers:
-            return self._spawn()
+        if not self._launched and len(self.workers) < self.max_workers:
+            self._request_workers()
+        if self._launched:
+            return self._adopt(self._launched.popleft())
         busy = [w for w in takers if len(w.inflight) < DEPTH]
         return min(busy, key=lambda w: len(w.inflight)) if busy else None
 
-    def _spawn(self) -> WorkerHandle | None:
+    def _request_workers(self) -> None:
+        """Asks the zygote for every worker the queued calls need (up to max_workers) at once,
+        before reading any pid: the zygote forks them back to back while the owner gives each
+        its call as its pid arrives, instead of a round trip per worker."""
+        room = self.max_workers - len(self.workers)
+        with self.lock:
+            wanted = sum(1 for _ in itertools.islice(
+                (w for w in self.queue if w in self.pending
+                 and not self.pending[w].future.cancelled()), room))
+        for _ in range(max(wanted, 1)):
+            launch = self._spawn()
+            if launch is None:
+                return
+            self._launched.append(launch)
+
+    def _spawn(self) -> tuple[int, int, int] | None:
+        """Asks the zygote for one worker; (its status pipe, call pipe, result pipe), owner's
+        ends, or None if the zygote is gone (the pool is then broken)."""
         zygote = self.session.zygote
         call_r, call_w = os.pipe()
         result_r, result_w = os.pipe()
@@ -370,6 +394,13 @@ class PoolManager(threading.Thread):
         finally:
             os.close(call_r)
             os.close(result_w)
+        return status_fd, call_w, result_r
+
+    def _adopt(self, launch: tuple[int, int, int]) -> WorkerHandle | None:
+        """The worker of a request, once the zygote has answered with its pid (at most the
+        zygote's timeout: a zygote that does not answer is killed, and the pool breaks)."""
+        status_fd, call_w, result_r = launch
+        zygote = self.session.zygote
         try:
             pid: int | None = P.read_signed(status_fd, P.ZYGOTE_TIMEOUT)
             why = None if pid >= 0 else f"the zygote's fork() failed: {os.strerror(-pid)}"
@@ -377,11 +408,12 @@ class PoolManager(threading.Thread):
             pid, why = None, "the zygote exited before it forked the worker"
         except TimeoutError as e:
             pid, why = None, f"{e} (stopped by a process of the unit?): it was killed"
-            zygote.kill()
-        if why is not None:
+            if zygote is not None:
+                zygote.kill()
+        if why is not None or zygote is None:
             for fd in (call_w, result_r, status_fd):
                 os.close(fd)
-            self._not_forked(why)
+            self._not_forked(why or "the pool has been shut down")
             return None
         worker = WorkerHandle(pid, status_fd, Channel(call_w, result_r, self.max_frame),
                               zygote.child_pidfd(pid), self.max_tasks)
@@ -389,6 +421,12 @@ class PoolManager(threading.Thread):
         self._watch(result_r, worker, "result")
         self._watch(status_fd, worker, "status")
         return worker
+
+    def _adopt_launched(self) -> None:
+        """Every worker asked for and not adopted yet (the pool stops or broke meanwhile): each
+        is then stopped or killed like any other, never left running unseen."""
+        while self._launched:
+            self._adopt(self._launched.popleft())
 
     def _watch(self, fd: int, worker: WorkerHandle, role: str) -> None:
         self._by_fd[fd] = (worker, role)

@@ -203,8 +203,12 @@ def _serve(sock: socket.socket, bodies: dict[bytes, Body], *,
         if ready is not None:
             ready()
         while True:
-            spare.refill(len(status_fds))
-            readable, _, _ = select.select([sock, sigchld_r], [], [])
+            # Requests already waiting (the owner asks for several workers at once) are forked
+            # first; the next spare only once none waits, or it would delay each of them.
+            readable, _, _ = select.select([sock, sigchld_r], [], [], 0)
+            if not readable:
+                spare.refill(len(status_fds))
+                readable, _, _ = select.select([sock, sigchld_r], [], [])
             if sigchld_r in readable:
                 while os.read(sigchld_r, 4096) == 4096:
                     pass
