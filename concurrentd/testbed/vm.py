@@ -77,7 +77,7 @@ HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstr
 DEFAULT_CMD = ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not host")
 IMAGE_SIZE = "4G"
 #: bump when the image's recipe changes: a cached image of another version is rebuilt
-IMAGE_VERSION = "2"
+IMAGE_VERSION = "3"
 
 _INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
