@@ -594,7 +594,10 @@ def test_a_hundred_pools_leave_nothing_behind():
                 now = _fd_links()
                 gone = [link for link in fds if link not in now]
                 extra = [link for link in now if link not in fds]
-                raise AssertionError(f"fds left: {extra} (gone: {gone}); threads: "
+                gc.collect()   # a reference cycle holding them, or something alive?
+                cycle = [link for link in extra if link not in _fd_links()]
+                raise AssertionError(f"fds left: {extra} (gone: {gone}; freed only by the "
+                                     f"garbage collector: {cycle}); threads: "
                                      f"{[t.name for t in threading.enumerate()]}")
             time.sleep(0.05)
     finally:
