@@ -15,11 +15,12 @@
  * cannot see pid N (started by hand, e.g. systemd-run, for a pool to join) cannot watch the
  * owner at all: it says so and lives until the unit is stopped.
  *
- * --state: a placeholder argument the anchor overwrites in place with "sb=XX,md=N": its securebits
- * in hex and its memory-deny-write-execute flags (prctl PR_GET_MDWE: MemoryDenyWriteExecute=, which
- * systemd >= 253 applies with PR_SET_MDWE; ",md=" is left out on a kernel without it, < 6.3).
- * /proc/<pid>/cmdline shows it; the kernel offers no other way to read another process's
- * securebits or MDWE flags.
+ * --state: a placeholder argument the anchor overwrites in place with "sb=XX,md=N,th=N": its
+ * securebits in hex, its memory-deny-write-execute flags (prctl PR_GET_MDWE: MemoryDenyWriteExecute=,
+ * which systemd >= 253 applies with PR_SET_MDWE; ",md=" is left out on a kernel without it, < 6.3)
+ * and its transparent-huge-page setting (prctl PR_GET_THP_DISABLE: MemoryTHP=, systemd >= 260;
+ * 0 none, 1 disabled, 3 disabled except where madvise()d). /proc/<pid>/cmdline shows it; the
+ * kernel offers no other way to read another process's securebits, MDWE or THP flags.
  *
  * Built static (gcc -static, setup.py) so that it runs in any RootDirectory= with only itself
  * bound in. No stdio: a few hundred bytes of code and nothing to initialise.
@@ -37,6 +38,9 @@
 
 #ifndef PR_GET_MDWE
 #define PR_GET_MDWE 66
+#endif
+#ifndef PR_GET_THP_DISABLE
+#define PR_GET_THP_DISABLE 42
 #endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -68,16 +72,22 @@ static void report_state(char *slot)
     static const char hex[] = "0123456789abcdef";
     size_t room = strlen(slot);
     unsigned int sb = (unsigned int)prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
-    char text[20] = "sb=";
+    char text[32] = "sb=";
     size_t k = 3;
     for (int shift = 28; shift >= 0; shift -= 4)
         if (k > 3 || (sb >> shift) || shift == 0)
             text[k++] = hex[(sb >> shift) & 15];
     int md = prctl(PR_GET_MDWE, 0, 0, 0, 0);
-    if (md >= 0 && md <= 9) {   /* "sb=ffffffff,md=N" is 16 bytes: the placeholder's size */
+    if (md >= 0 && md <= 9) {
         memcpy(text + k, ",md=", 4);
         k += 4;
         text[k++] = (char)('0' + md);
+    }
+    int th = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);
+    if (th >= 0 && th <= 9) {   /* "sb=ffffffff,md=N,th=N": 21 bytes, the placeholder has 24 */
+        memcpy(text + k, ",th=", 4);
+        k += 4;
+        text[k++] = (char)('0' + th);
     }
     if (k > room)
         return;  /* placeholder too short: leave it, the reader treats it as unknown */

@@ -11,7 +11,7 @@
  *                         unit, and while we are still root of the initial user namespace (the
  *                         cgroup.procs files belong to it).
  *   3. environ, rlimits, umask, nice, scheduling policy, oom_score_adj, coredump filter,
- *      affinity, NUMA memory policy, ioprio, personality, timer slack:
+ *      affinity, NUMA memory policy, ioprio, personality, timer slack, transparent huge pages:
  *                         raising a hard rlimit, lowering nice or oom_score_adj and a realtime
  *                         policy check capable(),
  *                         i.e. a capability in the INITIAL user namespace, which is lost once we
@@ -66,6 +66,13 @@
 
 #ifndef PR_SET_MM
 #define PR_SET_MM 35
+#endif
+#ifndef PR_SET_THP_DISABLE
+#define PR_SET_THP_DISABLE 41
+#define PR_GET_THP_DISABLE 42
+#endif
+#ifndef PR_THP_DISABLE_EXCEPT_ADVISED
+#define PR_THP_DISABLE_EXCEPT_ADVISED (1 << 1)
 #endif
 #ifndef PR_SET_MDWE
 #define PR_SET_MDWE 65
@@ -342,11 +349,14 @@ static int verify(const struct cd_plan *p, int *what)
             DIFFERS(CD_VERIFY_MEMPOLICY);
     }
 
-    /* personality() and the timer slack report no error for a value they do not take. */
+    /* personality() and the timer slack report no error for a value they do not take; the THP
+     * setting is read back as the anchor reported it. */
     if ((unsigned long)personality(0xffffffff) != p->personality)
         DIFFERS(CD_VERIFY_PERSONALITY);
     if (p->timer_slack && (unsigned long)prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != p->timer_slack)
         DIFFERS(CD_VERIFY_TIMERSLACK);
+    if (p->thp >= 0 && prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != p->thp)
+        DIFFERS(CD_VERIFY_THP);
     return 0;
 #undef UNREADABLE
 #undef DIFFERS
@@ -542,6 +552,13 @@ int cd_enter(const struct cd_plan *p, struct cd_enter_result *r)
 
     STEP(CD_STEP_TIMERSLACK);
     if (p->timer_slack && prctl(PR_SET_TIMERSLACK, p->timer_slack, 0, 0, 0) != 0)
+        FAIL(0);
+
+    /* Transparent huge pages (MemoryTHP=): the anchor's setting, whatever the owner's was (the
+     * zygote inherited the owner's). PR_GET_THP_DISABLE gives 1 | the flags it was set with. */
+    STEP(CD_STEP_THP);
+    if (p->thp >= 0 && prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != p->thp &&
+        prctl(PR_SET_THP_DISABLE, p->thp & 1, p->thp & PR_THP_DISABLE_EXCEPT_ADVISED, 0, 0) != 0)
         FAIL(0);
 
     /* Supplementary groups of a unit with its own user namespace (PrivateUsers=): systemd writes

@@ -37,6 +37,7 @@ enum cd_step {
     CD_STEP_IOPRIO,
     CD_STEP_PERSONALITY,
     CD_STEP_TIMERSLACK,
+    CD_STEP_THP,           /* prctl(PR_SET_THP_DISABLE): MemoryTHP= (systemd >= 260) */
     CD_STEP_SETGROUPS,     /* arg: 0 in the unit's user ns, 1 before joining it (groups_early) */
     CD_STEP_SETNS,         /* arg = CLONE_NEW* of the namespace */
     CD_STEP_ROOT,          /* arg = enum cd_root_call */
@@ -78,6 +79,7 @@ enum cd_verify {
     CD_VERIFY_SCHED,
     CD_VERIFY_MEMPOLICY,
     CD_VERIFY_MDWE,
+    CD_VERIFY_THP,
 };
 
 /* cd_seccomp_get_filters()'s *failed: the request that failed. */
@@ -136,6 +138,7 @@ struct cd_plan {
     int ioprio;                           /* -1: skip */
     unsigned long personality;
     unsigned long timer_slack;            /* 0: skip */
+    int thp;                              /* PR_GET_THP_DISABLE value; -1: leave alone (unknown) */
     int last_cap;                         /* /proc/sys/kernel/cap_last_cap */
     uint64_t cap_bounding, cap_permitted, cap_effective, cap_inheritable, cap_ambient;
     unsigned int securebits;

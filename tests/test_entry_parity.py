@@ -97,7 +97,7 @@ def test_root_directory_parity(tmp_path):
     props = [f"RootDirectory={root}", "User=nobody", "Group=nogroup", "PrivateNetwork=yes",
              "NoNewPrivileges=yes", "SystemCallFilter=@system-service", "MountAPIVFS=yes",
              "WorkingDirectory=/var/tmp", "Environment=WHERE=rootdir"]
-    argv = ["/anchor", "--owner-pid", str(os.getpid()), "--state", "-" * 16]
+    argv = ["/anchor", "--owner-pid", str(os.getpid()), "--state", "-" * 24]
     with transient_unit(props, argv) as (_unit, pid), EntryPlan.from_pid(
             pid, anchor_exe=str(root / "anchor")) as plan:
         rep, _ = _parity(pid, plan)

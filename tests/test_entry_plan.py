@@ -15,6 +15,7 @@ from concurrentd._entry.plan import (
     parse_mempolicy,
     parse_mountinfo,
     parse_state,
+    parse_thp,
 )
 
 HYBRID_MOUNTINFO = """\
@@ -74,6 +75,11 @@ def test_limits_environ_state_affinity():
     assert parse_mdwe(b"/anchor\0--state\0sb=0,md=1\0\0") == 1
     assert parse_mdwe(b"/anchor\0--state\0sb=2f\0\0") is None
     assert parse_mdwe(b"/anchor\0--state\0----\0") is None
+    # and the transparent-huge-page setting (MemoryTHP=), from anchors that report it
+    assert parse_thp(b"/anchor\0--state\0sb=0,md=1,th=3\0\0") == 3
+    assert parse_mdwe(b"/anchor\0--state\0sb=0,md=1,th=3\0\0") == 1
+    assert parse_thp(b"/anchor\0--state\0sb=0,th=0\0\0") == 0
+    assert parse_thp(b"/anchor\0--state\0sb=0,md=1\0\0") is None
     assert affinity_mask([0, 9], size=2) == bytes([1, 2])
 
 

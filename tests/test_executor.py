@@ -343,6 +343,53 @@ def test_memory_deny_write_execute_reaches_the_workers_as_systemds_own_process()
     assert workers == systemds
 
 
+def _thp_disable() -> int:
+    """prctl(PR_GET_THP_DISABLE): 0, 1 (no transparent huge pages), 3 (only where madvise()d)."""
+    import ctypes
+    return int(ctypes.CDLL(None).prctl(42, 0, 0, 0, 0))
+
+
+def test_a_worker_has_the_units_huge_page_setting_not_its_owners(tmp_path):
+    # PR_SET_THP_DISABLE is inherited by fork: an owner that turned transparent huge pages off
+    # for itself had a zygote, and workers, with them off too, unlike any process of the unit.
+    script = tmp_path / "owner.py"
+    script.write_text(textwrap.dedent("""
+        import ctypes, json
+        from concurrentd import TransientUnitPoolExecutor
+        assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0   # PR_SET_THP_DISABLE
+        def thp():
+            import ctypes
+            return ctypes.CDLL(None).prctl(42, 0, 0, 0, 0)
+        with TransientUnitPoolExecutor(1, {"PrivateTmp": True}) as pool:
+            print(json.dumps([thp(), pool.submit(thp).result()]))
+    """))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": repo})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [1, 0]   # the owner's off; the worker's as the anchor's
+
+
+@pytest.mark.parametrize("mode", ["disable", "madvise"])
+def test_memory_thp_reaches_the_workers_as_systemds_own_process(mode):
+    # MemoryTHP= (systemd >= 260) is prctl(PR_SET_THP_DISABLE) before the exec: the anchor
+    # reports it (--state), the entry sets it.
+    from entry_helpers import systemd_version
+
+    if systemd_version() < 260:
+        pytest.skip(f"systemd {systemd_version()} has no MemoryTHP= (260)")
+    import inspect
+
+    probe = inspect.getsource(_thp_disable) + "\nprint(_thp_disable())"
+    r = subprocess.run(["systemd-run", "-q", "--wait", "--pipe", "-p", f"MemoryTHP={mode}",
+                        sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                       timeout=120)
+    systemds = int(r.stdout)
+    with TransientUnitPoolExecutor(1, {"MemoryTHP": mode}) as pool:
+        workers = pool.submit(_thp_disable).result()
+    assert systemds != 0 and workers == systemds
+
+
 @pytest.mark.parametrize("filters", ["@system-service", "~clone clone3 fork vfork", "~capset"])
 def test_a_units_filters_without_no_new_privs_reach_a_worker_of_another_user(filters):
     # systemd 257 loads a unit's filters while it holds CAP_SYS_ADMIN and leaves no_new_privs

@@ -122,6 +122,10 @@ GOOD_NEWER = [
     ("MemoryPressureWatch", "skip"), ("MemoryPressureThresholdSec", "150ms"),
     ("SurviveFinalKillSignal", "yes"), ("CoredumpReceive", "no"), ("MemoryZSwapMax", "1G"),
     ("ImportCredential", "foo"),
+    ("PrivateBPF", "yes"), ("BPFDelegateCommands", "map_create"), ("MemoryTHP", "disable"),
+    ("MemoryTHP", "madvise"), ("BindNetworkInterface", "lo"), ("CPUPressureWatch", "skip"),
+    ("CPUPressureThresholdSec", "150ms"), ("IOPressureWatch", "no"),
+    ("IOPressureThresholdSec", "1s"),
 ]
 
 

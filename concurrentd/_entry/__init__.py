@@ -31,8 +31,8 @@ __all__ = [
     "fork_and_enter", "get_filters", "install_filters", "release_admin",
 ]
 
-#: Placeholder the anchor overwrites with its securebits (see csrc/anchor.c).
-STATE_PLACEHOLDER = "-" * 16
+#: Placeholder the anchor overwrites with its securebits, MDWE and THP flags (see csrc/anchor.c).
+STATE_PLACEHOLDER = "-" * 24
 
 
 def anchor_path() -> str:

@@ -154,6 +154,13 @@ def parse_mdwe(cmdline: bytes) -> int | None:
     return int(state[b"md"]) if state and b"md" in state else None
 
 
+def parse_thp(cmdline: bytes) -> int | None:
+    """The transparent-huge-page setting (prctl PR_GET_THP_DISABLE: MemoryTHP=) the anchor wrote
+    with its securebits, or None: not written (yet), or an anchor that does not report it."""
+    state = _state_fields(cmdline)
+    return int(state[b"th"]) if state and b"th" in state else None
+
+
 def _state_fields(cmdline: bytes) -> dict[bytes, bytes] | None:
     """"sb=2f,md=1" after --state as {b"sb": b"2f", b"md": b"1"}; None if not written."""
     args = cmdline.split(b"\0")
@@ -250,6 +257,7 @@ class EntryPlan:
     ioprio: int
     personality: int
     timer_slack: int
+    thp: int | None                        # PR_GET_THP_DISABLE (MemoryTHP=); None: unknown
     dumpable: bool
     filters: tuple[SeccompFilter, ...]     # install order, oldest first
     environ: dict[bytes, bytes]
@@ -423,6 +431,7 @@ class _Anchor:
         self.proc = f"/proc/{pid}"
         self.fds: list[int] = []
         self._status: dict[str, str] | None = None
+        self._cmdline: bytes | None = None
 
     def open_pidfd(self) -> int:
         """A pidfd on the anchor: first, so that a later exit shows (see _readable)."""
@@ -450,6 +459,21 @@ class _Anchor:
         if self._status is None:
             self._status = parse_status(self.read("status"))
         return self._status
+
+    @property
+    def state(self) -> bytes:
+        """The anchor's cmdline once it has written its state over the placeholder (see
+        csrc/anchor.c), or as it is after a short wait: the fields are then unknown."""
+        if self._cmdline is None:
+            deadline = time.monotonic() + _STATE_WAIT
+            while True:
+                cmdline = _read_bytes(f"{self.proc}/cmdline")
+                if (parse_state(cmdline) is not None or b"--state" not in cmdline.split(b"\0")
+                        or time.monotonic() > deadline):
+                    break
+                time.sleep(0.001)
+            self._cmdline = cmdline
+        return self._cmdline
 
 
 # -- namespaces, root and working directory: cd_plan.ns, root_fd, cwd_fd --
@@ -513,7 +537,7 @@ def _read_credentials(anchor: _Anchor, in_user_ns: bool) -> dict[str, Any]:
         uid = tuple(map_id(u, um) for u in uid)
         gid = tuple(map_id(g, gm) for g in gid)
         groups = tuple(map_id(g, gm) for g in groups)
-    securebits, mdwe = _state(anchor.proc)
+    securebits, mdwe = parse_state(anchor.state), parse_mdwe(anchor.state)
     return {
         "uid": uid, "gid": gid, "groups": groups,
         "groups_host": groups_host if in_user_ns else None,
@@ -549,17 +573,6 @@ def _fill_credentials(c: Any, plan: EntryPlan, keep: list[object]) -> None:
         early = ffi.new("unsigned int[]", list(plan.groups_host) or [0])
         keep.append(early)
         c.groups_early = early
-
-
-def _state(proc: str) -> tuple[int | None, int | None]:
-    """The securebits and MDWE flags the anchor reports in its cmdline (see csrc/anchor.c)."""
-    deadline = time.monotonic() + _STATE_WAIT
-    while True:
-        cmdline = _read_bytes(f"{proc}/cmdline")
-        sb = parse_state(cmdline)
-        if sb is not None or b"--state" not in cmdline.split(b"\0") or time.monotonic() > deadline:
-            return sb, parse_mdwe(cmdline)
-        time.sleep(0.001)
 
 
 # -- seccomp: cd_plan.filters --
@@ -607,11 +620,11 @@ def _fill_environ(c: Any, plan: EntryPlan, keep: list[object]) -> None:
     c.envp = envp
 
 
-# -- scheduling: cd_plan.nice, sched_*, mempolicy*, affinity, ioprio, timer_slack --
+# -- scheduling: cd_plan.nice, sched_*, mempolicy*, affinity, ioprio, timer_slack, thp --
 
 def _read_scheduling(anchor: _Anchor) -> dict[str, Any]:
     """``nice``, ``sched_policy``, ``sched_priority``, ``mempolicy``, ``affinity``, ``ioprio``,
-    ``timer_slack``."""
+    ``timer_slack``, ``thp``."""
     pid = anchor.pid
     ioprio = lib.cd_ioprio_get(pid)
     if ioprio < 0:
@@ -626,6 +639,7 @@ def _read_scheduling(anchor: _Anchor) -> dict[str, Any]:
         "mempolicy": _mempolicy(anchor.proc),
         "affinity": frozenset(os.sched_getaffinity(pid)),
         "timer_slack": int(anchor.read("timerslack_ns")),
+        "thp": parse_thp(anchor.state),
     }
 
 
@@ -642,6 +656,7 @@ def _fill_scheduling(c: Any, plan: EntryPlan, keep: list[object]) -> None:
     keep.append(aff)
     c.affinity, c.affinity_size = aff, len(mask)
     c.ioprio, c.timer_slack = plan.ioprio, plan.timer_slack
+    c.thp = -1 if plan.thp is None else plan.thp
 
 
 def _mempolicy(proc: str) -> tuple[int, frozenset[int]] | None:
