@@ -84,7 +84,9 @@ def main() -> None:
                     if v:
                         steps.setdefault(_STEP_NAMES[i], []).append(v)
                 calls.append(sum(per))
-        med = lambda xs: statistics.median(xs) / 1000
+        def med(xs: list[int]) -> float:
+            return statistics.median(xs) / 1000
+
         fork_us, enter_us = med(forks), med(wholes)
         print(f"unit {unit}: {len(plan.namespaces)} namespaces, {len(plan.cgroup_procs)} "
               f"cgroup.procs, {len(plan.filters)} seccomp filters; plan built in {plan_ns/1e6:.1f} ms")

@@ -39,7 +39,7 @@ def machine() -> dict:
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
@@ -309,7 +309,7 @@ def write_outputs(results: dict, command: str, publish: bool = False) -> list[st
     if not publish:
         return written
     m = results["machine"]
-    md = [f"# Benchmark results\n",
+    md = ["# Benchmark results\n",
           f"`{command}`, {m['date']}{' (--quick: few repeats, a smoke run)' if results['quick'] else ''}.\n",
           f"Machine: {m['cpu']}, {m['cpus']} CPUs, Linux {m['kernel']}, {m['systemd']} "
           f"({m['cgroups']} cgroups, inside concurrentd.testbed when PID 1 is not systemd), "
@@ -381,7 +381,8 @@ def _chart(results: dict) -> str | None:
     if targets:
         _chart_targets(fig.add_subplot(grid[rows, :]), targets)
     colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    for ax, (title, data) in zip(axes, panels):
+    # the grid may have more cells than panels: the spare axes are left as they are
+    for ax, (title, data) in zip(axes, panels, strict=False):
         data = {k.replace("ProcessPoolExecutor", "PPE").replace(" (", "\n("): v
                 for k, v in data.items() if v}
         names = list(data)

@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from . import __version__, _cli_properties, _target
 from ._cli_properties import PropertyError
@@ -138,7 +138,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(prog=f"{PROG} {command}", add_help=False, allow_abbrev=False)
         self.command = command
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message, self.command)
 
 
@@ -235,10 +235,10 @@ def _threshold(text: str) -> int:
 
 # -- what a request needs from files ----------------------------------------------------------
 
-def load_properties(request: Request) -> tuple[dict[str, str], list]:
+def load_properties(request: Request) -> tuple[dict[str, str], list[tuple[str, tuple[str, Any]]]]:
     """The unit's properties (the file's, then -p's), and the same as D-Bus will carry them.
     Raises UsageError."""
-    from_file: list = []
+    from_file: list[tuple[str, str, str]] = []
     try:
         if request.properties_file is not None:
             path = request.properties_file
@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if request.command == "check":
             return check(properties, request.threshold)
+        assert target is not None   # parse(): a call without one is a UsageError, or --dry-run
         return call(properties, target, list(request.args))
     except KeyboardInterrupt:   # before the call ran (while its unit started), or after
         return emit(Report(INTERRUPTED, None, f"{PROG} {request.command}: interrupted\n"))

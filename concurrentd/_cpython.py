@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from concurrent.futures import _base
 from concurrent.futures import process as _process
+from typing import Any, Callable
 
 try:
     #: str(RemoteTraceback(text)) is the text: an exception's __cause__ that shows a traceback
@@ -39,7 +40,8 @@ def become_a_fork_child() -> None:
     process, util = sys.modules.get("multiprocessing.process"), sys.modules.get("multiprocessing.util")
     if process is None or util is None:
         return
-    process._children = set()
+    # CPython private (module docstring); typeshed declares neither name
+    process._children = set()   # type: ignore[attr-defined]
     util._finalizer_registry.clear()
     util._run_after_forkers()
 
@@ -52,8 +54,9 @@ def end_as_a_fork_child() -> None:
         util._exit_function()
 
 
-def multiprocessing_reducers() -> dict:
+def multiprocessing_reducers() -> dict[type, Callable[[Any], Any]]:
     """How multiprocessing pickles what it passes to a spawned process by fd (a Connection, a
     socket): the reducers its ForkingPickler adds to copyreg's, by type."""
     from multiprocessing import reduction
-    return dict(reduction.ForkingPickler._extra_reducers)
+    # CPython private (module docstring), which typeshed does not declare
+    return dict(reduction.ForkingPickler._extra_reducers)   # type: ignore[attr-defined]

@@ -27,9 +27,12 @@ import pickle
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _protocol as P
+
+if TYPE_CHECKING:
+    from ._pythonpath import PathMap
 
 #: the program the new interpreter runs: where concurrentd is, then boot(); -I: no environment
 #: variable and no user site changes what it imports
@@ -45,7 +48,7 @@ _ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE")
 class Setup:
     """What the owner tells its fresh zygote, once, as it starts."""
     sys_path: list[str]
-    path_map: tuple
+    path_map: PathMap
     enters: bool
     owner: int
     max_workers: int
@@ -58,7 +61,7 @@ class _Spawning:
     """Stands in for the Popen multiprocessing pickles a Process for: its objects' fds are
     passed to the new interpreter at their own numbers."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.fds: list[int] = []
 
     def duplicate_for_child(self, fd: int) -> int:
@@ -103,13 +106,15 @@ def pickle_start(start: Any) -> tuple[bytes, tuple[int, ...]]:
     from . import _cpython
     spawning = _Spawning()
     out = io.BytesIO()
-    class SpawnPickler(cloudpickle.Pickler):   # (the C pickler reads it as it is made)
+    # (the C pickler reads dispatch_table as the class is made); cloudpickle ships no types
+    class SpawnPickler(cloudpickle.Pickler):   # type: ignore[misc]
         dispatch_table = collections.ChainMap(_cpython.multiprocessing_reducers(),
                                               cloudpickle.Pickler.dispatch_table)
 
     pickler = SpawnPickler(out, protocol=pickle.HIGHEST_PROTOCOL)
     previous = context.get_spawning_popen()
-    context.set_spawning_popen(spawning)
+    # typeshed admits only multiprocessing's own Popens; reduction asks for duplicate_for_child()
+    context.set_spawning_popen(spawning)   # type: ignore[arg-type]
     try:
         pickler.dump(start)
         blob = out.getvalue()

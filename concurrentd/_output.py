@@ -20,7 +20,7 @@ class OutputPipes:
     """The two pipes, made before the zygote's fork: ``ends_for_zygote`` are its stdout and
     stderr; start() (after the fork) copies what comes out of them until every writer is gone."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         # Copies of the owner's stdout and stderr as they are now: the copy goes there even if
         # fd 1 or 2 is later closed, and its number given to another file or socket.
         self._targets = [_copy_of(1), _copy_of(2)]
@@ -49,16 +49,17 @@ class OutputPipes:
                         poller.unregister(fd)
                         del targets[fd]
                         continue
-                    if targets[fd] is None:
+                    target = targets[fd]
+                    if target is None:
                         continue
                     try:
-                        write_all(targets[fd], data)
+                        write_all(target, data)
                     except OSError:   # the owner's own stdout is gone: drop, keep draining
                         pass
         finally:
-            for fd in (self._out_r, self._err_r, *self._targets):
-                if fd is not None:
-                    os.close(fd)
+            for end in (self._out_r, self._err_r, *self._targets):
+                if end is not None:
+                    os.close(end)
 
     def join(self, timeout: float) -> None:
         """Waits (at most ``timeout``) for the last output once every unit process has exited."""

@@ -33,11 +33,11 @@ import cloudpickle
 from . import _cpython
 
 
-def _cloudpickle_reducer(name: str) -> Callable:
+def _cloudpickle_reducer(name: str) -> Callable[..., Any]:
     """One of cloudpickle's reducers, whose results _Pickler adjusts: each exists, with the same
     results, from cloudpickle 2.2 on (in cloudpickle_fast before 3.0)."""
     for module in (cloudpickle.cloudpickle, getattr(cloudpickle, "cloudpickle_fast", None)):
-        reducer = getattr(module, name, None)
+        reducer: Callable[..., Any] | None = getattr(module, name, None)
         if reducer is not None:
             return reducer
     raise ImportError(f"concurrentd does not know this cloudpickle ({cloudpickle.__version__}): "
@@ -95,7 +95,7 @@ def _filename_index() -> int:
 _FILENAME_INDEX = _filename_index()
 
 
-def _code_reduce(code: types.CodeType) -> tuple:
+def _code_reduce(code: types.CodeType) -> tuple[Any, ...]:
     """cloudpickle's reduction of a code object, with its file name kept: cloudpickle 3 names
     every one "<dynamic-code>" (so that a payload does not depend on where a function was
     defined), and a traceback through a function sent by value then showed no file."""
@@ -104,7 +104,7 @@ def _code_reduce(code: types.CodeType) -> tuple:
     return make, (*args[:at], code.co_filename, *args[at + 1:])
 
 
-class _Pickler(cloudpickle.Pickler):
+class _Pickler(cloudpickle.Pickler):   # type: ignore[misc]  # cloudpickle ships no types
     """cloudpickle's Pickler, with code that keeps its file name (see _code_reduce), and, for a
     pool's worker (``forked`` given, see forked_main), with what ``__main__`` defines living in
     the worker's ``__main__``:
@@ -137,8 +137,8 @@ class _Pickler(cloudpickle.Pickler):
             return _forked_class, (obj.__qualname__,), state, None, None, _keep_forked_class
         return _cloudpickle_reducer_override(self, obj)
 
-    def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple:
-        reduced = super()._dynamic_function_reduce(func)
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple[Any, ...]:
+        reduced: tuple[Any, ...] = super()._dynamic_function_reduce(func)
         if func.__globals__ is not self._main:
             return reduced
         _, args, state, *_ = reduced
@@ -158,14 +158,16 @@ def note_forked() -> None:
     _forked_names = frozenset(vars(sys.modules["__main__"]))
 
 
-def _main_function(code: types.CodeType, base_globals: dict, name: str | None,
-                   argdefs: tuple | None, closure: tuple | None) -> types.FunctionType:
+def _main_function(code: types.CodeType, base_globals: dict[str, Any], name: str | None,
+                   argdefs: tuple[Any, ...] | None,
+                   closure: tuple[types.CellType, ...] | None) -> types.FunctionType:
     """cloudpickle's making of a function sent by value, with the worker's own ``__main__`` as
     its globals instead of ``base_globals``, a dict of its own."""
     return types.FunctionType(code, vars(sys.modules["__main__"]), name, argdefs, closure)
 
 
-def _set_main_function_state(func: types.FunctionType, state: tuple) -> None:
+def _set_main_function_state(func: types.FunctionType,
+                             state: tuple[dict[str, Any], dict[str, Any]]) -> None:
     """cloudpickle's _function_setstate for a function made by _main_function: its attributes
     and closure as sent; of the globals it was sent with, those ``__main__`` lacked when the
     worker was forked (made by the owner after the pool started: their value now is the
@@ -221,7 +223,7 @@ def _plain(obj: Any) -> bytes | None:
     return None if b"__main__" in blob else blob
 
 
-def encode(payload: Any, fn: Callable | None = None,
+def encode(payload: Any, fn: Callable[..., Any] | None = None,
            forked: Forked | None = None) -> tuple[bool, bytes]:
     """``payload`` for a worker, as (by cloudpickle?, bytes): plain pickle where a worker reads
     it back the same, cloudpickle where it must. ``fn``: the function the payload calls, whose
@@ -236,7 +238,7 @@ def encode(payload: Any, fn: Callable | None = None,
     return (True, _cloud(payload, forked)) if blob is None else (False, blob)
 
 
-def encode_call(fn: Callable, args: tuple, kwargs: dict,
+def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 forked: Forked | None = None) -> tuple[bool, bytes]:
     """``fn(*args, **kwargs)`` for a worker's call pipe, pickled once (see encode)."""
     return encode((fn, args, kwargs), fn, forked)
@@ -246,7 +248,7 @@ def loads(cloud: bool, blob: bytes) -> Any:
     return (cloudpickle.loads if cloud else pickle.loads)(blob)
 
 
-def _target(fn: Callable) -> Callable:
+def _target(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The function a call runs: map's chunks call ``partial(process_chunk, user_fn)``."""
     while isinstance(fn, functools.partial):
         fn = fn.args[0] if fn.func is _cpython.process_chunk and fn.args else fn.func
@@ -258,20 +260,21 @@ class Task:
 
     __slots__ = ("fn", "args", "kwargs", "_blob")
 
-    def __init__(self, fn: Callable, args: tuple = (), kwargs: dict | None = None):
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...] = (),
+                 kwargs: dict[str, Any] | None = None):
         self.fn, self.args, self.kwargs = fn, args, kwargs or {}
         self._blob: tuple[bool, bytes] | None = None
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[bool, bytes], _ReceivedTask], tuple[bool, bytes]]:
         if self._blob is None:
             self._blob = encode_call(self.fn, self.args, self.kwargs)
         return _received, self._blob
 
-    def __call__(self):   # where it is called before travelling (ProcessPoolExecutor checks it)
+    def __call__(self) -> Any:   # called before travelling (ProcessPoolExecutor checks it)
         return self.fn(*self.args, **self.kwargs)
 
 
-def _run_time_module(fn: Callable):
+def _run_time_module(fn: Callable[..., Any]) -> types.ModuleType | None:
     """``fn``'s module if it was made at run time (types.ModuleType, exec): a worker cannot
     import it by name, even where plain pickle finds it in the owner's sys.modules."""
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
@@ -290,7 +293,7 @@ class _ReceivedTask:
     def __init__(self, cloud: bool, blob: bytes):
         self.cloud, self.blob = cloud, blob
 
-    def __call__(self):
+    def __call__(self) -> Any:
         fn, args, kwargs = loads(self.cloud, self.blob)
         return fn(*args, **kwargs)
 
@@ -303,15 +306,15 @@ class _FdFinder(pickle.Pickler):
     """Walks an object graph as pickle would, noting the fds of the files, sockets and
     multiprocessing connections in it; writes nothing anyone reads."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(_Discard(), protocol=pickle.HIGHEST_PROTOCOL)
         self.fds: set[int] = set()
         mp = sys.modules.get("multiprocessing.connection"), sys.modules.get("multiprocessing.synchronize")
         self._with_fd = (io.IOBase, socket.socket) + ((mp[0].Connection,) if mp[0] else ())
-        self._opaque = (types.ModuleType, type(threading.Lock()), type(threading.RLock()),
+        self._opaque: tuple[type, ...] = (types.ModuleType, type(threading.Lock()), type(threading.RLock()),
                         *((mp[1].SemLock,) if mp[1] else ()))
 
-    def reducer_override(self, obj):
+    def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, self._with_fd):
             try:
                 self.fds.add(obj.fileno())
@@ -334,11 +337,11 @@ class _FdFinder(pickle.Pickler):
 class _Discard:
     """A file that keeps nothing: the walk of a large initarg copies none of it."""
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         return len(data)
 
 
-def _has_contents(cell) -> bool:
+def _has_contents(cell: types.CellType) -> bool:
     try:
         cell.cell_contents  # noqa: B018 - reading it is the test
     except ValueError:   # an empty cell

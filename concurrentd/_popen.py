@@ -14,6 +14,7 @@ import itertools
 import os
 import signal
 from multiprocessing import context, popen_fork, process, reduction, util
+from typing import Any
 
 from . import _protocol as P
 from . import _zygote_loop
@@ -36,7 +37,7 @@ class ZygotePopen(popen_fork.Popen):
     method = "concurrentd"
     DupFd = _DupFd
 
-    def __init__(self, process_obj, zygote: Zygote):
+    def __init__(self, process_obj: process.BaseProcess, zygote: Zygote):
         self._fds: list[int] = []
         self._zygote = zygote
         self._pidfd: int | None = None
@@ -48,9 +49,11 @@ class ZygotePopen(popen_fork.Popen):
         self._fds.append(fd)
         return len(self._fds) - 1
 
-    def _launch(self, process_obj) -> None:
+    def _launch(self, process_obj: process.BaseProcess) -> None:
         buf = io.BytesIO()
-        context.set_spawning_popen(self)
+        # typeshed admits only multiprocessing's own spawning Popens; any with
+        # duplicate_for_child() is one to reduction (as this one, like forkserver's)
+        context.set_spawning_popen(self)   # type: ignore[arg-type]
         try:
             reduction.dump(process_obj, buf)
         finally:
@@ -82,7 +85,8 @@ class ZygotePopen(popen_fork.Popen):
         self.pid = pid
         self._pidfd = self._zygote.child_pidfd(self.pid)
         fds = (keep_w, self.sentinel) if self._pidfd is None else (keep_w, self.sentinel, self._pidfd)
-        self.finalizer = util.Finalize(self, util.close_fds, fds)
+        # close_fds: CPython private (what popen_fork's own finalizer runs), not in typeshed
+        self.finalizer = util.Finalize(self, util.close_fds, fds)   # type: ignore[attr-defined]
 
     def _stillborn(self, why: str) -> None:
         """The worker could not be forked: a process that has already exited."""
@@ -91,7 +95,8 @@ class ZygotePopen(popen_fork.Popen):
         self.sentinel, w = os.pipe()
         P.write_signed(w, P.NOT_FORKED_EXIT_STATUS)
         os.close(w)
-        self.finalizer = util.Finalize(self, util.close_fds, (self.sentinel,))
+        self.finalizer = util.Finalize(self, util.close_fds,   # type: ignore[attr-defined]
+                                       (self.sentinel,))
 
     def _send_signal(self, sig: int) -> None:
         if self.returncode is None and self._pidfd is not None:
@@ -100,7 +105,7 @@ class ZygotePopen(popen_fork.Popen):
             except ProcessLookupError:
                 pass
 
-    def poll(self, flag: int = os.WNOHANG):
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
         if self.returncode is None:
             from multiprocessing.connection import wait
 
@@ -120,12 +125,12 @@ class UnitProcess(process.BaseProcess):
     _start_method = None
     _zygote: Zygote | None = None
 
-    def _Popen(self, process_obj):   # BaseProcess.start() calls self._Popen(self)
+    def _Popen(self, process_obj: process.BaseProcess) -> ZygotePopen:   # start() calls self._Popen(self)
         if self._zygote is None:
             raise RuntimeError("this process belongs to no unit (no zygote to fork it)")
         return ZygotePopen(process_obj, self._zygote)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_zygote", None)   # the owner's handle; the worker has no use for it
         return state

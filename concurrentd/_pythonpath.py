@@ -333,11 +333,11 @@ def plan_binds(properties: Mapping[str, Any], *, extra: Iterable[Any] = (),
 
     extra_binds: list[str] = []
     for n, path in enumerate(extras, start=len(entries)):
-        copy = next((c for c in copies if _inside(path, c.source)), None)
-        if copy is not None:
-            place = path[len(copy.source) + 1:]
-            copy.places.append((place, os.path.isdir(path)))
-            extra_binds.append(f"{path}:{copy.target}/{place}")
+        holder = next((c for c in copies if _inside(path, c.source)), None)
+        if holder is not None:
+            place = path[len(holder.source) + 1:]
+            holder.places.append((place, os.path.isdir(path)))
+            extra_binds.append(f"{path}:{holder.target}/{place}")
         elif not any(_under(path, r) for r, _ in whole):   # else already in a bind
             target = _target(n, os.path.isdir(path))
             extra_binds.append(f"{path}:{target}")
@@ -387,7 +387,8 @@ class Rewrite:
         #: the directories the unit sees elsewhere, for the tracebacks (see _sources)
         self.bound = tuple((old, new) for old, new in mapping
                            if old and new.startswith(MOUNT_BASE + "/"))
-        self.lists: list[tuple[list, list]] = []
+        #: (a package's __path__ list, what it becomes), each list changed in place
+        self.lists: list[tuple[list[str], list[str]]] = []
         if not mapping:
             return
         for module in list(sys.modules.values()):

@@ -47,7 +47,7 @@ class _CheckedUUID(uuid.UUID):
 
     __slots__ = ()
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         if not (isinstance(state, dict) and set(state) <= {"int", "is_safe"}
                 and type(state.get("int")) is int and 0 <= state["int"] < 1 << 128
                 and type(state.get("is_safe", uuid.SafeUUID.unknown)) is uuid.SafeUUID):
@@ -157,7 +157,7 @@ def _capabilities(pairs: Iterable[tuple[str, Any]]) -> bytes:
                     for flags, (module, name) in ((f, _key(obj)) for f, obj in pairs))
 
 
-def _construct(cls: type, args: tuple) -> BaseException:
+def _construct(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
     """``cls(*args)`` as pickle rebuilds an exception; a class whose ``__init__`` does not take
     its own args back gets them set directly."""
     try:
@@ -168,7 +168,7 @@ def _construct(cls: type, args: tuple) -> BaseException:
         return exc
 
 
-def _loaded_exception_class(module_name: str, qualname: str) -> type | None:
+def _loaded_exception_class(module_name: str, qualname: str) -> type[BaseException] | None:
     """The class by its names, looked up in the namespaces themselves: no getattr, which would
     run a module's __getattr__ (an import) or a property on a worker's say-so."""
     module = sys.modules.get(module_name)
@@ -197,7 +197,7 @@ class _Guard:
 
     __slots__ = ("cls", "check")
 
-    def __init__(self, cls: type, check: Callable[[tuple], bool]):
+    def __init__(self, cls: type, check: Callable[[tuple[Any, ...]], bool]):
         self.cls, self.check = cls, check
 
 
@@ -213,13 +213,13 @@ def _short_str(value: Any, size: int = 256) -> bool:
     return type(value) is str and len(value) <= size
 
 
-def _date_state(a: tuple) -> bool:
+def _date_state(a: tuple[Any, ...]) -> bool:
     return 1 <= len(a) <= 2 and _is(a[0], bytes) and len(a[0]) <= 10 and \
         (len(a) == 1 or a[1] is None or isinstance(a[1], datetime.tzinfo))
 
 
 #: For each type, the arguments its own pickle passes to it (anything else is refused).
-_CHECKS: dict[type, Callable[[tuple], bool]] = {
+_CHECKS: dict[type, Callable[[tuple[Any, ...]], bool]] = {
     complex: lambda a: len(a) <= 2 and all(_is(x, float) or _small_int(x) for x in a),
     range: lambda a: 1 <= len(a) <= 3 and all(_small_int(x) for x in a),
     slice: lambda a: len(a) <= 3 and all(x is None or _small_int(x) for x in a),
@@ -307,8 +307,8 @@ def _globals_of(blob: bytes) -> list[tuple[str, str]]:
     import pickletools
 
     found: list[tuple[str, str]] = []
-    pushed: list = []   # what the last opcodes pushed: a string, or None for anything else
-    memo: list = []
+    pushed: list[str | None] = []   # what the last opcodes pushed: a string, or None for anything else
+    memo: list[str | None] = []
     try:
         for op, arg, _ in pickletools.genops(blob):
             if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"):
@@ -316,7 +316,7 @@ def _globals_of(blob: bytes) -> list[tuple[str, str]]:
             elif op.name == "MEMOIZE":
                 memo.append(pushed[-1] if pushed else None)
             elif op.name in ("BINGET", "LONG_BINGET"):
-                pushed.append(memo[arg] if arg < len(memo) else None)
+                pushed.append(memo[arg] if isinstance(arg, int) and arg < len(memo) else None)
             elif op.name == "STACK_GLOBAL":
                 if len(pushed) >= 2 and isinstance(pushed[-2], str) and \
                         isinstance(pushed[-1], str):
@@ -355,7 +355,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return lambda *args, _guard=obj: self._construct(_guard, args)
         return obj
 
-    def _construct(self, guard: _Guard, args: tuple) -> Any:
+    def _construct(self, guard: _Guard, args: tuple[Any, ...]) -> Any:
         cls = guard.cls
         if not guard.check(args):
             raise ResultRefused(f"the result rebuilds a {cls.__module__}.{cls.__qualname__} from "
@@ -379,7 +379,7 @@ def encode_result(value: Any) -> bytes:
 
 #: (size of copyreg's table when last looked at, that table less its exception entries, or None
 #: when it has none)
-_table_seen: tuple[int, dict | None] = (-1, None)
+_table_seen: tuple[int, dict[type, Any] | None] = (-1, None)
 
 
 def _dumps(value: Any) -> bytes:
@@ -425,7 +425,7 @@ def encode_exception(exc: BaseException) -> bytes:
     return pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
 
 
-def _reduced(exc: BaseException) -> tuple[tuple, dict | None]:
+def _reduced(exc: BaseException) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
     """The args and state pickle would rebuild ``exc`` from (OSError's hold its filename)."""
     try:
         reduced = exc.__reduce__()

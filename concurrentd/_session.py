@@ -28,7 +28,7 @@ from ._entry.plan import AnchorGone
 from ._output import ensure_stdio
 from ._unitfiles import OwnerFifo, add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
-from .systemd import Systemd, Unit, UnitStartError
+from .systemd import StartingService, Systemd, Unit, UnitStartError
 from .systemd._syntax import parse_boolean
 
 #: seconds release() waits for the last output of the unit's processes to be copied
@@ -95,18 +95,18 @@ class UnitSession:
     """What a unit's user holds outside Python: the D-Bus connection, the unit, the zygote, the
     plan. Released once, in reverse order, by whoever gets there first."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.systemd: Systemd | None = None
         self.unit: Unit | None = None
         self.owned = True
         self.plan: EntryPlan | None = None
         self.zygote: Zygote | None = None
         self.counters_seen = _deaths.Counters()
-        self._starting = None
+        self._starting: StartingService | None = None
         self._main_pid = 0
         self._anchor_exe = ""
         self._path_map: _pythonpath.PathMap = ()
-        self._conditions: dict = {}
+        self._conditions: dict[str, Any] = {}
         self._owner_fifo: OwnerFifo | None = None
         self._lock = threading.Lock()
 
@@ -226,15 +226,17 @@ class UnitSession:
                 try:
                     starting.wait(timeout)
                 except TimeoutError:
-                    raise TimeoutError(f"unit {self.unit.name} did not start within {timeout:g} s"
+                    raise TimeoutError(f"unit {starting.unit.name} did not start within {timeout:g} s"
                                        " (a slow ExecStartPre=?): it was stopped; give the pool "
                                        "start_timeout= to wait longer") from None
                 main_pid = self._main_pid = starting.main_pid
                 self._starting = None
                 if not main_pid:   # skipped (a condition failed), or it ran and exited already
                     raise self._skipped() or anchor_exited(main_pid)
-            self.zygote.enter(main_pid, self._anchor_exe)
-            self.zygote.await_entered()
+            zygote = self.zygote
+            assert zygote is not None, "finish() follows fork_zygote()"
+            zygote.enter(main_pid, self._anchor_exe)
+            zygote.await_entered()
             # The owner's own plan, read while the zygote forks its first worker-to-be: the
             # cgroups to watch, the steps to name. Without the seccomp filters: only one process
             # at a time can copy them.
@@ -243,7 +245,7 @@ class UnitSession:
             except AnchorGone as e:
                 raise anchor_exited(main_pid) from e
             self.counters_seen = self.read_counters()
-            self.zygote.await_ready(self.plan)
+            zygote.await_ready(self.plan)
         except BaseException:
             self.release()
             raise
@@ -252,14 +254,17 @@ class UnitSession:
     def _skipped(self) -> UnitStartError | None:
         """The error for a unit systemd did not start because a Condition…= failed (its start
         job still ends in 'done'), or None if that is not why it has no main process."""
+        unit = self.unit
+        if unit is None:   # never started: nothing to say (as the except below, before)
+            return None
         try:
-            if self.unit.get("ConditionResult", "Unit"):
+            if unit.get("ConditionResult", "Unit"):
                 return None
         except Exception:   # noqa: BLE001 - only for the message: the anchor error will do
             return None
         # (systemd has forgotten a skipped transient unit's conditions by now: the ones given)
         given = ", ".join(f"{k}={v}" for k, v in self._conditions.items()) or "its Condition…="
-        return UnitStartError(self.unit.name, "skipped", {
+        return UnitStartError(unit.name, "skipped", {
             "because": f"its condition failed: {given}; systemd did not start it"})
 
     # -- while it runs -------------------------------------------------------------------------
@@ -353,7 +358,7 @@ def _stop(unit: Unit) -> None:
             systemd.close()
 
 
-def _binds_options(import_binds: Any) -> dict:
+def _binds_options(import_binds: Any) -> dict[str, Any]:
     """plan_binds()'s options for the pools' ``import_binds=`` (True, False, or extra paths)."""
     if import_binds is True:
         return {}

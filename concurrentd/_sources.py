@@ -47,7 +47,10 @@ def keep_main_source(filename: str | None = None) -> None:
     linecache.checkcache(filename)   # the source as it is now, as a traceback would read it
     if not linecache.getlines(filename, module_globals):
         return
-    size, _, lines, fullname = linecache.cache[filename]
+    entry = linecache.cache[filename]
+    if len(entry) != 4:   # still a lazy loader's (1,): getlines, having read it, replaced it
+        return
+    size, _, lines, fullname = entry
     linecache.cache[filename] = (size, None, lines, fullname)
 
 

@@ -30,7 +30,7 @@ from . import _sources
 FUNCTION, MODULE, SCRIPT = "function", "module", "script"
 
 #: (exit status, what to print on stdout, what to print on stderr)
-Outcome = tuple
+Outcome = tuple[int, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def run(target: Target, args: list[str]) -> Outcome:
 def _call_function(target: Target, args: list[str]) -> Any:
     module_name, _, qualname = target.name.partition(":")
     sys.argv = [target.name, *args]
-    obj = importlib.import_module(module_name)
+    obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj(*[parse_arg(a) for a in args])
@@ -144,7 +144,7 @@ def _run_script(target: Target, args: list[str]) -> None:
     code = compile(target.source, path, "exec", dont_inherit=True)
     module = types.ModuleType("__main__")
     module.__file__ = path
-    module.__cached__ = None
+    module.__cached__ = None   # type: ignore[attr-defined]  # typeshed's ModuleType lacks it
     sys.argv = [path, *args]
     main = sys.modules.get("__main__")
     sys.modules["__main__"] = module

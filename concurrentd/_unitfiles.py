@@ -31,7 +31,7 @@ _ROOT_PROPERTIES = ("RootDirectory", "RootImage")
 # A copy is named by its source file's identity (device, inode, size, mtime): reading and
 # hashing the 700 kB anchor to name it by content cost ~1 ms of every process's first pool.
 # A rebuilt or reinstalled anchor is a new file, hence a new copy.
-_installed: dict[tuple, str] = {}
+_installed: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def installed_anchor(src: str) -> str:
@@ -99,7 +99,7 @@ def code_copy(files: Iterable[tuple[str, os.stat_result, str]],
     return dst
 
 
-def add_read_only_binds(properties: Mapping[str, Any], binds: list[str]) -> dict:
+def add_read_only_binds(properties: Mapping[str, Any], binds: list[str]) -> dict[str, Any]:
     """``properties`` with ``binds`` ("src[:dst]") added to the user's own BindReadOnlyPaths.
 
     The user's value may be a list or systemd's text, whose quoted words are kept whole
@@ -119,7 +119,7 @@ def add_read_only_binds(properties: Mapping[str, Any], binds: list[str]) -> dict
 
 
 def anchor_for_unit(argv: list[str], properties: Mapping[str, Any],
-                    also: Iterable[str] = ()) -> tuple[list[str], dict]:
+                    also: Iterable[str] = ()) -> tuple[list[str], dict[str, Any]]:
     """The anchor's argv and the unit's properties, adjusted so that the unit can exec it (and
     reach the files ``also`` names, by the same paths: the owner's FIFO)."""
     path = installed_anchor(argv[0])
@@ -150,7 +150,7 @@ class OwnerFifo:
     whatever pid namespace the anchor is in. Mode 0644: the unit's user may read it, nobody else
     may write it. The fd is close-on-exec; the zygote closes it with every other fd."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         os.makedirs(ANCHOR_DIR, mode=0o755, exist_ok=True)
         _remove_stale_fifos()
         self.path = os.path.join(ANCHOR_DIR, f"owner-{os.getpid()}-{os.urandom(6).hex()}.fifo")

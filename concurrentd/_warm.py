@@ -28,7 +28,10 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:   # (at run time, _prepare() imports it where it needs it)
+    from ._session import UnitSession
 
 #: the most prepared units a process keeps
 MAX_PREPARED = 4
@@ -69,17 +72,23 @@ def key_of(properties: Mapping[str, Any], import_binds: Any, zygote: Any = None)
     return repr((items, repr(import_binds), tuple(sys.path), os.getcwd(), repr(zygote)))
 
 
+#: what want() asks for: (properties, import_binds, fork_zygote()'s arguments or None, zygote_key)
+_Request = tuple[dict[str, Any], Any, dict[str, Any] | None, Any]
+
+
 class _Prepared:
     """The process's prepared units and the thread that starts them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._ready: collections.OrderedDict[str, tuple[Any, float]] = collections.OrderedDict()
-        self._wanted: collections.OrderedDict[str, tuple[dict, Any]] = collections.OrderedDict()
+        #: each prepared session, and since when it waits
+        self._ready: collections.OrderedDict[str, tuple[UnitSession, float]] = \
+            collections.OrderedDict()
+        self._wanted: collections.OrderedDict[str, _Request] = collections.OrderedDict()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def take(self, key: str):
+    def take(self, key: str) -> UnitSession | None:
         """The prepared session for ``key`` (its unit started, no zygote yet), or None."""
         with self._lock:
             entry = self._ready.pop(key, None)
@@ -92,7 +101,7 @@ class _Prepared:
         return None
 
     def want(self, key: str, properties: Mapping[str, Any], import_binds: Any,
-             zygote: dict | None = None, zygote_key: Any = None) -> None:
+             zygote: dict[str, Any] | None = None, zygote_key: Any = None) -> None:
         """Asks for a unit to be prepared for ``key`` (once one is not there already); with
         ``zygote`` (fork_zygote's arguments: a fresh interpreter's), its zygote too."""
         with self._lock:
@@ -134,7 +143,7 @@ class _Prepared:
             if job is not None:
                 self._prepare(*job)
 
-    def _prepare(self, key: str, request: tuple[dict, Any, dict | None, Any]) -> None:
+    def _prepare(self, key: str, request: _Request) -> None:
         from ._session import UnitSession
         properties, import_binds, zygote, zygote_key = request
         if key_of(properties, import_binds, zygote_key) != key:
@@ -148,7 +157,7 @@ class _Prepared:
                 session.finish(_START_TIMEOUT)
         except Exception:   # noqa: BLE001 - the call that wants it starts its own, and says why
             return
-        evicted = []
+        evicted: list[UnitSession] = []
         with self._lock:
             if self._closed:
                 evicted.append(session)
@@ -171,7 +180,7 @@ class _Prepared:
         return max(0.0, oldest + IDLE_SECONDS - time.monotonic()) + 0.01
 
 
-def _release(session) -> None:
+def _release(session: UnitSession) -> None:
     try:
         session.release()
     except Exception:   # noqa: BLE001 - a unit that will not stop: its anchor still ends it
@@ -181,12 +190,12 @@ def _release(session) -> None:
 _prepared = _Prepared()
 
 
-def take(key: str):
+def take(key: str) -> UnitSession | None:
     return _prepared.take(key)
 
 
 def want(key: str, properties: Mapping[str, Any], import_binds: Any,
-         zygote: dict | None = None, zygote_key: Any = None) -> None:
+         zygote: dict[str, Any] | None = None, zygote_key: Any = None) -> None:
     _prepared.want(key, properties, import_binds, zygote, zygote_key)
 
 

@@ -136,8 +136,12 @@ class Zygote:
         successfully or not: await_ready() says which. A pool's zygote then forks its first
         worker-to-be, while the owner reads its own plan (read at the same time as the zygote's,
         the two would compete for the CPUs)."""
+        self._ready_report()
+
+    def _ready_report(self) -> bytes:
         if self._report is None:
             self._report = self._recv(P.READY.size)
+        return self._report
 
     def await_ready(self, plan: EntryPlan) -> None:
         """Waits until the zygote has read the anchor and, if it is a pool's, entered the unit and
@@ -147,8 +151,7 @@ class Zygote:
         Raises:
             EnterError: the zygote could not read the anchor or enter the unit; it has exited.
         """
-        self.await_entered()
-        data = self._report
+        data = self._ready_report()   # await_entered()
         if len(data) != P.READY.size:
             raise self._died("while entering")
         kind, step, arg, err = P.READY.unpack(data)
@@ -183,6 +186,7 @@ class Zygote:
     def _died(self, when: str) -> EnterError:
         """Reaps the zygote, which closed its socket; the EnterError that says how it ended."""
         self.close()
+        assert self.status is not None   # reaped by close(): the owner's zygote has a pid
         return EnterError("zygote", 0, f"the pool's zygote died {when} the unit: it "
                                        + how_it_ended(self.status))
 

@@ -39,7 +39,7 @@ import select
 import signal
 import socket
 import sys
-from typing import Callable
+from typing import Callable, Protocol
 
 from . import _cpython, _pythonpath, _sources, _sys, _worker
 from . import _protocol as P
@@ -88,7 +88,10 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
     if not msg:   # the owner gave up before the unit ran
         return 0
     (anchor_pid,) = P.ANCHOR.unpack_from(msg)
-    report = lambda *record: os.write(sock.fileno(), P.READY.pack(*record))  # noqa: E731
+
+    def report(*record: int) -> None:
+        os.write(sock.fileno(), P.READY.pack(*record))
+
     try:
         plan = EntryPlan.from_pid(anchor_pid, anchor_exe=os.fsdecode(msg[P.ANCHOR.size:]),
                                   owner_pid=owner)
@@ -97,7 +100,7 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
         report(P.NO_PLAN, 0, 0, err)
         return P.ENTER_FAILED_EXIT_STATUS
     if not enters:
-        bodies = {P.PROCESS: lambda fds: _process_outside(plan, rewrite, fds)}
+        bodies: dict[bytes, Body] = {P.PROCESS: lambda fds: _process_outside(plan, rewrite, fds)}
         return _serve(sock, bodies, ready=lambda: report(P.OUTSIDE, 0, 0, 0))
     # A module of preload= may have started a thread: a process with threads can neither enter
     # a mount namespace (setns: EINVAL) nor fork its workers safely.
@@ -130,7 +133,7 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
         return P.ENTER_FAILED_EXIT_STATUS
     report(P.FILTERS_PER_WORKER if per_worker else P.CONFINED, 0, 0, 0)
     finish = per_worker or plan.sched_resets_on_fork
-    bodies: dict[bytes, Body] = {P.PROCESS: _process_inside}
+    bodies = {P.PROCESS: _process_inside}
     if start is not None:
         bodies[P.WORKER] = lambda fds: _pool_worker(fds, start)
     return _serve(sock, bodies,
@@ -154,7 +157,8 @@ def _close_fds_except(keep: set[int]) -> None:
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
-Body = Callable[[list[int]], None]
+#: a worker's body: runs in the new fork with the request's fds, returns its exit status
+Body = Callable[[list[int]], int]
 
 
 def _serve(sock: socket.socket, bodies: dict[bytes, Body], *,
@@ -198,6 +202,7 @@ def _serve(sock: socket.socket, bodies: dict[bytes, Body], *,
         _run_and_exit(lambda: body(fds))
 
     spare = _Spare(max_workers, become_worker, run)
+    watched: list[socket.socket | int] = [sock, sigchld_r]
     try:
         spare.refill(0)
         if ready is not None:
@@ -205,13 +210,14 @@ def _serve(sock: socket.socket, bodies: dict[bytes, Body], *,
         while True:
             # Requests already waiting (the owner asks for several workers at once) are forked
             # first; the next spare only once none waits, or it would delay each of them.
-            readable, _, _ = select.select([sock, sigchld_r], [], [], 0)
+            readable, _, _ = select.select(watched, [], [], 0)
             if not readable:
                 spare.refill(len(status_fds))
-                readable, _, _ = select.select([sock, sigchld_r], [], [])
+                readable, _, _ = select.select(watched, [], [])
             if sigchld_r in readable:
-                while os.read(sigchld_r, 4096) == 4096:
-                    pass
+                # One read of the wakeup bytes (what was left makes the next select readable):
+                # the loop that stood here compared the bytes with 4096, never equal
+                os.read(sigchld_r, 4096)
                 _reap(status_fds, spare)
             if sock in readable:
                 msg, fds, _, _ = socket.recv_fds(sock, 16, P.MAX_FDS)
@@ -227,7 +233,7 @@ def _serve(sock: socket.socket, bodies: dict[bytes, Body], *,
                     except OSError as e:   # e.g. EAGAIN: the unit's TasksMax=; the zygote goes on
                         for fd in passed:
                             os.close(fd)
-                        P.write_signed(status_w, -e.errno)   # instead of a pid
+                        P.write_signed(status_w, -(e.errno or 0))   # instead of a pid
                         os.close(status_w)
                         continue
                     if pid == 0:
@@ -295,7 +301,7 @@ class _Spare:
     def take(self, request: bytes, passed: list[int]) -> int:
         """Hands a request's fds to the spare; its pid, or 0 if there is none."""
         pid, sock = self.pid, self._sock
-        if not pid:
+        if not pid or sock is None:   # (a spare has both)
             return 0
         self.pid, self._sock = 0, None
         try:
@@ -312,12 +318,13 @@ class _Spare:
         if pid != self.pid:
             self.blocked = False   # a worker exited: room for a spare again
             return False
-        self._sock.close()
+        if self._sock is not None:   # (a spare has both)
+            self._sock.close()
         self.pid, self._sock, self.blocked = 0, None, True
         return True
 
     def close(self) -> None:
-        if self.pid:
+        if self.pid and self._sock is not None:   # (a spare has both)
             self._sock.close()   # EOF: it exits
             try:
                 os.waitpid(self.pid, 0)
@@ -376,7 +383,8 @@ def _filters_spare_the_zygote(plan: EntryPlan) -> bool:
             if not chunk:
                 return False   # the filters killed it (SIGSYS), or it failed
             report += chunk
-        return P.SIGNED.unpack_from(report, P.SIGNED.size)[0] == 0
+        status: int = P.SIGNED.unpack_from(report, P.SIGNED.size)[0]
+        return status == 0
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -406,7 +414,14 @@ def _pool_worker(fds: list[int], start: _worker.Start) -> int:
     return _worker.serve(call_fd, result_fd, start)
 
 
-def _read_process(fds: list[int]):
+class _Process(Protocol):
+    """A multiprocessing Process as the worker gets it: its private _bootstrap() (CPython's,
+    which typeshed does not declare) runs it and returns its exit status."""
+
+    def _bootstrap(self, parent_sentinel: int | None = None) -> int: ...
+
+
+def _read_process(fds: list[int]) -> tuple[_Process, int]:
     """A Process's request: (its Process object, the data pipe it watches for its owner)."""
     for fd in fds:
         os.set_inheritable(fd, False)   # not into its subprocesses, which exec dumpable

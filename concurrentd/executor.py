@@ -31,7 +31,7 @@ import threading
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, ParamSpec, TypeVar
 
 from . import _fresh, _manager, _payload, _protocol, _warm, _worker
 from ._manager import PoolManager, WorkItem
@@ -40,6 +40,9 @@ from ._session import DEFAULT_START_TIMEOUT, UnitSession, check_root
 from .systemd import Unit
 
 __all__ = ["TransientUnitPoolExecutor", "PoolUnit"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class PoolUnit:
@@ -305,14 +308,14 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         return self._executor_manager_thread.broken or False
 
     # -- tasks -------------------------------------------------------------------------------------
-    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         """Schedules ``fn(*args, **kwargs)`` in a worker; returns a Future. ``fn`` may be a lambda,
         a closure or a function defined in ``__main__``: it travels by cloudpickle if it must."""
         if getattr(fn, "__qualname__", None) == "_run_task_simple" and \
                 getattr(fn, "__module__", None) == "distributed.worker":
             raise TypeError(_BARE_POOL_IN_DASK)
         manager = self._executor_manager_thread
-        future = Future()
+        future: Future[_T] = Future()
         try:
             cloud, blob = _payload.encode_call(fn, args, kwargs, self._forked_main)
         except Exception as e:   # noqa: BLE001 - as ProcessPoolExecutor: the future fails

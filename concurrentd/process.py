@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ._popen import UnitProcess
 from ._session import UnitSession
@@ -25,9 +25,9 @@ class TransientUnitProcess(UnitProcess):
     the object is collected).
     """
 
-    def __init__(self, target: Callable | None = None, name: str | None = None, args=(),
-                 kwargs: Mapping[str, Any] | None = None, *, daemon: bool | None = None,
-                 properties: Mapping[str, Any] | None = None,
+    def __init__(self, target: Callable[..., object] | None = None, name: str | None = None,
+                 args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
+                 daemon: bool | None = None, properties: Mapping[str, Any] | None = None,
                  pool: TransientUnitPoolExecutor | None = None):
         if pool is not None and properties:
             raise TypeError("pool= runs the process in that pool's unit: properties= do not apply")
@@ -55,7 +55,7 @@ class TransientUnitProcess(UnitProcess):
             raise
 
     @property
-    def unit(self):
+    def unit(self) -> PoolUnit | None:
         """The unit the process runs in (a PoolUnit), once started."""
         if self._pool is not None:
             return self._pool.unit
@@ -73,12 +73,12 @@ class TransientUnitProcess(UnitProcess):
         if own is not None:
             own.release()
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         for private in ("_pool", "_own"):
             state.pop(private, None)
         return state
 
-    def __del__(self):
+    def __del__(self) -> None:
         if getattr(self, "_own", None) is not None and self.exitcode is not None:
             self._release()

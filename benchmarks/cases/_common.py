@@ -46,7 +46,7 @@ def summary(xs: list[float]) -> dict[str, float] | None:
 def paired_ratio(a: list[float | None], b: list[float | None]) -> dict[str, float] | None:
     """The summary of a[i] / b[i] over the repetitions where both were measured (same run,
     interleaved: each pair ran back to back)."""
-    return summary([x / y for x, y in zip(a, b) if x is not None and y])
+    return summary([x / y for x, y in zip(a, b, strict=True) if x is not None and y])
 
 
 #: the confidence a figure measured as a difference is reported with

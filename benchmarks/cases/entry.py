@@ -181,11 +181,11 @@ def run(reps: int, tick, log) -> dict:
     us = lambda xs: [x / 1e3 for x in xs]  # noqa: E731
     res = {"unit": "us", "plan": out.get("plan"), "plan_build_ms": out.get("plan_ns", 0) / 1e6,
            "fork": c.summary(us(out["fork"])), "zygote_fork": c.summary(us(out["zygote_fork"])),
-           "entry_per_worker": c.summary(us([z - f for z, f in zip(out["zygote_fork"], out["fork"])])),
+           "entry_per_worker": c.summary(us([z - f for z, f in zip(out["zygote_fork"], out["fork"], strict=True)])),
            # a difference of two forks of ~0.7 ms each: its median alone may come out at either
            # sign (issue 19 §4); the interval says whether it was measured at all
            "entry_per_worker_ci": c.median_ci(us([z - f for z, f in
-                                                  zip(out["zygote_fork"], out["fork"])])),
+                                                  zip(out["zygote_fork"], out["fork"], strict=True)])),
            "enter": c.summary(us(out["enter"])),
            "steps": {k: c.summary(us(v)) for k, v in
                      sorted(out["steps"].items(), key=lambda kv: -sorted(kv[1])[len(kv[1]) // 2])},
@@ -196,7 +196,7 @@ def run(reps: int, tick, log) -> dict:
     med = lambda k: (res[k] or {}).get("median")  # noqa: E731
     res["ratios"] = {"enter/fork": med("enter") / med("fork") if med("enter") and med("fork") else None,
                      "entry_per_worker/fork": c.paired_ratio(
-                         [z - f for z, f in zip(out["zygote_fork"], out["fork"])], out["fork"])}
+                         [z - f for z, f in zip(out["zygote_fork"], out["fork"], strict=True)], out["fork"])}
     if med("pystemd_enter_unit") and med("enter"):
         res["ratios"]["pystemd_enter_unit/enter"] = med("pystemd_enter_unit") / med("enter")
         # A median per-worker entry at or below zero (forks in and out of the unit cost the same)

@@ -150,19 +150,19 @@ def run(reps: int, tasks: int, tick, log, sizes: tuple[int, ...] = SIZES) -> dic
     for n in sizes:
         row: dict = {}
         for k in CONTENDERS:
-            xs = lambda m: per[(k, n, m)]  # noqa: E731
+            xs = {m: per[(k, n, m)] for m in keys}
             row[k] = {"all_ran": c.summary([None if x is None else x / 1e6
-                                             for x in xs("all_ran_ns")]),
-                      **{m: c.summary(xs(m)) for m in keys[1:]},
-                      "owner_growth_ci": c.median_ci(xs("owner_growth"))}
-        ours = lambda m: per[("concurrentd", n, m)]  # noqa: E731
-        theirs = lambda m: per[("ProcessPoolExecutor", n, m)]  # noqa: E731
+                                             for x in xs["all_ran_ns"]]),
+                      **{m: c.summary(xs[m]) for m in keys[1:]},
+                      "owner_growth_ci": c.median_ci(xs["owner_growth"])}
+        ours = {m: per[("concurrentd", n, m)] for m in keys}
+        theirs = {m: per[("ProcessPoolExecutor", n, m)] for m in keys}
         row["ratios"] = {
-            "all_ran": c.paired_ratio(ours("all_ran_ns"), theirs("all_ran_ns")),
+            "all_ran": c.paired_ratio(ours["all_ran_ns"], theirs["all_ran_ns"]),
             # time per task, ours / theirs: their tasks/s over ours
-            "time_per_task": c.paired_ratio(theirs("submit"), ours("submit")),
-            "worker_uss": c.paired_ratio(ours("worker_uss"), theirs("worker_uss")),
-            "worker_pss": c.paired_ratio(ours("worker_pss"), theirs("worker_pss")),
+            "time_per_task": c.paired_ratio(theirs["submit"], ours["submit"]),
+            "worker_uss": c.paired_ratio(ours["worker_uss"], theirs["worker_uss"]),
+            "worker_pss": c.paired_ratio(ours["worker_pss"], theirs["worker_pss"]),
         }
         out[f"workers{n}"] = row
     out["spare"] = {f"{who}_{m}": c.summary(xs) for (who, m), xs in spare.items()}

@@ -24,9 +24,8 @@ SYSTEMD_RUN_PROPS = ["PrivateTmp=yes", "PrivateNetwork=yes", "ProtectSystem=stri
 
 
 def _argv() -> list[str]:
-    from concurrentd._entry import anchor_argv
+    from concurrentd._entry import anchor_argv, anchor_path
     from concurrentd._unitfiles import installed_anchor
-    from concurrentd._entry import anchor_path
 
     return anchor_argv(os.getpid(), path=installed_anchor(anchor_path()))
 

@@ -43,7 +43,7 @@ _ROOT_NAMES = {lib.CD_ROOT_FCHDIR_ROOT: "fchdir(root)", lib.CD_ROOT_CHROOT: "chr
 _RECORD = struct.Struct("=iii")
 
 # Buffers the worker's /proc/self/environ points into (PR_SET_MM_ENV_*): never to be freed.
-_KEEPALIVE: list = []
+_KEEPALIVE: list[list[object]] = []
 
 
 class EnterError(Exception):
@@ -54,13 +54,16 @@ class EnterError(Exception):
         errno: the errno the kernel returned, or 0 when a value read back differed from the plan.
     """
 
+    #: (step, arg, errno) as cd_enter() reported them, set by enter_error() (read with getattr)
+    _raw: tuple[int, int, int]
+
     def __init__(self, step: str, errno: int, detail: str | None = None):
         self.step, self.errno = step, errno
         self.detail = detail or (os.strerror(errno) if errno else
                                  "the kernel reports another value than the plan's")
         super().__init__(f"{step}: {self.detail}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[EnterError], tuple[str, int, str]]:
         return (EnterError, (self.step, self.errno, self.detail))
 
 
@@ -154,7 +157,7 @@ def enter(plan: EntryPlan, *, timing: bool = False, seccomp: bool = True,
 _BYTES_DATA = bytes.__basicsize__ - 1
 
 
-def _scrub_values(data: dict) -> None:
+def _scrub_values(data: dict[bytes, bytes]) -> None:
     """Zeroes the owner's environment values in place before they are dropped: freed, their
     bytes would stay readable in the worker's memory (secrets in the environment, typically).
     Only values nothing else refers to are touched (a shared object is someone else's)."""
@@ -184,7 +187,7 @@ def add_sched_reset(plan: EntryPlan) -> None:
         try:
             os.sched_setscheduler(0, plan.sched_policy, os.sched_param(plan.sched_priority))
         except OSError as e:
-            raise EnterError("sched", e.errno, "setting the unit's reset-on-fork flag: "
+            raise EnterError("sched", e.errno or 0, "setting the unit's reset-on-fork flag: "
                                                f"{e.strerror}") from None
 
 

@@ -269,7 +269,7 @@ class EntryPlan:
     _cgroup_fds: list[int] = field(default_factory=list, repr=False)
     _pidfd: int = -1
     _closed: bool = False
-    _c: object = field(default=None, repr=False)
+    _c: Any = field(default=None, repr=False)   # the struct cd_plan (cffi: typed at run time)
     _keep: list[object] = field(default_factory=list, repr=False)
 
     # -- construction ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from itertools import count
-from typing import Callable
+from typing import Any, Callable
 
 from jeepney.auth import BEGIN, make_auth_external
 from jeepney.bus import get_connectable_addresses
@@ -79,7 +79,7 @@ class Connection:
     """
 
     def __init__(self, sock: socket.socket, address: Address):
-        self.sock = sock
+        self.sock: socket.socket | None = sock   # None once closed
         self.address = address
         self.destination = None if address.p2p else messages.SYSTEMD_NAME
         self.unique_name: str | None = None
@@ -131,9 +131,10 @@ class Connection:
         data = b""
         deadline = time.monotonic() + timeout
         while b"\r\n" not in data:
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock = self._open_sock()
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
             try:
-                chunk = self.sock.recv(4096)
+                chunk = sock.recv(4096)
             except socket.timeout:
                 raise TimeoutError(f"no answer to AUTH in {timeout:g} s") from None
             if not chunk:
@@ -146,9 +147,13 @@ class Connection:
 
     # -- I/O ----------------------------------------------------------------------------------
 
-    def _check_owner(self) -> None:
+    def _open_sock(self) -> socket.socket:
         if self.sock is None:
             raise ValueError("the systemd connection is closed")
+        return self.sock
+
+    def _check_owner(self) -> None:
+        self._open_sock()
         if os.getpid() != self._pid:
             raise RuntimeError("a systemd connection cannot be used from a forked child; "
                                "open a new one with Systemd.connect()")
@@ -160,7 +165,7 @@ class Connection:
         """Send ``msgs`` in one write, in order, each with a fresh serial; return the serials."""
         self._check_owner()
         serials = [self._next_serial() for _ in msgs]
-        self.sock.sendall(b"".join(msg.serialise(serial=serial)
+        self._open_sock().sendall(b"".join(msg.serialise(serial=serial)
                                    for msg, serial in zip(msgs, serials, strict=True)))
         return serials
 
@@ -173,11 +178,11 @@ class Connection:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("no message from systemd in time")
-                self.sock.settimeout(remaining)
+                self._open_sock().settimeout(remaining)
             else:
-                self.sock.settimeout(None)
+                self._open_sock().settimeout(None)
             try:
-                data = self.sock.recv(65536)
+                data = self._open_sock().recv(65536)
             except socket.timeout:
                 raise TimeoutError("no message from systemd in time") from None
             if not data:
@@ -189,7 +194,7 @@ class Connection:
         if msg.header.message_type == MessageType.signal and self.keep_signal(msg):
             self.signals.append(msg)
 
-    def call(self, msg: Message, *, step: str = "", timeout: float | None = 30.0) -> tuple:
+    def call(self, msg: Message, *, step: str = "", timeout: float | None = 30.0) -> tuple[Any, ...]:
         """Send a method call and return its reply body.
 
         Raises:
@@ -202,7 +207,7 @@ class Connection:
         return reply
 
     def call_all(self, calls: list[tuple[Message, str]], *,
-                 timeout: float | None = 30.0) -> list["tuple | SystemdError"]:
+                 timeout: float | None = 30.0) -> list[tuple[Any, ...] | SystemdError]:
         """Send every (method call, step name) at once, then wait for all their replies: one
         round trip instead of one per call. The bus delivers one sender's messages in order, so
         each call still takes effect after the ones before it.
@@ -219,10 +224,10 @@ class Connection:
                                        for msg, step in calls], timeout)
 
     def _replies(self, serials: list[int], steps: list[str],
-                 timeout: float | None) -> list["tuple | SystemdError"]:
+                 timeout: float | None) -> list[tuple[Any, ...] | SystemdError]:
         """Waits for the replies to the calls sent with ``serials`` (see call_all)."""
         waiting = {serial: i for i, serial in enumerate(serials)}
-        replies: list = [None] * len(serials)
+        replies: dict[int, tuple[Any, ...] | SystemdError] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
         while waiting:
             reply = self._receive(deadline)
@@ -236,7 +241,7 @@ class Connection:
                 replies[i] = SystemdError.from_reply(name, text, steps[i])
             else:
                 replies[i] = reply.body
-        return replies
+        return [replies[i] for i in range(len(serials))]
 
     def wait_signal(self, match: Callable[[Message], bool], *, timeout: float | None = None) -> Message:
         """Return (and remove) the first kept signal for which ``match`` is true, reading more

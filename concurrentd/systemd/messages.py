@@ -8,6 +8,8 @@ socket), and the well-known name ``org.freedesktop.systemd1`` on a message bus.
 
 from __future__ import annotations
 
+from typing import Any, Iterable
+
 from jeepney.bus_messages import MatchRule
 from jeepney.low_level import HeaderFields, Message, MessageType
 from jeepney.wrappers import new_header
@@ -22,7 +24,7 @@ DBUS_PATH = "/org/freedesktop/DBus"
 
 
 def method_call(path: str, interface: str, member: str, signature: str | None = None,
-                body: tuple = (), destination: str | None = None) -> Message:
+                body: tuple[Any, ...] = (), destination: str | None = None) -> Message:
     """A method call message; no destination header field when ``destination`` is None (p2p)."""
     header = new_header(MessageType.method_call)
     header.fields[HeaderFields.path] = path
@@ -86,14 +88,16 @@ class Manager:
     def __init__(self, destination: str | None = SYSTEMD_NAME):
         self.destination = destination
 
-    def _call(self, member: str, signature: str | None = None, body: tuple = ()) -> Message:
+    def _call(self, member: str, signature: str | None = None,
+              body: tuple[Any, ...] = ()) -> Message:
         return method_call(MANAGER_PATH, MANAGER_IFACE, member, signature, body, self.destination)
 
     def subscribe(self) -> Message:
         """Subscribe(): without it systemd sends no JobRemoved/PropertiesChanged at all."""
         return self._call("Subscribe")
 
-    def start_transient_unit(self, name: str, mode: str, properties: list, aux: list = ()) -> Message:
+    def start_transient_unit(self, name: str, mode: str, properties: Iterable[tuple[str, Any]],
+                             aux: Iterable[tuple[str, list[tuple[str, Any]]]] = ()) -> Message:
         """StartTransientUnit(name, mode, a(sv) properties, a(sa(sv)) aux) -> job path."""
         return self._call("StartTransientUnit", "ssa(sv)a(sa(sv))",
                           (name, mode, list(properties), list(aux)))

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal as _signal
 import sys
+from typing import Any, Mapping
 
 from jeepney.low_level import HeaderFields, Message
 
@@ -22,6 +23,9 @@ from . import messages
 from .bus import Address, Connection, connect_first, default_addresses, parse_address
 from .errors import SystemdError, UnitStartError
 from .properties import CLONE_NEWTIME, TIME_IN_ALL_SINCE, convert_properties
+
+#: properties as D-Bus carries them: [(name, (signature, value)), …] (see properties)
+Converted = list[tuple[str, tuple[str, Any]]]
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 _counter = itertools.count(1)
@@ -34,14 +38,14 @@ def unique_unit_name() -> str:
 
 def _is_properties_changed(msg: Message) -> bool:
     fields = msg.header.fields
-    return (fields.get(HeaderFields.member) == "PropertiesChanged"
-            and fields.get(HeaderFields.interface) == messages.PROPERTIES_IFACE)
+    return bool(fields.get(HeaderFields.member) == "PropertiesChanged"
+                and fields.get(HeaderFields.interface) == messages.PROPERTIES_IFACE)
 
 
 def _is_job_removed(msg: Message) -> bool:
     fields = msg.header.fields
-    return (fields.get(HeaderFields.member) == "JobRemoved"
-            and fields.get(HeaderFields.interface) == messages.MANAGER_IFACE)
+    return bool(fields.get(HeaderFields.member) == "JobRemoved"
+                and fields.get(HeaderFields.interface) == messages.MANAGER_IFACE)
 
 
 class Systemd:
@@ -73,12 +77,12 @@ class Systemd:
             self._version = int(digits)
         return self._version
 
-    def _for_this_manager(self, converted: list) -> list:
+    def _for_this_manager(self, converted: Converted) -> Converted:
         """Converted properties as this manager's own systemd-run would send them: for
         RestrictNamespaces= "no" and "~…", a manager older than TIME_IN_ALL_SINCE does not count
         the time namespace among all (its systemd-run leaves the bit out, and a unit with it shows
         "time" where systemd-run's does not)."""
-        out = []
+        out: Converted = []
         for name, (signature, value) in converted:
             if (name == "RestrictNamespaces" and value & CLONE_NEWTIME
                     and self.version() < TIME_IN_ALL_SINCE):
@@ -112,7 +116,7 @@ class Systemd:
     def __enter__(self) -> "Systemd":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -143,11 +147,12 @@ class Systemd:
         """Wait for job ``job_path``'s JobRemoved and return its result (``done``, ``failed`` …)."""
         msg = self.conn.wait_signal(lambda m: _is_job_removed(m) and m.body[1] == job_path,
                                     timeout=timeout)
-        return msg.body[3]
+        result: str = msg.body[3]
+        return result
 
     # -- units ----------------------------------------------------------------------------------
 
-    def start_service(self, argv: list[str], properties: dict | None = None, *, name: str | None = None,
+    def start_service(self, argv: list[str], properties: Mapping[str, Any] | None = None, *, name: str | None = None,
                       description: str | None = None, timeout: float | None = None) -> "Unit":
         """Start ``argv`` as a transient service and wait until its start job has finished.
 
@@ -162,7 +167,7 @@ class Systemd:
         """
         return self.begin_service(argv, properties, name=name, description=description).wait(timeout)
 
-    def begin_service(self, argv: list[str], properties: dict | None = None, *,
+    def begin_service(self, argv: list[str], properties: Mapping[str, Any] | None = None, *,
                       name: str | None = None, description: str | None = None) -> "StartingService":
         """start_service() in two halves: this one returns as soon as systemd has accepted the
         unit and queued its start job; ``.wait()`` waits for the job (systemd takes ~10 ms to set
@@ -189,7 +194,7 @@ class Systemd:
             description = properties.get("Description") or (
                 f"concurrentd: {os.path.basename(argv[0])} for pid {os.getpid()} "
                 f"({os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'python'})")
-        props = [("Description", ("s", str(description)))]
+        props: Converted = [("Description", ("s", str(description)))]
         if "Type" not in given:
             props.append(("Type", ("s", "exec")))
         if "CollectMode" not in given:
@@ -225,9 +230,9 @@ class Systemd:
         self._watched.discard(path)
         self._changes(path)
 
-    def _changes(self, path: str) -> dict:
+    def _changes(self, path: str) -> dict[str, Any]:
         """Drain the kept PropertiesChanged signals of ``path``; return the merged changes."""
-        merged: dict = {}
+        merged: dict[str, Any] = {}
         for msg in [m for m in self.conn.signals
                     if _is_properties_changed(m) and m.header.fields.get(HeaderFields.path) == path]:
             self.conn.signals.remove(msg)
@@ -250,7 +255,7 @@ class StartingService:
     def __init__(self, unit: "Unit", job: str):
         self.unit, self.job = unit, job
         #: the unit's Service properties systemd announced while the job ran (PropertiesChanged)
-        self.announced: dict = {}
+        self.announced: dict[str, Any] = {}
 
     def wait(self, timeout: float | None = None) -> "Unit":
         """Waits for the start job; returns the unit once it runs.
@@ -316,7 +321,7 @@ class Unit:
     def __repr__(self) -> str:
         return f"<Unit {self.name}>"
 
-    def get(self, prop: str, interface: str = "Service"):
+    def get(self, prop: str, interface: str = "Service") -> Any:
         """Read property ``prop`` of ``interface`` (``Unit``, ``Service``, … or a full name) live.
 
         Raises:
@@ -328,7 +333,7 @@ class Unit:
             step=f"Get {self.name} {interface}.{prop}")
         return value[1]
 
-    def get_all(self, interface: str = "Service") -> dict:
+    def get_all(self, interface: str = "Service") -> dict[str, Any]:
         """All properties of ``interface`` as ``{name: python value}``."""
         iface = messages.unit_interface(interface)
         (values,) = self.systemd.conn.call(
@@ -339,18 +344,21 @@ class Unit:
     @property
     def main_pid(self) -> int:
         """The main process's pid (0 when there is none), read live."""
-        return self.get("MainPID")
+        pid: int = self.get("MainPID")
+        return pid
 
     @property
     def control_group(self) -> str:
         """The unit's cgroup path, relative to the cgroup root, read live."""
-        return self.get("ControlGroup")
+        group: str = self.get("ControlGroup")
+        return group
 
     @property
     def active_state(self) -> str:
         """ActiveState, read live (``inactive`` once the unit is gone)."""
         try:
-            return self.get("ActiveState", "Unit")
+            state: str = self.get("ActiveState", "Unit")
+            return state
         except SystemdError as e:
             if e.name.endswith(("UnknownObject", "UnknownMethod", "NoSuchUnit")):
                 return "inactive"
@@ -387,10 +395,10 @@ class Unit:
             if e.name != NO_SUCH_UNIT:
                 raise
 
-    def _failure_details(self, seen: dict | None = None) -> dict:
+    def _failure_details(self, seen: dict[str, Any] | None = None) -> dict[str, Any]:
         """Why a start failed: the Service properties systemd announced while the job ran
         (``seen``), completed by a live read if the unit has not been garbage-collected yet."""
-        details = {}
+        details: dict[str, Any] = {}
         wanted = {"Service": ("Result", "ExecMainCode", "ExecMainStatus", "StatusText"),
                   "Unit": ("ActiveState", "SubState")}
         for iface, props in wanted.items():
