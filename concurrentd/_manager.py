@@ -43,7 +43,7 @@ from . import _protocol as P
 from ._channel import Channel, ProtocolError
 from ._results import ResultPolicy, ResultRefused
 from ._session import UnitSession
-from ._zygote import ZygoteGone
+from ._zygote import ZygoteBusy, ZygoteGone
 
 #: the most calls a worker holds at once: the one it runs and the next, so it never waits
 DEPTH = 2
@@ -378,7 +378,8 @@ class PoolManager(threading.Thread):
 
     def _spawn(self) -> tuple[int, int, int] | None:
         """Asks the zygote for one worker; (its status pipe, call pipe, result pipe), owner's
-        ends, or None if the zygote is gone (the pool is then broken)."""
+        ends, or None if the zygote is gone (the pool is then broken) or takes no more requests
+        until it has read those already sent."""
         zygote = self.session.zygote
         call_r, call_w = os.pipe()
         result_r, result_w = os.pipe()
@@ -389,6 +390,10 @@ class PoolManager(threading.Thread):
         except ZygoteGone as e:
             for fd in (call_w, result_r):
                 os.close(fd)
+            if isinstance(e, ZygoteBusy) and self._launched:
+                # The rest of the batch waits: the pids of those sent are read first, each with
+                # the zygote's deadline (a stopped zygote is killed, the pool breaks).
+                return None
             self._not_forked(str(e))
             return None
         finally:

@@ -30,6 +30,7 @@ pool has any thread, and it keeps the owner's loaded modules, so a worker starts
 
 from __future__ import annotations
 
+import array
 import errno
 import os
 import select
@@ -49,6 +50,11 @@ from ._pythonpath import PathMap
 
 class ZygoteGone(OSError):
     """The zygote cannot take requests anymore (it exited, or its unit stopped)."""
+
+
+class ZygoteBusy(ZygoteGone):
+    """The zygote has not read the requests already sent, and its socket takes no more now
+    (stopped, or forking a batch): the caller reads their answers first, each with its deadline."""
 
 
 class Zygote:
@@ -196,12 +202,22 @@ class Zygote:
         pid (or -errno if its fork failed), then, once the worker has exited, its exit status.
 
         Raises:
+            ZygoteBusy: the socket's buffer is full of requests the zygote has not read.
             ZygoteGone: the zygote has exited.
         """
         status_r, status_w = os.pipe()
         try:
-            # Never blocks: a zygote that does not read its requests is stopped, or hung.
-            socket.send_fds(self._sock, [request], [status_w, *fds], socket.MSG_DONTWAIT)
+            # Never blocks: a zygote that does not read its requests is stopped, or hung. Not
+            # socket.send_fds(), which drops its flags argument (CPython 3.10-3.14 pass none to
+            # sendmsg): with it, a batch of requests larger than the socket's buffer blocked the
+            # manager for ever on a zygote stopped by a process of its unit.
+            self._sock.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                            array.array("i", [status_w, *fds]))],
+                               socket.MSG_DONTWAIT)
+        except BlockingIOError as e:
+            os.close(status_r)
+            raise ZygoteBusy(e.errno, f"the pool's zygote (pid {self.pid}) has not read the "
+                                      "requests sent to it") from None
         except OSError as e:
             os.close(status_r)
             raise ZygoteGone(e.errno, f"the pool's zygote (pid {self.pid}) is gone: "

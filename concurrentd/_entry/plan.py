@@ -303,6 +303,7 @@ class EntryPlan:
         from . import anchor_path
 
         anchor = _Anchor(anchor_pid)
+        plan = None
         try:
             pidfd = anchor.open_pidfd()
             _check_exe(anchor_pid, anchor_exe or anchor_path())
@@ -326,6 +327,11 @@ class EntryPlan:
             # kernel drops its namespaces before it marks it exited, hence the short wait.
             exited = (isinstance(e, OSError) and not isinstance(e, AnchorGone)
                       and bool(anchor.fds) and _readable(anchor.fds[0], 0.1))
+            if plan is not None:
+                # Its fds are closed here: a plan built then dropped (the anchor exited, or its
+                # struct could not be filled) must not close their numbers again in __del__,
+                # when they may be another file's of the owner.
+                plan._forget()
             for fd in anchor.fds:
                 os.close(fd)
             if exited:
