@@ -597,11 +597,16 @@ class PoolManager(threading.Thread):
         self._break(message)
 
     def _break(self, why: str, cause: list[str] | None = None) -> None:
-        """Every pending future fails with BrokenProcessPool; every worker is killed."""
+        """Every pending future fails with a BrokenProcessPool of its own (one shared exception
+        would gather a traceback frame per result() call); every worker is killed."""
         message = f"{why}; the process pool is not usable anymore"
-        error = BrokenProcessPool(message)
-        if cause is not None:
-            error.__cause__ = _cpython.RemoteTraceback(f"\n'''\n{''.join(cause)}'''")
+
+        def error() -> BrokenProcessPool:
+            e = BrokenProcessPool(message)
+            if cause is not None:
+                e.__cause__ = _cpython.RemoteTraceback(f"\n'''\n{''.join(cause)}'''")
+            return e
+
         with self.lock:
             if self.broken is not None:
                 return
@@ -611,7 +616,7 @@ class PoolManager(threading.Thread):
             self.queue.clear()
         for item in items:
             try:
-                item.future.set_exception(error)
+                item.future.set_exception(error())
             except InvalidStateError:   # cancelled meanwhile
                 pass
         for worker in self.workers.values():

@@ -356,6 +356,24 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
                       issubclass(exc_type, KeyboardInterrupt))
         return False
 
+    def terminate_workers(self) -> None:
+        """As ProcessPoolExecutor.terminate_workers() (Python 3.14, here on every version): shuts
+        the pool down without waiting, cancelling the calls not started, then sends SIGTERM to
+        every worker still running; their calls fail with BrokenProcessPool. The unit is stopped
+        once they have exited."""
+        self._force_shutdown("terminate")
+
+    def kill_workers(self) -> None:
+        """As terminate_workers(), with SIGKILL (ProcessPoolExecutor.kill_workers())."""
+        self._force_shutdown("kill")
+
+    def _force_shutdown(self, how: str) -> None:
+        processes = self._processes   # settled: every worker asked for so far is there
+        self.shutdown(wait=False, cancel_futures=True)
+        for process in processes.values():
+            if process.is_alive():
+                getattr(process, how)()
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ProcessPoolExecutor.shutdown; then the zygote ends and the unit is stopped (before
         returning with ``wait=True``, else once the last worker has exited)."""

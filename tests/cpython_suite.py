@@ -59,6 +59,13 @@ DEVIATIONS: dict[str, str] = {
     _SHUTDOWN + "test_del_shutdown": "it reads the private _call_queue: each worker has its own pipes",
     _SHUTDOWN + "test_shutdown_no_wait": "it reads the private _call_queue: each worker has its own pipes",
 }
+_MANAGER = "the unit's PrivateTmp= hides the owner's multiprocessing.Manager socket from workers"
+if sys.version_info >= (3, 14):   # its tests share Manager events and queues with the tasks
+    for name in ("test_first_completed", "test_first_completed_some_already_completed",
+                 "test_first_exception", "test_first_exception_one_already_failed",
+                 "test_first_exception_some_already_complete", "test_timeout"):
+        DEVIATIONS["ProcessPoolForkWaitTest." + name] = _MANAGER
+    DEVIATIONS[_POOL + "test_force_shutdown_workers"] = _MANAGER
 if sys.version_info < (3, 11):
     DEVIATIONS[_SHUTDOWN + "test_hang_gh83386"] = (
         "3.10's own test script lacks 'import multiprocessing' (CPython skips it for its pool)")
@@ -104,10 +111,11 @@ def install_replacement(trust: bool) -> None:
 
 
 def fork_variants(suite: unittest.TestSuite):
-    """The tests of ``suite`` that run a process pool with the fork context (or no context)."""
+    """The tests of ``suite`` that run a process pool with the fork context (or no context): not
+    those of thread pools, or of 3.14's interpreter pools, or of other start methods."""
     for test in _flatten(suite):
         cls = type(test).__name__
-        if "Thread" in cls or "Spawn" in cls or "Forkserver" in cls:
+        if any(other in cls for other in ("Thread", "Spawn", "Forkserver", "Interpreter")):
             continue
         if cls == "FailingInitializerResourcesTest" and not test.id().endswith(".test_fork"):
             continue
@@ -158,6 +166,12 @@ class Verdicts(unittest.TextTestResult):
     def addSkip(self, test, reason):
         super().addSkip(test, reason)
         self._record(test, "skip", reason)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:   # the test fails as a whole (3.14's parameterized tests)
+            failure = issubclass(err[0], test.failureException)
+            self._record(test, "fail" if failure else "error", self._exc_info_to_string(err, test))
 
     def addExpectedFailure(self, test, err):
         super().addExpectedFailure(test, err)

@@ -1455,6 +1455,41 @@ def test_broken_pool_exception_message_and_cause():
     assert p.unit.name in str(exc) and "9" in str(exc), str(exc)
 
 
+def test_a_broken_pool_fails_each_future_with_an_exception_of_its_own():
+    # As ProcessPoolExecutor since 3.14 (CPython's test_broken_process_pool_traceback): one
+    # exception shared by every future would gather a traceback frame per result() call.
+    with TransientUnitPoolExecutor(1, PROPS) as p:
+        futures_ = [p.submit(time.sleep, 30) for _ in range(3)]
+        next(iter(p._processes.values())).terminate()
+        errors = [f.exception(timeout=T) for f in futures_]
+    assert all(isinstance(e, BrokenProcessPool) for e in errors), errors
+    assert len({id(e) for e in errors}) == 3
+    assert len({str(e) for e in errors}) == 1
+
+
+@pytest.mark.parametrize("how", ["terminate_workers", "kill_workers"])
+def test_terminate_and_kill_workers_end_the_pool_as_processpoolexecutors_do(how):
+    # Python 3.14's ProcessPoolExecutor.terminate_workers() and kill_workers() (CPython's
+    # test_force_shutdown_workers*), which reached into private attributes this pool lacks.
+    p = TransientUnitPoolExecutor(1, PROPS)
+    name = p.unit.name
+    running = p.submit(time.sleep, 60)
+    assert p.submit(os.getpid) is not None
+    worker = next(iter(p._processes.values()))
+    getattr(p, how)()
+    worker.join(T)
+    assert not worker.is_alive()
+    assert worker.exitcode == -(signal.SIGTERM if how == "terminate_workers" else signal.SIGKILL)
+    assert isinstance(running.exception(timeout=T), BrokenProcessPool)
+    with pytest.raises(RuntimeError):
+        p.submit(int)
+    getattr(p, how)()   # again, and on a pool without workers: nothing to do
+    deadline = time.monotonic() + T   # the unit goes once the workers have (shutdown(wait=False))
+    while subprocess.run(["systemctl", "is-active", "--quiet", name]).returncode == 0:
+        assert time.monotonic() < deadline, f"{name} still active"
+        time.sleep(0.05)
+
+
 def test_broken_pool_shutdown_stops_the_unit():
     p = TransientUnitPoolExecutor(1, PROPS)
     name = p.unit.name
