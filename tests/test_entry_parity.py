@@ -201,9 +201,13 @@ def test_private_users_parity():
     (257, ["ProtectControlGroupsEx=private", "User=nobody"]),
     (257, ["ProtectControlGroupsEx=strict", "User=nobody"]),
     (257, ["PrivateTmpEx=disconnected", "User=nobody"]),
-], ids=["users-identity", "users-full", "cgroups-private", "cgroups-strict", "tmp-disconnected"])
+    (258, ["ProtectHostnameEx=private", "User=nobody"]),
+    (258, ["PrivateBPF=yes", "User=nobody"]),
+    (260, ["MemoryTHP=disable", "BindNetworkInterface=lo", "User=nobody"]),
+], ids=["users-identity", "users-full", "cgroups-private", "cgroups-strict", "tmp-disconnected",
+        "hostname-private", "private-bpf", "thp-bind-interface"])
 def test_newer_sandboxing_parity(since, settings):
-    """What systemd 256 and 257 added to the sandbox: a worker matches the anchor there too.
+    """What systemd 256 to 260 added to the sandbox: a worker matches the anchor there too.
     (PrivatePIDs=: a pool's workers, children of the entered zygote, are in the unit's pid
     namespace; test_executor checks them.)"""
     if systemd_version() < since:
