@@ -1006,8 +1006,7 @@ _ROWS: list[tuple[Kind, str]] = [
            "CoredumpReceive SurviveFinalKillSignal"),
     (STRING, "PrivatePIDs PrivateUsersEx ProtectControlGroupsEx PrivateTmpEx ProtectHostnameEx "
              "RestartMode "
-             "DelegateSubgroup MemoryPressureWatch PrivateBPF BPFDelegateCommands BPFDelegateMaps "
-             "BPFDelegatePrograms BPFDelegateAttachments UserNamespacePath MemoryTHP "
+             "DelegateSubgroup MemoryPressureWatch PrivateBPF UserNamespacePath MemoryTHP "
              "BindNetworkInterface CPUPressureWatch IOPressureWatch"),
     (UINT32, "RestartSteps"),
     (TIMESPAN, "RestartMaxDelaySec MemoryPressureThresholdSec ManagedOOMMemoryPressureDurationSec "
@@ -1087,9 +1086,8 @@ SINCE = {
     "CoredumpReceive": 255, "SurviveFinalKillSignal": 255, "PrivateUsersEx": 256,
     "MemoryZSwapWriteback": 256, "PrivatePIDs": 257, "ProtectControlGroupsEx": 257,
     "PrivateTmpEx": 257, "BindLogSockets": 257, "ManagedOOMMemoryPressureDurationSec": 257,
-    "ProtectHostnameEx": 258, "PrivateBPF": 258, "BPFDelegateCommands": 258,
-    "BPFDelegateMaps": 258, "BPFDelegatePrograms": 258, "BPFDelegateAttachments": 258,
-    "UserNamespacePath": 259, "MemoryTHP": 260, "BindNetworkInterface": 260,
+    "ProtectHostnameEx": 258, "PrivateBPF": 258, "UserNamespacePath": 259, "MemoryTHP": 260,
+    "BindNetworkInterface": 260,
     "CPUPressureWatch": 261, "CPUPressureThresholdSec": 261, "IOPressureWatch": 261,
     "IOPressureThresholdSec": 261,
 }
