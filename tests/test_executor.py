@@ -5,6 +5,7 @@ import gc
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -341,6 +342,18 @@ def test_memory_deny_write_execute_reaches_the_workers_as_systemds_own_process()
         workers = pool.submit(_memory_protection).result()
     assert systemds["wx"] != "ok", systemds
     assert workers == systemds
+
+
+def test_protect_hostname_private_names_the_workers_host():
+    # systemd >= 258: ProtectHostname=private:NAME gives the unit a UTS namespace of its own,
+    # named NAME, which the worker joins (its hostname is the unit's, not the owner's).
+    from entry_helpers import systemd_version
+
+    if systemd_version() < 258:
+        pytest.skip(f"systemd {systemd_version()} has no ProtectHostname=private (258)")
+    with TransientUnitPoolExecutor(1, {"ProtectHostname": "private:sandbox"}) as pool:
+        assert pool.submit(socket.gethostname).result() == "sandbox"
+    assert socket.gethostname() != "sandbox"
 
 
 def _thp_disable() -> int:

@@ -126,9 +126,10 @@ GOOD_NEWER = [
     ("MemoryTHP", "madvise"), ("BindNetworkInterface", "lo"), ("CPUPressureWatch", "skip"),
     ("CPUPressureThresholdSec", "150ms"), ("IOPressureWatch", "no"),
     ("IOPressureThresholdSec", "1s"), ("PrivateUsersEx", "full"), ("ProtectHostnameEx", "private"),
+    ("ProtectHostname", "private:box"),
 ]
 #: values newer than their property
-VALUE_SINCE = {("PrivateUsersEx", "full"): 258}
+VALUE_SINCE = {("PrivateUsersEx", "full"): 258, ("ProtectHostname", "private:box"): 258}
 #: each in a unit of its own: systemd 262 cannot set PrivateBPF= up with PrivatePIDs= ("Failed
 #: to set up mount namespacing: /sys/fs/bpf: Broken pipe"), with systemd-run as with us
 GOOD_NEWER_ALONE = [("PrivateBPF", "yes")]
@@ -251,7 +252,7 @@ def test_newer_properties_against_systemd_run():
 
     version = systemd_version()
     def has(p: str, v: str) -> bool:
-        return VALUE_SINCE.get((p, v), SINCE[p]) <= version
+        return (VALUE_SINCE.get((p, v)) or SINCE[p]) <= version
 
     have = [(p, v) for p, v in GOOD_NEWER if has(p, v)]
     alone = [[(p, v)] for p, v in GOOD_NEWER_ALONE if has(p, v)]
@@ -262,11 +263,18 @@ def test_newer_properties_against_systemd_run():
 
 
 def test_ex_words():
-    # systemd >= 256/257 take words besides yes/no; they travel as the …Ex string property.
+    # systemd >= 256/257 take words besides yes/no; they travel as the …Ex string property,
+    # ProtectHostname's (258) as a pair: the mode and the hostname the unit starts with.
     for prop, word in (("PrivateUsers", "identity"), ("PrivateUsers", "full"),
                        ("ProtectControlGroups", "private"), ("ProtectControlGroups", "strict"),
-                       ("PrivateTmp", "disconnected"), ("ProtectHostname", "private")):
+                       ("PrivateTmp", "disconnected")):
         assert convert_properties({prop: word}) == [(prop + "Ex", ("s", word))]
+    for value, pair in (("private", ("private", "")), ("private:box", ("private", "box")),
+                        ("yes:box", ("yes", "box")), ("on", ("yes", ""))):
+        assert convert_properties({"ProtectHostnameEx": value}) == [
+            ("ProtectHostnameEx", ("(ss)", pair))]
+    assert convert_properties({"ProtectHostname": "private:box"}) == [
+        ("ProtectHostnameEx", ("(ss)", ("private", "box")))]
     assert convert_properties({"PrivateUsers": True}) == [("PrivateUsers", ("b", True))]
     assert convert_properties({"PrivateTmp": "no"}) == [("PrivateTmp", ("b", False))]
 

@@ -118,7 +118,26 @@ def _bool_or_ex(prop: str, s: str) -> Converted:
     except ValueError:
         if s.partition(":")[0] not in _EX_WORDS[prop]:
             raise _Bad(f"not a boolean nor one of {', '.join(sorted(_EX_WORDS[prop]))}") from None
+        if prop == "ProtectHostname":
+            return _protect_hostname_ex("ProtectHostnameEx", s)
         return _one(prop + "Ex", "s", s)
+
+
+def _protect_hostname_ex(prop: str, s: str) -> Converted:
+    """ProtectHostname= of systemd >= 258: yes, no or private, and optionally ":NAME", the
+    hostname the unit's UTS namespace starts with; on the bus a pair (mode, name)."""
+    mode, _, name = s.partition(":")
+    try:
+        mode = "yes" if sx.parse_boolean(mode) else "no"
+    except ValueError:
+        if mode != "private":
+            raise _Bad(f"{mode!r}: expected yes, no or private, then optionally ':HOSTNAME'") \
+                from None
+    return _one(prop, "(ss)", (mode, name))
+
+
+PROTECT_HOSTNAME_EX = Kind("yes, no or private, optionally ':HOSTNAME' (systemd >= 258)",
+                           _protect_hostname_ex)
 
 
 #: The words besides booleans (systemd.exec(5) of 256-258); ProtectHostname=private:NAME too.
@@ -1004,7 +1023,8 @@ _ROWS: list[tuple[Kind, str]] = [
     # newer than systemd 252 (SINCE says which version): systemd refuses them where it is older
     (BOOL, "MemoryZSwapWriteback BindLogSockets SetLoginEnvironment RootEphemeral "
            "CoredumpReceive SurviveFinalKillSignal"),
-    (STRING, "PrivatePIDs PrivateUsersEx ProtectControlGroupsEx PrivateTmpEx ProtectHostnameEx "
+    (PROTECT_HOSTNAME_EX, "ProtectHostnameEx"),
+    (STRING, "PrivatePIDs PrivateUsersEx ProtectControlGroupsEx PrivateTmpEx "
              "RestartMode "
              "DelegateSubgroup MemoryPressureWatch PrivateBPF UserNamespacePath MemoryTHP "
              "BindNetworkInterface CPUPressureWatch IOPressureWatch"),
