@@ -58,3 +58,20 @@ def test_a_step_done_with_another_recipe_is_done_again(tmp_path):
     assert not vm._done(marker)
     vm._mark(marker)
     assert vm._done(marker)
+
+
+def test_an_initrd_module_comes_after_those_it_depends_on(tmp_path):
+    ko = lambda depends: b"\x7fELF..." + b"\0license=GPL\0depends=" + depends + b"\0name=x\0"  # noqa: E731
+    assert vm._module_depends(ko(b"virtio,virtio_ring")) == ["virtio", "virtio_ring"]
+    assert vm._module_depends(ko(b"")) == []
+    assert vm._module_depends(b"\x7fELF no modinfo") == []
+    tree, into = tmp_path / "k", tmp_path / "m"
+    (tree / "fs").mkdir(parents=True)
+    into.mkdir()
+    (tree / "fs" / "ext4.ko").write_bytes(ko(b"jbd2,mbcache"))
+    (tree / "fs" / "jbd2.ko").write_bytes(ko(b""))
+    (tree / "fs" / "mbcache.ko").write_bytes(ko(b""))
+    (tree / "fs" / "9p.ko").write_bytes(ko(b"9pnet"))   # 9pnet: built in, as virtio_blk here
+    order = vm._initrd_modules(str(tree), str(into))
+    assert order == ["jbd2", "mbcache", "ext4", "9p"]
+    assert sorted(p.name for p in into.iterdir()) == ["9p.ko", "ext4.ko", "jbd2.ko", "mbcache.ko"]

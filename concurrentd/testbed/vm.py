@@ -62,10 +62,10 @@ DEFAULT_SUITE = "trixie"
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "udev", "kmod")
 PACKAGES = ("python3", "python3-dev", "gcc", "libc6-dev", "python3-cffi", "python3-setuptools",
             "python3-pytest", "python3-jeepney", "python3-cloudpickle")
-#: Modules the initrd loads to mount the root disk (virtio-blk, ext4); 9p for the share. Those
-#: a suite's kernel has built in, or does not have, are left out.
-INITRD_MODULES = ("crc32c_generic", "virtio_blk", "jbd2", "crc16", "mbcache", "ext4", "netfs",
-                  "9pnet", "9pnet_virtio", "9p")
+#: Modules the initrd loads to mount the root disk (virtio-blk, ext4) and the share (9p), each
+#: after those it depends on (its .modinfo's depends=); crc32c_generic first: ext4 asks the
+#: crypto API for crc32c, which no depends= names. Those a kernel has built in are left out.
+INITRD_MODULES = ("crc32c_generic", "virtio_blk", "ext4", "9pnet_virtio", "9p")
 #: Units of a real host that have nothing to do in the VM, or wait for hardware it lacks.
 MASKED = ("systemd-udev-trigger", "getty@tty1", "serial-getty@ttyS0", "modprobe@fuse",
           "modprobe@drm", "modprobe@configfs", "modprobe@efi_pstore", "modprobe@dm_mod",
@@ -77,7 +77,7 @@ HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstr
 DEFAULT_CMD = ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not host")
 IMAGE_SIZE = "4G"
 #: bump when the image's recipe changes: a cached image of another version is rebuilt
-IMAGE_VERSION = "3"
+IMAGE_VERSION = "4"
 
 _INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -189,8 +189,9 @@ class VM:
             return
         self._host_tools()
         self._apt_update()
-        if not os.path.exists(self.path("vmlinux")) or not os.path.exists(self.path("initrd.gz")):
+        if not _done(self.path("kernel.done")):
             self._kernel_and_initrd()
+            _mark(self.path("kernel.done"))
         if not _done(self.path("rootfs", ".complete")):
             self._rootfs()
         self._image()
@@ -287,19 +288,7 @@ class VM:
         if not busybox:
             raise TestbedError("busybox-static has no busybox executable")
         shutil.copy(busybox[0], os.path.join(ir, "bin", "busybox"))
-        loaded = []
-        for m in INITRD_MODULES:
-            found = glob.glob(os.path.join(work, "k", "**", f"{m}.ko*"), recursive=True)
-            if not found:   # built in, or not needed by this kernel (netfs before 6.x)
-                continue
-            loaded.append(m)
-            with open(os.path.join(ir, "m", f"{m}.ko"), "wb") as out:
-                if found[0].endswith(".xz"):
-                    _run(["xz", "-dc", found[0]], f"unpacking {m}", stdout=out)
-                elif found[0].endswith(".zst"):
-                    _run(["zstd", "-dcq", found[0]], f"unpacking {m}", stdout=out)
-                else:
-                    shutil.copyfileobj(open(found[0], "rb"), out)
+        loaded = _initrd_modules(os.path.join(work, "k"), os.path.join(ir, "m"))
         with open(os.path.join(ir, "m", "order"), "w") as f:
             f.write("\n".join(loaded) + "\n")
         with open(os.path.join(ir, "init"), "w") as f:
@@ -439,6 +428,47 @@ class VM:
                 tail = f.read()[-3000:].decode(errors="replace")
             raise TestbedError(f"the VM stopped without running the command (QEMU exited "
                                f"{p.returncode}); the end of {console}:\n{tail}") from None
+
+
+def _initrd_modules(tree: str, into: str) -> list[str]:
+    """Unpacks INITRD_MODULES and what they depend on from the kernel package's ``tree`` into
+    ``into``, as NAME.ko; returns the names in an order insmod can load them in."""
+    order: list[str] = []
+
+    def add(name: str) -> None:
+        if name in order:
+            return
+        found = (glob.glob(os.path.join(tree, "**", f"{name}.ko*"), recursive=True)
+                 or glob.glob(os.path.join(tree, "**", f"{name.replace('_', '-')}.ko*"),
+                              recursive=True))
+        if not found:   # built in
+            return
+        if found[0].endswith(".xz"):
+            data = _run(["xz", "-dc", found[0]], f"unpacking {name}", capture_output=True).stdout
+        elif found[0].endswith(".zst"):
+            data = _run(["zstd", "-dcq", found[0]], f"unpacking {name}",
+                        capture_output=True).stdout
+        else:
+            with open(found[0], "rb") as f:
+                data = f.read()
+        for dep in _module_depends(data):
+            add(dep)
+        with open(os.path.join(into, f"{name}.ko"), "wb") as out:
+            out.write(data)
+        order.append(name)
+
+    for name in INITRD_MODULES:
+        add(name)
+    return order
+
+
+def _module_depends(module: bytes) -> list[str]:
+    """The modules a kernel module needs loaded first: its .modinfo's ``depends=a,b``."""
+    start = module.find(b"\0depends=")
+    if start < 0:
+        return []
+    value = module[start + len(b"\0depends="):module.index(b"\0", start + 1)]
+    return [d for d in value.decode().split(",") if d]
 
 
 def _done(marker: str) -> bool:
