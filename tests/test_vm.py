@@ -75,3 +75,11 @@ def test_an_initrd_module_comes_after_those_it_depends_on(tmp_path):
     order = vm._initrd_modules(str(tree), str(into))
     assert order == ["jbd2", "mbcache", "ext4", "9p"]
     assert sorted(p.name for p in into.iterdir()) == ["9p.ko", "ext4.ko", "jbd2.ko", "mbcache.ko"]
+
+
+def test_the_testbeds_vm_option_is_the_vm_modules_suite(capsys):
+    from concurrentd.testbed.__main__ import main
+
+    with pytest.raises(SystemExit):   # argparse refuses the suite, naming the choices
+        main(["--vm", "nope", "--", "true"])
+    assert "choose from 'bookworm', 'sid', 'trixie'" in capsys.readouterr().err

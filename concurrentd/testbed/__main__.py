@@ -1,7 +1,9 @@
 """python -m concurrentd.testbed [--auto] [--bind DIR]... -- CMD ARGS...
+python -m concurrentd.testbed --vm trixie|sid|bookworm [VM OPTIONS] [-- CMD ARGS...]
 
 Boots a throwaway systemd, runs CMD in it as root, tears it down, and exits with CMD's status
-(127: no such command; 2: the testbed itself could not run).
+(127: no such command; 2: the testbed itself could not run). With --vm, the same in a Debian VM
+of that suite instead of a box: ``python -m concurrentd.testbed.vm --suite SUITE`` (see there).
 """
 
 from __future__ import annotations
@@ -45,7 +47,13 @@ def _tear_down_on(*signums: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    before = argv[:argv.index("--")] if "--" in argv else argv
+    if "--vm" in before or any(a.startswith("--vm=") for a in before):
+        from . import vm  # QEMU's VM: its own options, the suite first
+        return vm.main([a.replace("--vm", "--suite", 1) if a == "--vm" or a.startswith("--vm=")
+                        else a for a in argv])
+    args = _parse(argv)
     if args.auto and not needed():
         try:
             os.execvp(args.cmd[0], args.cmd)
