@@ -63,9 +63,10 @@ BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "udev", "kmod")
 PACKAGES = ("python3", "python3-dev", "gcc", "libc6-dev", "python3-cffi", "python3-setuptools",
             "python3-pytest", "python3-jeepney", "python3-cloudpickle")
 #: Modules the initrd loads to mount the root disk (virtio-blk, ext4) and the share (9p), each
-#: after those it depends on (its .modinfo's depends=); crc32c_generic first: ext4 asks the
-#: crypto API for crc32c, which no depends= names. Those a kernel has built in are left out.
-INITRD_MODULES = ("crc32c_generic", "virtio_blk", "ext4", "9pnet_virtio", "9p")
+#: after those it depends on (its .modinfo's depends=). Some are needed with no depends= naming
+#: them: crc32c_generic (ext4 asks the crypto API for crc32c) and virtio_pci (the bus the virtio
+#: devices are found on). Those a kernel has built in are left out.
+INITRD_MODULES = ("crc32c_generic", "virtio_pci", "virtio_blk", "ext4", "9pnet_virtio", "9p")
 #: Units of a real host that have nothing to do in the VM, or wait for hardware it lacks.
 MASKED = ("systemd-udev-trigger", "getty@tty1", "serial-getty@ttyS0", "modprobe@fuse",
           "modprobe@drm", "modprobe@configfs", "modprobe@efi_pstore", "modprobe@dm_mod",
@@ -77,7 +78,7 @@ HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstr
 DEFAULT_CMD = ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not host")
 IMAGE_SIZE = "4G"
 #: bump when the image's recipe changes: a cached image of another version is rebuilt
-IMAGE_VERSION = "4"
+IMAGE_VERSION = "5"
 
 _INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
