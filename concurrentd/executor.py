@@ -361,18 +361,22 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         the pool down without waiting, cancelling the calls not started, then sends SIGTERM to
         every worker still running; their calls fail with BrokenProcessPool. The unit is stopped
         once they have exited."""
-        self._force_shutdown("terminate")
+        self._force_shutdown(operation="terminate")
 
     def kill_workers(self) -> None:
         """As terminate_workers(), with SIGKILL (ProcessPoolExecutor.kill_workers())."""
-        self._force_shutdown("kill")
+        self._force_shutdown(operation="kill")
 
-    def _force_shutdown(self, how: str) -> None:
+    def _force_shutdown(self, operation: str) -> None:
+        """ProcessPoolExecutor's own name and operations (3.14: its _TERMINATE and _KILL), for
+        code and tests that reach it."""
+        if operation not in ("terminate", "kill"):
+            raise ValueError(f"Unsupported operation: {operation!r}")
         processes = self._processes   # settled: every worker asked for so far is there
         self.shutdown(wait=False, cancel_futures=True)
         for process in processes.values():
             if process.is_alive():
-                getattr(process, how)()
+                getattr(process, operation)()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ProcessPoolExecutor.shutdown; then the zygote ends and the unit is stopped (before

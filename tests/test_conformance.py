@@ -1484,6 +1484,8 @@ def test_terminate_and_kill_workers_end_the_pool_as_processpoolexecutors_do(how)
     with pytest.raises(RuntimeError):
         p.submit(int)
     getattr(p, how)()   # again, and on a pool without workers: nothing to do
+    with pytest.raises(ValueError, match="Unsupported operation"):   # as ProcessPoolExecutor's
+        p._force_shutdown(operation="invalid operation")
     deadline = time.monotonic() + T   # the unit goes once the workers have (shutdown(wait=False))
     while subprocess.run(["systemctl", "is-active", "--quiet", name]).returncode == 0:
         assert time.monotonic() < deadline, f"{name} still active"
