@@ -77,6 +77,8 @@ HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstr
 #: whose PID 1 is not systemd (the VM's is).
 DEFAULT_CMD = ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not host")
 IMAGE_SIZE = "4G"
+#: main()'s status when the image could not be built (no mirror, no root…): nothing was run
+NO_IMAGE = 3
 #: bump when the image's recipe changes: a cached image of another version is rebuilt
 IMAGE_VERSION = "5"
 
@@ -548,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     vm = VM(args.dir, suite=args.suite, mirror=args.mirror)
     try:
         vm.prepare()
+    except TestbedError as e:
+        _say(f"{e}\nno VM image: nothing was run (status {NO_IMAGE})")
+        return NO_IMAGE
+    except KeyboardInterrupt:
+        return 130
+    try:
         if args.prepare_only:
             return 0
         return vm.run(cmd or list(DEFAULT_CMD), source=source, timeout=args.timeout)
