@@ -141,6 +141,9 @@ def test_on_worker_death_break_is_there_to_choose():
 
 
 def test_a_lent_pool_runs_dask_tasks_and_outlives_worker_close():
+    from concurrentd import _warm
+
+    _warm.stop_all()
     before = _units()
     with TransientUnitPoolExecutor(2, PROPS) as pool:
         lent = WorkerExecutor(pool)
@@ -153,6 +156,7 @@ def test_a_lent_pool_runs_dask_tasks_and_outlives_worker_close():
             lent.submit(abs, 1)
         assert confined_in(pool.submit(where_am_i).result(timeout=T), pool.unit.name)
         assert all(confined_in(seen, pool.unit.name) for seen in inside)
+    _warm.stop_all()   # the unit prepared for the next pool of these properties, by design
     assert _units() == before
 
 
