@@ -148,8 +148,18 @@ def c_coverage(out: str) -> bool:
     with open(os.path.join(tree, "gcov_dump_plugin.py"), "w") as f:
         f.write(GCOV_DUMP_PLUGIN)
     env = dict(os.environ, CFLAGS="--coverage -O0", LDFLAGS="--coverage", PYTHONPATH=tree)
+    # setup.py needs setuptools >= 77, which a venv of Python >= 3.12 does not have at all: pip
+    # fetches it for the build only (as pip install -e does), into the scratch directory
+    tools = os.path.join(out, "tools")
+    fetch = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", tools,
+                            "setuptools>=77"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True)
+    if fetch.returncode != 0:
+        print(f"csrc coverage: could not fetch setuptools for the build:\n{fetch.stderr[-2000:]}")
+        return False
     build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace",
-                            f"--build-temp={obj}"], cwd=tree, env=env,
+                            f"--build-temp={obj}"], cwd=tree,
+                           env=dict(env, PYTHONPATH=os.pathsep.join([tools, tree])),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if build.returncode != 0:
         print(f"csrc coverage: the build failed:\n{build.stderr[-2000:]}")
