@@ -199,3 +199,32 @@ def test_a_unit_is_not_prepared_with_a_sys_path_other_than_its_key(tmp_path):
         assert not _warm._prepared._ready
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def _fds():
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:   # the listing's own, closed since
+            pass
+    return sorted(links)
+
+
+def test_a_preparation_that_fails_leaves_no_connection_behind():
+    # A unit whose start fails (here: a user that does not exist; under load: a timeout) is
+    # released at once: its D-Bus connection is not left to the garbage collector (it is in a
+    # reference cycle), nor the unit to its anchor.
+    import gc
+
+    props = {"User": "concurrentd-no-such-user", "PrivateTmp": True}
+    _warm.stop_all()
+    before = _fds()
+    gc.disable()
+    try:
+        _warm.want(_warm.key_of(props, False), props, False)
+        _wait_until(lambda: not _warm._prepared._wanted and _fds() == before, timeout=10)
+        assert _fds() == before
+    finally:
+        gc.enable()
+        _warm.stop_all()
