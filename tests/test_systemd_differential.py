@@ -273,8 +273,12 @@ def test_ex_words():
                         ("yes:box", ("yes", "box")), ("on", ("yes", ""))):
         assert convert_properties({"ProtectHostnameEx": value}) == [
             ("ProtectHostnameEx", ("(ss)", pair))]
-    assert convert_properties({"ProtectHostname": "private:box"}) == [
-        ("ProtectHostnameEx", ("(ss)", ("private", "box")))]
+    for value, pair in (("private:box", ("private", "box")), ("yes:box", ("yes", "box"))):
+        assert convert_properties({"ProtectHostname": value}) == [
+            ("ProtectHostnameEx", ("(ss)", pair))]
+    for bad in ("maybe", "no:box", "sometimes:box"):
+        with pytest.raises(ValueError, match="ProtectHostname"):
+            convert_properties({"ProtectHostname": bad})
     assert convert_properties({"PrivateUsers": True}) == [("PrivateUsers", ("b", True))]
     assert convert_properties({"PrivateTmp": "no"}) == [("PrivateTmp", ("b", False))]
 

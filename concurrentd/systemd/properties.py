@@ -21,7 +21,7 @@ import signal as _signal
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from .. import _namespaces
 from . import _syntax as sx
@@ -30,7 +30,8 @@ from ._syntax import UINT64_MAX
 __all__ = ["convert_properties", "convert_property", "TABLE", "SINCE", "PropertyValue"]
 
 PropertyValue = tuple  # (signature, value)
-Converted = list  # [(dbus_name, (signature, value)), …]
+#: properties as D-Bus carries them: [(dbus_name, (signature, value)), …]
+Converted = list[tuple[str, tuple[str, Any]]]
 
 
 class _Bad(ValueError):
@@ -116,10 +117,10 @@ def _bool_or_ex(prop: str, s: str) -> Converted:
     try:
         return _one(prop, "b", sx.parse_boolean(s))
     except ValueError:
+        if prop == "ProtectHostname":   # a mode with a hostname ("yes:NAME") is a word too
+            return _protect_hostname_ex("ProtectHostnameEx", s)
         if s.partition(":")[0] not in _EX_WORDS[prop]:
             raise _Bad(f"not a boolean nor one of {', '.join(sorted(_EX_WORDS[prop]))}") from None
-        if prop == "ProtectHostname":
-            return _protect_hostname_ex("ProtectHostnameEx", s)
         return _one(prop + "Ex", "s", s)
 
 
@@ -133,6 +134,8 @@ def _protect_hostname_ex(prop: str, s: str) -> Converted:
         if mode != "private":
             raise _Bad(f"{mode!r}: expected yes, no or private, then optionally ':HOSTNAME'") \
                 from None
+    if mode == "no" and name:
+        raise _Bad(f"{s!r}: a hostname needs a UTS namespace of the unit's (yes or private)")
     return _one(prop, "(ss)", (mode, name))
 
 
@@ -140,11 +143,11 @@ PROTECT_HOSTNAME_EX = Kind("yes, no or private, optionally ':HOSTNAME' (systemd 
                            _protect_hostname_ex)
 
 
-#: The words besides booleans (systemd.exec(5) of 256-258); ProtectHostname=private:NAME too.
+#: The words besides booleans (systemd.exec(5) of 256-258); ProtectHostname's are
+#: _protect_hostname_ex's.
 _EX_WORDS = {"PrivateUsers": {"self", "identity", "full", "managed"},
              "ProtectControlGroups": {"private", "strict"},
-             "PrivateTmp": {"disconnected"},
-             "ProtectHostname": {"private"}}
+             "PrivateTmp": {"disconnected"}}
 
 BOOL_OR_EX = Kind("a boolean, or a word of the property's …Ex form (PrivateUsers=identity, "
                   "ProtectControlGroups=private: systemd >= 256)", _bool_or_ex)

@@ -22,10 +22,7 @@ from jeepney.low_level import HeaderFields, Message
 from . import messages
 from .bus import Address, Connection, connect_first, default_addresses, parse_address
 from .errors import SystemdError, UnitStartError
-from .properties import CLONE_NEWTIME, TIME_IN_ALL_SINCE, convert_properties
-
-#: properties as D-Bus carries them: [(name, (signature, value)), …] (see properties)
-Converted = list[tuple[str, tuple[str, Any]]]
+from .properties import CLONE_NEWTIME, TIME_IN_ALL_SINCE, Converted, convert_properties
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 _counter = itertools.count(1)
