@@ -184,12 +184,8 @@ class VM:
 
     # -- the image -------------------------------------------------------------------------
     def ready(self) -> bool:
-        try:
-            with open(self.path("image.version")) as f:
-                return f.read().strip() == IMAGE_VERSION and all(
-                    os.path.exists(self.path(p)) for p in ("vmlinux", "initrd.gz", "root.img"))
-        except FileNotFoundError:
-            return False
+        return _done(self.path("image.version")) and all(
+            os.path.exists(self.path(p)) for p in ("vmlinux", "initrd.gz", "root.img"))
 
     def prepare(self) -> None:
         """Builds what is missing: host tools, kernel, initrd, root file system, disk image."""
@@ -206,8 +202,7 @@ class VM:
         if not _done(self.path("rootfs", ".complete")):
             self._rootfs()
         self._image()
-        with open(self.path("image.version"), "w") as f:
-            f.write(IMAGE_VERSION + "\n")
+        _mark(self.path("image.version"))
 
     def _host_tools(self) -> None:
         missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if not shutil.which(tool)})
