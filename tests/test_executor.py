@@ -14,7 +14,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
-from entry_helpers import systemd_version
+from entry_helpers import fd_links, systemd_version
 
 import concurrentd
 from concurrentd import EnterError, TransientUnitPoolExecutor, WorkerKilled, _warm
@@ -255,16 +255,9 @@ def _wait_for_anchor(unit):
     return running()
 
 
-def _fd_links():
-    import os
-
-    return [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
-            if os.path.exists(f"/proc/self/fd/{fd}")]
-
-
 def test_worker_holds_none_of_the_owners_files_or_sockets(tmp_path):
     with open(tmp_path / "secret", "w"), TransientUnitPoolExecutor(1, {"User": "nobody"}) as pool:
-        links = pool.submit(_fd_links).result()
+        links = pool.submit(fd_links).result()
     # The owner holds the file and its D-Bus connection to systemd (as root): neither may reach
     # the unit. What a worker holds: stdin/stdout/stderr and its queues' pipes.
     assert not [link for link in links if "secret" in link or link.startswith("socket:")], links
@@ -281,7 +274,7 @@ def test_only_the_fds_of_initargs_reach_the_unit(tmp_path):
     mine, theirs = multiprocessing.Pipe()
     with open(tmp_path / "secret", "w"), TransientUnitPoolExecutor(
             1, {"User": "nobody"}, initializer=_send_through, initargs=(theirs,)) as pool:
-        links = pool.submit(_fd_links).result()
+        links = pool.submit(fd_links).result()
     assert mine.recv() == "from the initializer"
     assert [link for link in links if link.startswith("socket:")] == [os.readlink(
         f"/proc/self/fd/{theirs.fileno()}")], links
@@ -347,8 +340,6 @@ def test_memory_deny_write_execute_reaches_the_workers_as_systemds_own_process()
 def test_protect_hostname_private_names_the_workers_host():
     # systemd >= 258: ProtectHostname=private:NAME gives the unit a UTS namespace of its own,
     # named NAME, which the worker joins (its hostname is the unit's, not the owner's).
-    from entry_helpers import systemd_version
-
     if systemd_version() < 258:
         pytest.skip(f"systemd {systemd_version()} has no ProtectHostname=private (258)")
     with TransientUnitPoolExecutor(1, {"ProtectHostname": "private:sandbox"}) as pool:
@@ -387,8 +378,6 @@ def test_a_worker_has_the_units_huge_page_setting_not_its_owners(tmp_path):
 def test_memory_thp_reaches_the_workers_as_systemds_own_process(mode):
     # MemoryTHP= (systemd >= 260) is prctl(PR_SET_THP_DISABLE) before the exec: the anchor
     # reports it (--state), the entry sets it.
-    from entry_helpers import systemd_version
-
     if systemd_version() < 260:
         pytest.skip(f"systemd {systemd_version()} has no MemoryTHP= (260)")
     import inspect
@@ -634,7 +623,7 @@ def test_a_hundred_pools_leave_nothing_behind():
     del pool
     gc.collect()
     _warm.stop_all()
-    fds, mounts = _fd_links(), open("/proc/self/mountinfo").read()
+    fds, mounts = fd_links(), open("/proc/self/mountinfo").read()
     units, cgroups = _units(), _cgroups()
     children = open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()
     # Without the garbage collector: what a pool holds must be freed when it is (a reference
@@ -649,13 +638,13 @@ def test_a_hundred_pools_leave_nothing_behind():
         # earlier test, collected meanwhile, may have asked for one too; on a loaded machine the
         # last output copy may still be draining: within seconds, nothing of them is left.
         deadline = time.monotonic() + 30.0
-        while _warm.stop_all() or _fd_links() != fds:
+        while _warm.stop_all() or fd_links() != fds:
             if time.monotonic() > deadline:
-                now = _fd_links()
+                now = fd_links()
                 gone = [link for link in fds if link not in now]
                 extra = [link for link in now if link not in fds]
                 gc.collect()   # a reference cycle holding them, or something alive?
-                cycle = [link for link in extra if link not in _fd_links()]
+                cycle = [link for link in extra if link not in fd_links()]
                 raise AssertionError(f"fds left: {extra} (gone: {gone}; freed only by the "
                                      f"garbage collector: {cycle}); threads: "
                                      f"{[t.name for t in threading.enumerate()]}")
@@ -1021,7 +1010,7 @@ def test_an_initializer_keeps_only_the_fds_of_its_arguments(tmp_path):
     globals()["token"] = open(secret)
     try:
         with TransientUnitPoolExecutor(1, {"User": "nobody"}, initializer=_touch_state) as pool:
-            links = pool.submit(_fd_links).result()
+            links = pool.submit(fd_links).result()
     finally:
         globals().pop("token").close()
     assert not [link for link in links if "secret" in link], links

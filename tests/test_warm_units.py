@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from entry_helpers import fd_links
 
 from concurrentd import TransientUnitPoolExecutor, _warm, run
 
@@ -201,16 +202,6 @@ def test_a_unit_is_not_prepared_with_a_sys_path_other_than_its_key(tmp_path):
         sys.path.remove(str(tmp_path))
 
 
-def _fds():
-    links = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            links.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except FileNotFoundError:   # the listing's own, closed since
-            pass
-    return sorted(links)
-
-
 def test_a_preparation_that_fails_leaves_no_connection_behind():
     # A unit whose start fails (here: a user that does not exist; under load: a timeout) is
     # released at once: its D-Bus connection is not left to the garbage collector (it is in a
@@ -219,12 +210,12 @@ def test_a_preparation_that_fails_leaves_no_connection_behind():
 
     props = {"User": "concurrentd-no-such-user", "PrivateTmp": True}
     _warm.stop_all()
-    before = _fds()
+    before = fd_links()
     gc.disable()
     try:
         _warm.want(_warm.key_of(props, False), props, False)
-        _wait_until(lambda: not _warm._prepared._wanted and _fds() == before, timeout=10)
-        assert _fds() == before
+        _wait_until(lambda: not _warm._prepared._wanted and fd_links() == before, timeout=10)
+        assert fd_links() == before
     finally:
         gc.enable()
         _warm.stop_all()
