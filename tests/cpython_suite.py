@@ -33,6 +33,7 @@ _SHUTDOWN = "ProcessPoolForkProcessPoolShutdownTest."
 _DATA = "results are data: a result holding a type not allowed fails its future with ResultRefused"
 _BASE = "a task's SystemExit reaches the owner as RemoteBaseException, never as SystemExit"
 _ALONE = "a call that fails to unpickle in the worker fails its own future; the pool goes on"
+_MANAGER = "the unit's PrivateTmp= hides the owner's multiprocessing.Manager socket from workers"
 
 #: Tests where concurrentd differs from ProcessPoolExecutor on purpose, with the reason (README,
 #: "Where it differs from ProcessPoolExecutor").
@@ -48,8 +49,7 @@ DEVIATIONS: dict[str, str] = {
         "max_tasks_per_child works with the fork context (workers fork from a single-threaded zygote)",
     _POOL + "test_max_tasks_per_child_defaults_to_spawn_context":
         "max_tasks_per_child keeps the fork context",
-    _POOL + "test_ressources_gced_in_workers":
-        "the unit's PrivateTmp= hides the owner's multiprocessing.Manager socket from workers",
+    _POOL + "test_ressources_gced_in_workers": _MANAGER,
     _POOL + "test_python_finalization_error":
         "it mocks ProcessPoolExecutor's second thread (its queue feeder), which this pool does not have",
     _POOL + "test_saturation":
@@ -59,7 +59,6 @@ DEVIATIONS: dict[str, str] = {
     _SHUTDOWN + "test_del_shutdown": "it reads the private _call_queue: each worker has its own pipes",
     _SHUTDOWN + "test_shutdown_no_wait": "it reads the private _call_queue: each worker has its own pipes",
 }
-_MANAGER = "the unit's PrivateTmp= hides the owner's multiprocessing.Manager socket from workers"
 if sys.version_info >= (3, 14):   # its tests share Manager events and queues with the tasks
     for name in ("test_first_completed", "test_first_completed_some_already_completed",
                  "test_first_exception", "test_first_exception_one_already_failed",
