@@ -130,6 +130,14 @@ def python_coverage(out: str, pytest_args: list[str]) -> bool:
     return report.returncode == 0
 
 
+def _has_setuptools(major: int) -> bool:
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    return int(setuptools.__version__.split(".")[0]) >= major
+
+
 def c_coverage(out: str) -> bool:
     """Builds the core with --coverage in a copy of the tree, runs the entry tests there, prints
     gcov's summary of csrc/. False if there is none."""
@@ -148,15 +156,18 @@ def c_coverage(out: str) -> bool:
     with open(os.path.join(tree, "gcov_dump_plugin.py"), "w") as f:
         f.write(GCOV_DUMP_PLUGIN)
     env = dict(os.environ, CFLAGS="--coverage -O0", LDFLAGS="--coverage", PYTHONPATH=tree)
-    # setup.py needs setuptools >= 77, which a venv of Python >= 3.12 does not have at all: pip
-    # fetches it for the build only (as pip install -e does), into the scratch directory
+    # setup.py needs setuptools >= 77, which a venv of Python >= 3.12 does not have at all (and
+    # older venvs have an older one): pip fetches it for the build only (as pip install -e does),
+    # into the scratch directory
     tools = os.path.join(out, "tools")
-    fetch = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", tools,
-                            "setuptools>=77"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True)
-    if fetch.returncode != 0:
-        print(f"csrc coverage: could not fetch setuptools for the build:\n{fetch.stderr[-2000:]}")
-        return False
+    if not _has_setuptools(77):
+        fetch = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", tools,
+                                "setuptools>=77"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+        if fetch.returncode != 0:
+            print(f"csrc coverage: could not fetch setuptools for the build:\n"
+                  f"{fetch.stderr[-2000:]}")
+            return False
     build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace",
                             f"--build-temp={obj}"], cwd=tree,
                            env=dict(env, PYTHONPATH=os.pathsep.join([tools, tree])),
