@@ -4,7 +4,9 @@ Three channels, each with one owner on each end:
 
     owner ── zygote socket (SOCK_SEQPACKET) ──▶ zygote
         ANCHOR        the unit's anchor: its pid, then its executable's path
-        READY         the zygote's report: (kind, step, arg, errno); then SPARE_FORKED
+        READY         the zygote's report: (kind, step, arg, errno); then SPARE_FORKED. Before
+                      it, MOVED (arg: a pid) when the zygote re-created itself in the unit's
+                      cgroup: from then on the zygote is that process
         WORKER  + fds [status_w, call_r, result_w]    fork a pool worker
         PROCESS + fds [status_w, data_r, passed...]   fork a multiprocessing Process
     zygote ── status pipe (one per worker) ──▶ owner
@@ -29,7 +31,7 @@ from ._entry import ENTER_FAILED_EXIT_STATUS as ENTER_FAILED_EXIT_STATUS  # with
 # -- the zygote socket ----------------------------------------------------------------------------
 ANCHOR = struct.Struct("=i")
 READY = struct.Struct("=iiii")
-CONFINED, FILTERS_PER_WORKER, FAILED, OUTSIDE, NO_PLAN, THREADED = 0, 1, 2, 3, 4, 5
+CONFINED, FILTERS_PER_WORKER, FAILED, OUTSIDE, NO_PLAN, THREADED, MOVED = 0, 1, 2, 3, 4, 5, 6
 SPARE_FORKED = b"s"
 WORKER, PROCESS, TRIAL = b"w", b"p", b"t"
 #: the most fds one request passes

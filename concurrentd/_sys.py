@@ -78,6 +78,17 @@ def set_dumpable(dumpable: bool) -> None:
 
 
 
+def clone_into_cgroup(cgroup_fd: int) -> int:
+    """A copy of the calling, single-threaded process created in the cgroup v2 directory open at
+    ``cgroup_fd``, a child of the caller's parent (see csrc/sys.h): its pid in the caller, 0 in
+    the copy. No at-fork hooks run, Python's or libc's: the caller must have no other thread.
+
+    Raises:
+        OSError: the kernel refused (before 5.7, a cgroup v1 directory, a threaded cgroup...).
+    """
+    return _check(lib.cd_clone_into_cgroup(cgroup_fd), "clone3(CLONE_INTO_CGROUP)")
+
+
 def pidfd_open(pid: int) -> int:
     """An fd that becomes readable when process ``pid`` exits (close it when done)."""
     return _check(lib.cd_pidfd_open(pid, 0), f"pidfd_open({pid})")

@@ -145,9 +145,35 @@ class Zygote:
         self._ready_report()
 
     def _ready_report(self) -> bytes:
-        if self._report is None:
-            self._report = self._recv(P.READY.size)
+        while self._report is None:
+            data = self._recv(P.READY.size)
+            if len(data) == P.READY.size and P.READY.unpack(data)[0] == P.MOVED:
+                if self._adopt(P.READY.unpack(data)[2]):
+                    continue
+                data = b""   # a pid not ours: as if it had died
+            self._report = data
         return self._report
+
+    def _adopt(self, pid: int) -> bool:
+        """The zygote re-created itself in the unit's cgroup (_zygote_loop): ``pid`` is the
+        zygote from now on, once checked to be this process's child; the first one, which has
+        exited or is exiting, is reaped."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (OSError, ValueError):
+            return False
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                ppid = int(parse_status(f.read()).get("PPid", -1))
+        except (OSError, ValueError):
+            ppid = -1
+        if ppid != os.getpid():
+            os.close(pidfd)
+            return False
+        os.waitpid(self.pid, 0)
+        os.close(self._pidfd)
+        self.pid, self._pidfd = pid, pidfd
+        return True
 
     def await_ready(self, plan: EntryPlan) -> None:
         """Waits until the zygote has read the anchor and, if it is a pool's, entered the unit and

@@ -4,7 +4,8 @@
     ──────
     no terminal: /dev/null, the output pipes; close the rest
     __main__'s source into linecache (see _sources)
-    wait for the anchor; EntryPlan.from_pid(anchor)
+    wait for the anchor; (cgroup v2 only) re-create itself in the anchor's cgroup
+    EntryPlan.from_pid(anchor)
     enter(plan) (C, once; a pool's zygote), non-dumpable
     fork a spare ─────────────────────────────────────────▶  wait for a request, confined
     per request (WORKER or PROCESS + fds):
@@ -24,6 +25,12 @@ before reading anything.
 CPUSchedulingResetOnFork=: the kernel would give every fork of the zygote the default policy and
 no negative nice, so the zygote takes the unit's policy without that flag and each worker adds it
 to itself after its fork, before the filters (which then go per worker).
+
+Re-created in the unit's cgroup: moving a process into a cgroup (a cgroup.procs write) waits for
+an RCU grace period, 10-30 ms, unless another move ran within the last one: systemd's own, when
+the unit has just started, but not when a prepared unit has waited (concurrentd._warm). A copy
+created there by the kernel (clone3 with CLONE_INTO_CGROUP) does not wait; the plan then has no
+cgroup to write. Only where the unit has no cgroup v1 hierarchy (which a clone cannot join).
 
 A zygote that does not enter (TransientUnitProcess in a unit of its own) stays outside; each of
 its workers enters on its own after reading its Process object.
@@ -52,6 +59,7 @@ from ._entry import (
     install_filters,
     release_admin,
 )
+from ._entry.plan import cgroup_dirs
 
 #: A trial that has not reported after this long counts as failed (its filters then go per worker).
 TRIAL_TIMEOUT = 10.0
@@ -88,6 +96,8 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
     if not msg:   # the owner gave up before the unit ran
         return 0
     (anchor_pid,) = P.ANCHOR.unpack_from(msg)
+    if enters:
+        _recreate_in_cgroup_of(anchor_pid, owner, sock)
 
     def report(*record: int) -> None:
         os.write(sock.fileno(), P.READY.pack(*record))
@@ -139,6 +149,45 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
     return _serve(sock, bodies,
                   install=(lambda: _finish_worker_entry(plan, per_worker)) if finish else None,
                   max_workers=max_workers, ready=lambda: os.write(sock.fileno(), P.SPARE_FORKED))
+
+
+def _recreate_in_cgroup_of(anchor_pid: int, owner: int, sock: socket.socket) -> None:
+    """Where the anchor's cgroup is a cgroup v2 one, and the only one: returns in a copy of the
+    zygote created in it (the owner's child, which first tells the owner its pid: MOVED); this
+    process exits. Otherwise (cgroup v1 hierarchies, a thread started by preload=, a kernel
+    before 5.7, the anchor gone) returns in the same process, which enter() moves as before.
+    The copy is made by a raw clone3: no at-fork hook runs, which the single thread allows."""
+    if len(os.listdir("/proc/self/task")) > 1:
+        return
+    try:
+        with open(f"/proc/{anchor_pid}/cgroup") as f:
+            theirs = f.read()
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+        with open("/proc/self/cgroup") as f:
+            ours = f.read()
+    except OSError:
+        return   # gone: from_pid() says so
+    target = cgroup_dirs(theirs, mountinfo)
+    if len(target) != 1 or next(iter(target))[0] != 0 or target == cgroup_dirs(ours, mountinfo):
+        return
+    try:
+        cgroup_fd = os.open(next(iter(target.values())), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        pid = _sys.clone_into_cgroup(cgroup_fd)
+    except OSError:
+        return
+    finally:
+        os.close(cgroup_fd)
+    if pid:
+        os._exit(0)   # the copy carries on; the owner reaps this process
+    # The copy: the owner's child (CLONE_PARENT), which the death signal does not follow.
+    _sys.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != owner:
+        os._exit(0)
+    os.write(sock.fileno(), P.READY.pack(P.MOVED, 0, os.getpid(), 0))
 
 
 def _forget_the_owners_pools() -> None:

@@ -182,3 +182,85 @@ def test_a_preloaded_module_that_starts_a_thread_is_named_as_the_cause(tmp_path,
     finally:
         sys.path.remove(str(tmp_path))
     assert _units() == units
+
+
+# -- the zygote created in the unit's cgroup (cgroup v2) --
+
+#: the running system has no cgroup v1 hierarchy (Debian trixie and later, the VMs' testbeds)
+PURE_V2 = Path("/proc/self/cgroup").read_text().strip().count("\n") == 0
+
+
+def _v2_dir(cgroup: str) -> str:
+    """The directory of a cgroup v2 path (a unit's ControlGroup) in this process's view."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "cgroup2":
+            return fields[4] + cgroup
+    pytest.skip("no cgroup2 file system mounted")
+
+
+def _ppid(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+
+
+def test_clone_into_cgroup_creates_the_copy_there_as_a_child_of_the_callers_parent():
+    from concurrentd import _sys
+    with TransientUnitPoolExecutor(1, PROPS, warm_units=False) as p:
+        p.submit(abs, 0).result(timeout=T)
+        cgroup = p.unit.control_group
+        fd = os.open(_v2_dir(cgroup), os.O_RDONLY | os.O_DIRECTORY)
+        r, w = os.pipe()
+        first = os.fork()
+        if first == 0:   # single-threaded, as the call wants
+            try:
+                if _sys.clone_into_cgroup(fd):
+                    os._exit(0)
+                os.write(w, f"{os.getpid()} {os.getppid()}\n"
+                            f"{Path('/proc/self/cgroup').read_text()}".encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        os.close(fd)
+        with os.fdopen(r) as f:
+            ids, cgroups = f.read().split("\n", 1)
+        copy, ppid = map(int, ids.split())
+        os.waitpid(first, 0)
+        os.waitpid(copy, 0)   # this process's child, as its parent's parent
+    assert ppid == os.getpid()
+    assert f"0::{cgroup}\n" in cgroups.splitlines(keepends=True)
+
+
+def _zygote_pid():
+    return os.getppid()
+
+
+@pytest.mark.skipif(not PURE_V2, reason="a process cloned into a cgroup joins only its cgroup v2 "
+                                        "hierarchy: with v1 ones (hybrid) the zygote moves itself")
+@pytest.mark.parametrize("warm", [False, True])
+def test_on_cgroup_v2_the_zygote_is_created_in_the_units_cgroup(monkeypatch, warm):
+    # Moving a process into a cgroup waits for an RCU grace period (10-30 ms) when no other move
+    # ran just before, as after a prepared unit waited: the zygote is re-created in the unit's
+    # cgroup instead, and the process the owner forked exits, reaped.
+    forked = []
+    real_fork = os.fork
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+    monkeypatch.setattr(os, "fork", fork)
+    props = {**PROPS, "PrivateNetwork": True}
+    for _ in range(2 if warm else 1):   # with warm: the second pool takes a prepared unit
+        forked.clear()
+        with TransientUnitPoolExecutor(1, props, warm_units=warm,
+                                       mp_context=multiprocessing.get_context("fork")) as p:
+            zygote = p.submit(_zygote_pid).result(timeout=T)
+            assert zygote != forked[0] and _ppid(zygote) == os.getpid()
+            assert Path(f"/proc/{zygote}/cgroup").read_text() == f"0::{p.unit.control_group}\n"
+            assert not Path(f"/proc/{forked[0]}").exists()   # exited, and reaped
+    if warm:
+        from concurrentd import _warm
+        _warm.stop_all()
