@@ -85,6 +85,8 @@ class _Prepared:
         self._ready: collections.OrderedDict[str, tuple[UnitSession, float]] = \
             collections.OrderedDict()
         self._wanted: collections.OrderedDict[str, _Request] = collections.OrderedDict()
+        #: the key whose unit the thread is starting now (in neither of the above meanwhile)
+        self._preparing: str | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -103,9 +105,11 @@ class _Prepared:
     def want(self, key: str, properties: Mapping[str, Any], import_binds: Any,
              zygote: dict[str, Any] | None = None, zygote_key: Any = None) -> None:
         """Asks for a unit to be prepared for ``key`` (once one is not there already); with
-        ``zygote`` (fork_zygote's arguments: a fresh interpreter's), its zygote too."""
+        ``zygote`` (fork_zygote's arguments: a fresh interpreter's), its zygote too. A key
+        whose unit is being prepared is not asked for again: the next pool with the same
+        properties may end before that unit is ready (a slow start, under load)."""
         with self._lock:
-            if self._closed or key in self._ready or key in self._wanted:
+            if self._closed or key in self._ready or key in self._wanted or key == self._preparing:
                 return
             self._wanted[key] = (dict(properties), import_binds, zygote, zygote_key)
             if self._thread is None:
@@ -138,16 +142,41 @@ class _Prepared:
                     return
                 expired = [self._ready.pop(key)[0] for key in self._expired()]
                 job = self._wanted.popitem(last=False) if self._wanted else None
+                self._preparing = job[0] if job is not None else None
             for session in expired:
                 _release(session)
             if job is not None:
                 self._prepare(*job)
 
     def _prepare(self, key: str, request: _Request) -> None:
+        session = self._start(key, request)
+        evicted: list[UnitSession] = []
+        with self._lock:
+            self._preparing = None
+            if session is None:
+                return
+            if self._closed:
+                evicted.append(session)
+            else:
+                # (never there: want() does not ask again for a key being prepared) A session
+                # replaced in _ready would be dropped unreleased: its unit left running.
+                replaced = self._ready.pop(key, None)
+                if replaced is not None:
+                    evicted.append(replaced[0])
+                self._ready[key] = (session, time.monotonic())
+                while len(self._ready) > MAX_PREPARED:
+                    evicted.append(self._ready.popitem(last=False)[1][0])
+                self._lock.notify()
+        for old in evicted:
+            _release(old)
+
+    @staticmethod
+    def _start(key: str, request: _Request) -> UnitSession | None:
+        """The unit for ``key``, started (and its zygote, if asked for), or None."""
         from ._session import UnitSession
         properties, import_binds, zygote, zygote_key = request
         if key_of(properties, import_binds, zygote_key) != key:
-            return   # sys.path or the working directory changed since: the binds would differ
+            return None   # sys.path or the working directory changed since: the binds would differ
         try:
             session = UnitSession.begin_unit(properties, import_binds=import_binds)
             if zygote is None:
@@ -156,18 +185,8 @@ class _Prepared:
                 session.fork_zygote(**zygote)
                 session.finish(_START_TIMEOUT)
         except Exception:   # noqa: BLE001 - the call that wants it starts its own, and says why
-            return
-        evicted: list[UnitSession] = []
-        with self._lock:
-            if self._closed:
-                evicted.append(session)
-            else:
-                self._ready[key] = (session, time.monotonic())
-                while len(self._ready) > MAX_PREPARED:
-                    evicted.append(self._ready.popitem(last=False)[1][0])
-                self._lock.notify()
-        for old in evicted:
-            _release(old)
+            return None
+        return session
 
     def _expired(self) -> list[str]:
         now = time.monotonic()

@@ -1,11 +1,13 @@
 """Transient unit lifecycle and errors against a real systemd (PID 1 of a testbed box)."""
 
+import gc
 import os
 import signal
 import subprocess
 import time
 
 import pytest
+from entry_helpers import fd_links
 
 from concurrentd.systemd import (
     Systemd,
@@ -224,6 +226,23 @@ def test_200_units_no_leftovers_no_fd_leak():
     for _ in range(20):  # connections too
         Systemd.connect().close()
     assert _fd_count() == before
+
+
+def test_a_connection_dropped_unclosed_is_freed_without_the_garbage_collector():
+    # A Systemd and its connection hold no reference cycle: one dropped without close() (a bug,
+    # such as a session left unreleased) frees its socket as its last reference goes, not only
+    # once the garbage collector runs.
+    gc.disable()
+    try:
+        before = fd_links()
+        sd = Systemd.connect()
+        unit = sd.start_service(["/bin/sleep", "60"])   # (the connection keeps signals for it)
+        unit.stop()
+        with pytest.warns(ResourceWarning, match="unclosed"):
+            del sd, unit
+        assert fd_links() == before
+    finally:
+        gc.enable()
 
 
 def test_version_is_the_managers_own(sd):

@@ -219,3 +219,55 @@ def test_a_preparation_that_fails_leaves_no_connection_behind():
     finally:
         gc.enable()
         _warm.stop_all()
+
+
+def test_a_unit_asked_for_while_it_is_being_prepared_is_prepared_once(monkeypatch):
+    # The next pool with the same properties may end before the unit asked for by the previous
+    # one is ready (a slow start under load), and ask again. A second preparation of that key
+    # replaced the first in the ready units, which was dropped unreleased: its unit left running,
+    # its D-Bus connection (in a reference cycle) open until the garbage collector ran.
+    import gc
+    import threading
+
+    from concurrentd import _session
+
+    begin_unit = _session.UnitSession.begin_unit
+    starting, go, begun = threading.Event(), threading.Event(), []
+    prepare, prepared = _warm._Prepared._prepare, []
+
+    def slow_begin_unit(*args, **kwargs):   # the preparation's start, held until the next want
+        begun.append(1)
+        starting.set()
+        go.wait(T)
+        return begin_unit(*args, **kwargs)
+
+    def counted_prepare(self, *args):
+        try:
+            prepare(self, *args)
+        finally:
+            prepared.append(1)
+
+    monkeypatch.setattr(_session.UnitSession, "begin_unit", slow_begin_unit)
+    monkeypatch.setattr(_warm._Prepared, "_prepare", counted_prepare)
+    key = _warm.key_of(PROPS, False)
+    _warm.stop_all()
+    units, fds = _units(), fd_links()
+    gc.disable()
+    try:
+        _warm.want(key, PROPS, False)
+        assert starting.wait(T)
+        _warm.want(key, PROPS, False)   # while the first is being prepared
+        go.set()
+        _wait_until(lambda: len(prepared) == len(begun) and not _warm._prepared._wanted)
+        assert key in _warm._prepared._ready
+        _warm.stop_all()
+        assert fd_links() == fds
+        assert _units() == units
+        assert len(begun) == 1   # and no unit was started for nothing
+    finally:
+        go.set()
+        gc.enable()
+        _warm.stop_all()
+        gc.collect()
+        for unit in set(_units()) - set(units):   # a dropped session's unit, if any
+            subprocess.run(["systemctl", "stop", unit], check=False)

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import signal as _signal
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from jeepney.low_level import HeaderFields, Message
 
@@ -45,6 +45,17 @@ def _is_job_removed(msg: Message) -> bool:
                 and fields.get(HeaderFields.interface) == messages.MANAGER_IFACE)
 
 
+def _signal_keeper(watched: set[str]) -> Callable[[Message], bool]:
+    """What a connection keeps of the signals it reads: every JobRemoved, and the
+    PropertiesChanged of the units in ``watched`` (the caller's set, updated in place)."""
+    def keep(msg: Message) -> bool:
+        if _is_job_removed(msg):
+            return True
+        return (_is_properties_changed(msg)
+                and msg.header.fields.get(HeaderFields.path) in watched)
+    return keep
+
+
 class Systemd:
     """A connection to one systemd manager.
 
@@ -57,7 +68,10 @@ class Systemd:
         self._subscribed = False
         self._watched: set[str] = set()  # object paths of units being started
         self._version: int | None = None
-        conn.keep_signal = self._keep_signal
+        # Not a bound method of self: the connection would hold this object, which holds it, and
+        # a Systemd dropped without close() would keep its socket open until the garbage
+        # collector ran, not until its last reference went.
+        conn.keep_signal = _signal_keeper(self._watched)
 
     def version(self) -> int:
         """The manager's systemd version (its Version property, e.g. "257.13-1~deb13u1" -> 257),
@@ -86,12 +100,6 @@ class Systemd:
                 value &= ~CLONE_NEWTIME
             out.append((name, (signature, value)))
         return out
-
-    def _keep_signal(self, msg: Message) -> bool:
-        if _is_job_removed(msg):
-            return True
-        return (_is_properties_changed(msg)
-                and msg.header.fields.get(HeaderFields.path) in self._watched)
 
     @classmethod
     def connect(cls, address: "str | Address | None" = None, *, timeout: float = 5.0) -> "Systemd":
