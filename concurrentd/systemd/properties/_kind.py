@@ -4,6 +4,7 @@ result, and the helpers that read a Python value or a word list the way systemd-
 from __future__ import annotations
 
 import datetime
+import enum
 import os
 import shlex
 from dataclasses import dataclass
@@ -89,8 +90,24 @@ def short_repr(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+class Effect(enum.Enum):
+    """What a property does that concurrentd must know itself, a row's last column: the reading
+    of its converted value is effects.py's. A name or path is set when it is not empty; a mode
+    (a boolean, or a word of its …Ex form) is set unless it is a false boolean."""
+
+    ROOT = "gives the unit a root of its own (a path)"
+    RUNS_AS = "runs the unit as the user or group it names (a name)"
+    OWN_USERS = "runs the unit as a user of its own or in a user namespace (a mode)"
+    PRIVATE_TMP = "gives the unit /tmp and /var/tmp of its own (a mode)"
+    PROTECT_HOME = "hides /home, /root and /run/user, unless read-only (a mode)"
+    HIDES_NAMED = "hides the paths it names (a path list)"
+    PRIVATE_PIDS = "gives the unit a pid namespace of its own (a mode)"
+
+
 class Row(NamedTuple):
-    """One row of the property table: the properties (space-separated names) of one kind."""
+    """One row of the property table: the properties (space-separated names) of one kind, and
+    what they do that concurrentd must know, if anything."""
 
     kind: Kind
     names: str
+    effect: Effect | None = None

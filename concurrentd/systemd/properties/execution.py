@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import _syntax as sx
 from .._syntax import UINT64_MAX
-from ._kind import Bad, Converted, Kind, Row, as_text, list_kind, one
+from ._kind import Bad, Converted, Effect, Kind, Row, as_text, list_kind, one
 from .sandboxing import (
     ALLOW_DENY,
     BIND_PATHS,
@@ -249,20 +249,26 @@ BOOL_STRING = Kind("a profile/label, '-' prefixed to ignore failure", _bool_stri
 
 
 ROWS = [
-    Row(STRING, "User Group UtmpIdentifier UtmpMode PAMName TTYPath WorkingDirectory RootDirectory "
-                "SyslogIdentifier ProtectSystem ProtectHome SELinuxContext RootImage RootVerity "
-                "RuntimeDirectoryPreserve Personality KeyringMode ProtectProc ProcSubset "
-                "NetworkNamespacePath IPCNamespacePath LogNamespace"),
+    Row(STRING, "UtmpIdentifier UtmpMode PAMName TTYPath WorkingDirectory SyslogIdentifier "
+                "ProtectSystem SELinuxContext RootVerity RuntimeDirectoryPreserve Personality "
+                "KeyringMode ProtectProc ProcSubset NetworkNamespacePath IPCNamespacePath "
+                "LogNamespace"),
+    Row(STRING, "User Group", Effect.RUNS_AS),
+    Row(STRING, "RootDirectory RootImage", Effect.ROOT),
+    Row(STRING, "ProtectHome", Effect.PROTECT_HOME),
     Row(BOOL, "IgnoreSIGPIPE TTYVHangup TTYReset TTYVTDisallocate PrivateDevices PrivateNetwork "
               "PrivateMounts PrivateIPC NoNewPrivileges SyslogLevelPrefix "
-              "MemoryDenyWriteExecute RestrictRealtime DynamicUser RemoveIPC ProtectKernelTunables "
+              "MemoryDenyWriteExecute RestrictRealtime RemoveIPC ProtectKernelTunables "
               "ProtectKernelModules ProtectKernelLogs ProtectClock MountAPIVFS "
               "CPUSchedulingResetOnFork LockPersonality RestrictSUIDSGID"),
-    Row(BOOL_OR_EX, "PrivateTmp PrivateUsers ProtectControlGroups ProtectHostname"),
-    Row(STRV, "ReadWriteDirectories ReadOnlyDirectories InaccessibleDirectories ReadWritePaths "
-              "ReadOnlyPaths InaccessiblePaths ExecPaths NoExecPaths ExecSearchPath "
-              "ExtensionDirectories ConfigurationDirectory SupplementaryGroups "
-              "SystemCallArchitectures"),
+    Row(BOOL, "DynamicUser", Effect.OWN_USERS),
+    Row(BOOL_OR_EX, "ProtectControlGroups ProtectHostname"),
+    Row(BOOL_OR_EX, "PrivateTmp", Effect.PRIVATE_TMP),
+    Row(BOOL_OR_EX, "PrivateUsers", Effect.OWN_USERS),
+    Row(STRV, "ReadWriteDirectories ReadOnlyDirectories ReadWritePaths ReadOnlyPaths ExecPaths "
+              "NoExecPaths ExecSearchPath ExtensionDirectories ConfigurationDirectory "
+              "SupplementaryGroups SystemCallArchitectures"),
+    Row(STRV, "InaccessibleDirectories InaccessiblePaths", Effect.HIDES_NAMED),
     Row(LOG_LEVEL, "SyslogLevel LogLevelMax"),
     Row(LOG_FACILITY, "SyslogFacility"),
     Row(SECUREBITS, "SecureBits"),
@@ -299,7 +305,7 @@ ROWS = [
                     "RestrictNetworkInterfaces"),
     Row(RESTRICT_NS, "RestrictNamespaces"),
     Row(BIND_PATHS, "BindPaths BindReadOnlyPaths"),
-    Row(TMPFS, "TemporaryFileSystem"),
+    Row(TMPFS, "TemporaryFileSystem", Effect.HIDES_NAMED),
     Row(ROOT_HASH, "RootHash"),
     Row(ROOT_HASH_SIG, "RootHashSignature"),
     Row(IMAGE_OPTIONS, "RootImageOptions"),
@@ -309,7 +315,9 @@ ROWS = [
     # newer than systemd 252 (table.SINCE says which version)
     Row(BOOL, "BindLogSockets SetLoginEnvironment RootEphemeral"),
     Row(PROTECT_HOSTNAME_EX, "ProtectHostnameEx"),
-    Row(STRING, "PrivatePIDs PrivateUsersEx ProtectControlGroupsEx PrivateTmpEx PrivateBPF "
-                "UserNamespacePath MemoryTHP"),
+    Row(STRING, "ProtectControlGroupsEx PrivateBPF UserNamespacePath MemoryTHP"),
+    Row(STRING, "PrivatePIDs", Effect.PRIVATE_PIDS),
+    Row(STRING, "PrivateUsersEx", Effect.OWN_USERS),
+    Row(STRING, "PrivateTmpEx", Effect.PRIVATE_TMP),
     Row(STRV, "ImportCredential"),
 ]

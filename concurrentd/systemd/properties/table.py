@@ -8,7 +8,7 @@ import struct
 from typing import Any, Iterable
 
 from . import execution, kill, resource_control, service, unit
-from ._kind import Converted, Kind, Row, as_text, short_repr
+from ._kind import Converted, Effect, Kind, Row, as_text, short_repr
 from .dbus_values import check_dbus_value
 
 #: The systemd version that added a property (or, for the …Ex forms, those words) after 252, the
@@ -41,6 +41,9 @@ def _build_table(rows: Iterable[Row]) -> dict[str, Kind]:
 ROWS: list[Row] = [*unit.ROWS, *resource_control.ROWS, *execution.ROWS, *kill.ROWS, *service.ROWS]
 #: property name (as in unit files / systemd-run -p) → its kind.
 TABLE: dict[str, Kind] = _build_table(ROWS)
+#: property name → what it does that concurrentd must know (the rows' last column)
+EFFECTS: dict[str, Effect] = {name: row.effect for row in ROWS if row.effect is not None
+                              for name in row.names.split()}
 
 
 def convert_property(name: str, value: Any) -> Converted:
