@@ -29,7 +29,7 @@ from ._output import ensure_stdio
 from ._unitfiles import OwnerFifo, add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
 from .systemd import StartingService, Systemd, Unit, UnitStartError
-from .systemd._syntax import parse_boolean
+from .systemd.properties.effects import effects_of
 
 #: seconds release() waits for the last output of the unit's processes to be copied
 _OUTPUT_DRAIN = 1.0
@@ -72,13 +72,7 @@ def with_defaults(properties: Mapping[str, Any]) -> dict[str, Any]:
 
 def _private_pids(properties: Mapping[str, Any]) -> bool:
     """Whether the unit gets a pid namespace of its own (PrivatePIDs=, systemd >= 257)."""
-    value = properties.get("PrivatePIDs")
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    try:
-        return parse_boolean(str(value))
-    except ValueError:
-        return False   # systemd refuses it when the unit starts
+    return effects_of(properties).private_pids
 
 
 def check_owned(properties: Mapping[str, Any]) -> None:
