@@ -29,6 +29,7 @@ from ._output import ensure_stdio
 from ._unitfiles import OwnerFifo, add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
 from .systemd import StartingService, Systemd, Unit, UnitStartError
+from .systemd.properties import convert_property
 from .systemd.properties.effects import effects_of
 
 #: seconds release() waits for the last output of the unit's processes to be copied
@@ -75,11 +76,15 @@ def _private_pids(properties: Mapping[str, Any]) -> bool:
     return effects_of(properties).private_pids
 
 
+#: Type=exec as the table converts it: systemd's names are case-sensitive ("EXEC" is refused)
+_TYPE_EXEC = [("Type", ("s", "exec"))]
+
+
 def check_owned(properties: Mapping[str, Any]) -> None:
     """Refuses the properties concurrentd sets itself, before anything is sent."""
     for name, why in _OWNED.items():
         value = properties.get(name)
-        if value is None or (name == "Type" and str(value).lower() == "exec"):
+        if value is None or (name == "Type" and convert_property(name, value) == _TYPE_EXEC):
             continue
         raise ValueError(f"{name}= cannot be set on a pool's unit ({name}={value!r}): {why}; "
                          f"leave it out")

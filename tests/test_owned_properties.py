@@ -1,9 +1,21 @@
-"""What the session reads of the unit's properties before it starts it, read as systemd reads
-them. Pure: no systemd, no root."""
+"""What the session reads of the unit's properties before it starts it: the properties concurrentd
+sets itself, and the pid namespace, read as systemd reads them. Pure: no systemd, no root."""
 
 import pytest
 
 from concurrentd import _session, _unitfiles
+
+
+@pytest.mark.parametrize("value", ["exec", None])
+def test_type_exec_is_what_concurrentd_sets(value):
+    _session.check_owned({"Type": value})
+
+
+@pytest.mark.parametrize("value", ["EXEC", " exec", "oneshot"])
+def test_a_type_systemd_does_not_read_as_exec_is_refused(value):
+    # systemd's Type= names are case-sensitive: "EXEC" is no Type=exec, the start would fail
+    with pytest.raises(ValueError, match="Type= cannot be set on a pool's unit"):
+        _session.check_owned({"Type": value})
 
 
 @pytest.mark.parametrize("value, private", [(True, True), ("yes", True), ("1", True),
