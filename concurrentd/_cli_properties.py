@@ -1,7 +1,7 @@
 """A unit's properties on the command line: ``-p NAME=VALUE`` and properties files.
 
 Values are systemd-run's text, checked as the Python API checks them (the property table of
-systemd/properties.py, and the properties concurrentd sets itself) before anything is started,
+systemd/properties/, and the properties concurrentd sets itself) before anything is started,
 and shown as systemd will receive them (``--dry-run``). Pure: the caller reads the files.
 
 A properties file holds one ``NAME=VALUE`` a line, as ``-p`` takes it; blank lines, comments

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 
 @dataclass(frozen=True)
 class Mount:
-    """One line of mountinfo (proc(5)); only the fields the testbed needs."""
+    """One line of mountinfo (proc(5)); only the fields the testbed and the entry plan need."""
 
     mount_point: str
     root: str          # the path inside the file system that is mounted there
@@ -48,6 +48,7 @@ def _unescape(field: str) -> str:
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
+    """Each mount line of a /proc/<pid>/mountinfo, in order (the one parser of that file)."""
     mounts = []
     for line in text.splitlines():
         left, sep, right = line.partition(" - ")
@@ -63,6 +64,32 @@ def parse_mountinfo(text: str) -> list[Mount]:
             super_options=tuple(options.split(",")),
         ))
     return mounts
+
+
+@dataclass(frozen=True)
+class CgroupMount:
+    """A cgroup file system mounted in the reader's view: a Mount of type cgroup or cgroup2."""
+
+    mount_point: str
+    root: str                      # the hierarchy's directory shown at mount_point
+    version: int                   # 1 or 2
+    options: tuple[str, ...]       # its super options but rw/ro, in order
+
+    @property
+    def controllers(self) -> frozenset[str]:
+        """v1: what names the hierarchy (cpu, memory, name=systemd…: options without a value,
+        or name=); v2: none."""
+        if self.version == 2:
+            return frozenset()
+        return frozenset(o for o in self.options if o.startswith("name=") or "=" not in o)
+
+
+def cgroup_mounts(mounts: Iterable[Mount]) -> list[CgroupMount]:
+    """The cgroup and cgroup2 mounts among ``mounts`` (parse_mountinfo's), in order."""
+    versions = {"cgroup2": 2, "cgroup": 1}
+    return [CgroupMount(m.mount_point, m.root, versions[m.fstype],
+                        tuple(o for o in m.super_options if o not in ("rw", "ro")))
+            for m in mounts if m.fstype in versions]
 
 
 class CgroupLine(NamedTuple):
@@ -107,21 +134,17 @@ def cgroup_hierarchies(mounts: list[Mount], proc_cgroup: list[CgroupLine],
     paths = _paths_by_key(proc_cgroup)
     seen: set[tuple[int, tuple[str, ...]]] = set()
     result = []
-    for m in mounts:
-        if m.fstype == "cgroup2":
+    for m in cgroup_mounts(mounts):
+        if m.version == 2:
             key: tuple[str, ...] = ()
             path = paths.get("")
-            version = 2
-        elif m.fstype == "cgroup":
-            key = tuple(o for o in m.super_options if o in controllers or o.startswith("name="))
-            version = 1
-            path = next((paths[k] for k in key if k in paths), None)
         else:
+            key = tuple(o for o in m.options if o in controllers or o.startswith("name="))
+            path = next((paths[k] for k in key if k in paths), None)
+        if path is None or (m.version, key) in seen:
             continue
-        if path is None or (version, key) in seen:
-            continue
-        seen.add((version, key))
-        result.append(Hierarchy(m.mount_point, version, key, path))
+        seen.add((m.version, key))
+        result.append(Hierarchy(m.mount_point, m.version, key, path))
     return result
 
 

@@ -50,15 +50,12 @@ from typing import Any, Iterable, Mapping
 
 from . import _sources
 from ._unitfiles import code_copy
-from .systemd._syntax import parse_boolean, split_words
+from .systemd.properties.effects import effects_of
 
 MOUNT_BASE = "/run/concurrentd-python"
 
 # (prefix as the owner spells it, where the worker finds it), longest prefix first
 PathMap = tuple[tuple[str, str], ...]
-
-_HOME_PATHS = ("/home", "/root", "/run/user")    # what ProtectHome=yes|tmpfs hides
-_TMP_PATHS = ("/tmp", "/var/tmp")                # what PrivateTmp=yes hides
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -68,44 +65,6 @@ def _under(path: str, prefix: str) -> bool:
 def _inside(path: str, prefix: str) -> bool:
     """``path`` strictly below ``prefix``."""
     return path != prefix and _under(path, prefix)
-
-
-def _flag(value: Any) -> bool:
-    """Whether a boolean property is on, however it is spelled: True, 1, "yes", "true", "on"
-    are; None, False, 0, "", "no", "false", "0", "off" are not. A value systemd would reject
-    counts as on: the unit then fails to start anyway."""
-    if value is None or value is False or value == "":
-        return False
-    if isinstance(value, str):
-        try:
-            return parse_boolean(value)
-        except ValueError:
-            return True
-    return bool(value)
-
-
-def _text(value: Any) -> str:
-    """A string property's value ('' when unset)."""
-    if value is None:
-        return ""
-    return os.fspath(value).strip() if isinstance(value, (str, os.PathLike)) else str(value)
-
-
-def _paths(value: Any) -> list[str]:
-    """The paths a path-list property names: systemd's text (quoted words kept whole) or a list;
-    without the '-' (ignore if missing) and '+' (inside the root) prefixes and ':options'."""
-    if value is None:
-        return []
-    words = (split_words(value) if isinstance(value, str)
-             else [os.fspath(value)] if isinstance(value, os.PathLike)
-             else [os.fspath(v) for v in value])
-    out = []
-    for w in words:
-        w = w.lstrip("-+")
-        path = w.split(":", 1)[0]
-        if path.startswith("/"):
-            out.append(os.path.normpath(path))
-    return out
 
 
 @dataclass(frozen=True)
@@ -128,18 +87,12 @@ class Hiding:
 
     @classmethod
     def of(cls, properties: Mapping[str, Any]) -> "Hiding":
-        p = properties
-        # ProtectHome=: yes and tmpfs hide the homes ("tmpfs" reads as on), read-only does not
-        protect_home = _text(p.get("ProtectHome")) != "read-only" and _flag(p.get("ProtectHome"))
-        named = [*_paths(p.get("InaccessiblePaths")), *_paths(p.get("InaccessibleDirectories")),
-                 *_paths(p.get("TemporaryFileSystem"))]
-        named += [os.path.realpath(n) for n in named if os.path.realpath(n) != n]
-        hidden = [*(_HOME_PATHS if protect_home else ()),
-                  *(_TMP_PATHS if _flag(p.get("PrivateTmp")) else ()), *named]
-        return cls(root=bool(_text(p.get("RootDirectory")) or _text(p.get("RootImage"))),
-                   user=bool(_text(p.get("User")) or _text(p.get("Group"))
-                             or _flag(p.get("DynamicUser")) or _flag(p.get("PrivateUsers"))),
-                   hidden=tuple(hidden), named=tuple(named))
+        """As the property table reads ``properties`` (see systemd.properties.effects)."""
+        effects = effects_of(properties)
+        named = [*effects.named,
+                 *(os.path.realpath(n) for n in effects.named if os.path.realpath(n) != n)]
+        return cls(root=effects.root, user=effects.other_user,
+                   hidden=(*effects.hidden, *named), named=tuple(named))
 
     def __bool__(self) -> bool:
         return self.root or self.user or bool(self.hidden)

@@ -29,7 +29,8 @@ from ._output import ensure_stdio
 from ._unitfiles import OwnerFifo, add_read_only_binds, anchor_for_unit
 from ._zygote import Zygote
 from .systemd import StartingService, Systemd, Unit, UnitStartError
-from .systemd._syntax import parse_boolean
+from .systemd.properties import convert_property
+from .systemd.properties.effects import effects_of
 
 #: seconds release() waits for the last output of the unit's processes to be copied
 _OUTPUT_DRAIN = 1.0
@@ -72,20 +73,18 @@ def with_defaults(properties: Mapping[str, Any]) -> dict[str, Any]:
 
 def _private_pids(properties: Mapping[str, Any]) -> bool:
     """Whether the unit gets a pid namespace of its own (PrivatePIDs=, systemd >= 257)."""
-    value = properties.get("PrivatePIDs")
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    try:
-        return parse_boolean(str(value))
-    except ValueError:
-        return False   # systemd refuses it when the unit starts
+    return effects_of(properties).private_pids
+
+
+#: Type=exec as the table converts it: systemd's names are case-sensitive ("EXEC" is refused)
+_TYPE_EXEC = [("Type", ("s", "exec"))]
 
 
 def check_owned(properties: Mapping[str, Any]) -> None:
     """Refuses the properties concurrentd sets itself, before anything is sent."""
     for name, why in _OWNED.items():
         value = properties.get(name)
-        if value is None or (name == "Type" and str(value).lower() == "exec"):
+        if value is None or (name == "Type" and convert_property(name, value) == _TYPE_EXEC):
             continue
         raise ValueError(f"{name}= cannot be set on a pool's unit ({name}={value!r}): {why}; "
                          f"leave it out")

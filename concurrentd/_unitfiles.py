@@ -22,10 +22,10 @@ import tempfile
 from typing import Any, Iterable, Mapping
 
 from .systemd._syntax import split_words
+from .systemd.properties.effects import effects_of
 
 ANCHOR_DIR = "/run/concurrentd"
 CODE_DIR = "/run/concurrentd-code"
-_ROOT_PROPERTIES = ("RootDirectory", "RootImage")
 
 
 # A copy is named by its source file's identity (device, inode, size, mtime): reading and
@@ -123,7 +123,7 @@ def anchor_for_unit(argv: list[str], properties: Mapping[str, Any],
     """The anchor's argv and the unit's properties, adjusted so that the unit can exec it (and
     reach the files ``also`` names, by the same paths: the owner's FIFO)."""
     path = installed_anchor(argv[0])
-    has_root = any(properties.get(p) for p in _ROOT_PROPERTIES)
+    has_root = effects_of(properties).root
     return [path, *argv[1:]], add_read_only_binds(properties, [path, *also] if has_root else [])
 
 

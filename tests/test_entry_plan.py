@@ -13,10 +13,10 @@ from concurrentd._entry.plan import (
     parse_limits,
     parse_mdwe,
     parse_mempolicy,
-    parse_mountinfo,
     parse_state,
     parse_thp,
 )
+from concurrentd._mountinfo import cgroup_mounts, parse_mountinfo
 
 HYBRID_MOUNTINFO = """\
 22 1 0:20 / /sys rw - sysfs sysfs rw
@@ -52,7 +52,7 @@ def test_cgroup_dirs_pure_v2_and_escapes():
     mi = "40 1 0:40 / /sys/fs/cgroup\\040x rw - cgroup2 cgroup2 rw\n"
     assert cgroup_dirs("0::/a.slice/b.service\n", mi) == {
         (0, frozenset()): "/sys/fs/cgroup x/a.slice/b.service"}
-    assert [m.version for m in parse_mountinfo(mi)] == [2]
+    assert [m.version for m in cgroup_mounts(parse_mountinfo(mi))] == [2]
 
 
 def test_id_maps():

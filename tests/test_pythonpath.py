@@ -70,6 +70,26 @@ def test_path_lists_are_read_as_systemd_reads_them():
     assert hiding.named[:4] == ("/srv/a", "/srv/b c", "/srv/d", "/var/e")
 
 
+@pytest.mark.parametrize("properties", [{"PrivateTmp": "disconnected"},
+                                        {"PrivateTmpEx": "yes"}, {"PrivateTmpEx": "disconnected"}])
+def test_a_private_tmp_of_either_name_hides_tmp(properties):
+    assert Hiding.of(properties).hidden == ("/tmp", "/var/tmp")
+    assert not Hiding.of({"PrivateTmpEx": "no"})
+
+
+def test_a_user_namespace_of_either_name_makes_another_user():
+    assert Hiding.of({"PrivateUsersEx": "self"}).user
+    assert not Hiding.of({"PrivateUsersEx": "no"})
+
+
+def test_a_namespace_path_is_read_whole_and_simplified_as_systemd_reads_it():
+    # a ':' belongs to an InaccessiblePaths= path (only TemporaryFileSystem= has options), and
+    # systemd simplifies '//home' to '/home'
+    hiding = Hiding.of({"InaccessiblePaths": "/srv/a:b //home"})
+    assert hiding.named[:2] == ("/srv/a:b", "/home")
+    assert hiding.hides("/home/someone/project")
+
+
 def test_user_bind_paths_keep_quoted_words_whole():
     merged = _unitfiles.add_read_only_binds({"BindReadOnlyPaths": '"/a b" /c:/d'}, ["/x:/y"])
     assert merged["BindReadOnlyPaths"] == ["/a b", "/c:/d", "/x:/y"]

@@ -25,39 +25,17 @@ from .seccomp import SeccompFilter, get_filters
 # Pure parsing
 
 
-@dataclass(frozen=True)
-class CgroupMount:
-    """A cgroup file system mounted in the reader's view (one line of /proc/self/mountinfo)."""
-
-    mountpoint: str
-    root: str                      # the hierarchy's directory shown at mountpoint
-    version: int                   # 1 or 2
-    controllers: frozenset[str]    # v1: cpu, memory, name=systemd...; v2: empty
-
-
-def parse_mountinfo(text: str) -> list[CgroupMount]:
-    """The cgroup and cgroup2 mounts of a /proc/<pid>/mountinfo, in order."""
-    out = []
-    for m in _mountinfo.parse_mountinfo(text):
-        if m.fstype == "cgroup2":
-            out.append(CgroupMount(m.mount_point, m.root, 2, frozenset()))
-        elif m.fstype == "cgroup":
-            ctrls = frozenset(o for o in m.super_options
-                              if o not in ("rw", "ro") and (o.startswith("name=") or "=" not in o))
-            out.append(CgroupMount(m.mount_point, m.root, 1, ctrls))
-    return out
-
-
-def cgroup_dirs(proc_cgroup: str, mountinfo: "str | list[CgroupMount]"
+def cgroup_dirs(proc_cgroup: str, mountinfo: "str | list[_mountinfo.CgroupMount]"
                 ) -> dict[tuple[int, frozenset[str]], str]:
     """For each hierarchy of a process, the directory of its cgroup in the reader's view.
 
     Works for v1 (one hierarchy per controller set), hybrid (v1 plus cgroup2 at .../unified) and
     pure v2 ("0::/path"). A hierarchy the reader has not mounted, or whose mounted root does not
     contain the cgroup, is left out. ``mountinfo``: the reader's mountinfo text, or its cgroup
-    mounts as parse_mountinfo() gives them (a caller with two processes to place parses once).
+    mounts as _mountinfo.cgroup_mounts() gives them (a caller with two processes to place parses
+    once).
     """
-    mounts = parse_mountinfo(mountinfo) if isinstance(mountinfo, str) else mountinfo
+    mounts = _cgroup_mounts(mountinfo) if isinstance(mountinfo, str) else mountinfo
     out = {}
     for hid, ctrls, path in _mountinfo.parse_proc_cgroup(proc_cgroup):
         for m in mounts:
@@ -68,9 +46,13 @@ def cgroup_dirs(proc_cgroup: str, mountinfo: "str | list[CgroupMount]"
             if path != root and not path.startswith(root + "/") and root:
                 continue
             rel = path[len(root):].lstrip("/")
-            out[(hid, ctrls)] = os.path.join(m.mountpoint, rel) if rel else m.mountpoint
+            out[(hid, ctrls)] = os.path.join(m.mount_point, rel) if rel else m.mount_point
             break
     return out
+
+
+def _cgroup_mounts(mountinfo: str) -> list[_mountinfo.CgroupMount]:
+    return _mountinfo.cgroup_mounts(_mountinfo.parse_mountinfo(mountinfo))
 
 
 def parse_status(text: str) -> dict[str, str]:
@@ -510,7 +492,7 @@ def _fill_places(c: Any, plan: EntryPlan, keep: list[object]) -> None:
 def _read_cgroups(anchor: _Anchor) -> dict[str, Any]:
     """``cgroup_procs``: the cgroup.procs file of each hierarchy where the anchor's cgroup is not
     ours, and ``_cgroup_fds``, open for writing."""
-    mountinfo = parse_mountinfo(_read("/proc/self/mountinfo"))   # once: both use it
+    mountinfo = _cgroup_mounts(_read("/proc/self/mountinfo"))   # once: both use it
     theirs = cgroup_dirs(anchor.read("cgroup"), mountinfo)
     ours = cgroup_dirs(_read("/proc/self/cgroup"), mountinfo)
     procs = tuple(os.path.join(d, "cgroup.procs") for k, d in sorted(

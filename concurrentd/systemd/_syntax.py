@@ -1,7 +1,7 @@
 """systemd's value syntax, re-implemented: booleans, time spans, sizes, percentages, word lists.
 
 Each parser takes a string and returns a Python value or raises ``ValueError`` with a short
-reason; the caller (properties.py) adds the property name and the expected form.
+reason; the caller (the property table, properties/) adds the property name and the expected form.
 """
 
 from __future__ import annotations
