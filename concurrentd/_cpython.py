@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 try:
     #: str(RemoteTraceback(text)) is the text: an exception's __cause__ that shows a traceback
-    RemoteTraceback = _process._RemoteTraceback
+    #: (typeshed's takes a TracebackType; CPython's keeps and shows the text it is given)
+    RemoteTraceback: Callable[[str], Exception] = _process._RemoteTraceback   # type: ignore[assignment]
     #: map()'s per-chunk function: partial(process_chunk, fn) is called with a chunk of args
     process_chunk = _process._process_chunk
     #: "concurrent.futures": where ProcessPoolExecutor logs "Exception in initializer:"

@@ -57,7 +57,7 @@ _UNIT_STOP_GRACE = 1.0
 class WorkItem:
     __slots__ = ("future", "cloud", "blob", "started")
 
-    def __init__(self, future: Future, cloud: bool, blob: bytes):
+    def __init__(self, future: Future[Any], cloud: bool, blob: bytes):
         self.future, self.cloud, self.blob = future, cloud, blob
         self.started = False   # given to a worker (again, after a death with "replace")
 
@@ -406,8 +406,9 @@ class PoolManager(threading.Thread):
         zygote's timeout: a zygote that does not answer is killed, and the pool breaks)."""
         status_fd, call_w, result_r = launch
         zygote = self.session.zygote
+        pid: int | None   # None: no worker was forked, and ``why`` says why
         try:
-            pid: int | None = P.read_signed(status_fd, P.ZYGOTE_TIMEOUT)
+            pid = P.read_signed(status_fd, P.ZYGOTE_TIMEOUT)
             why = None if pid >= 0 else f"the zygote's fork() failed: {os.strerror(-pid)}"
         except EOFError:
             pid, why = None, "the zygote exited before it forked the worker"
@@ -415,7 +416,7 @@ class PoolManager(threading.Thread):
             pid, why = None, f"{e} (stopped by a process of the unit?): it was killed"
             if zygote is not None:
                 zygote.kill()
-        if why is not None or zygote is None:
+        if why is not None or pid is None or zygote is None:
             for fd in (call_w, result_r, status_fd):
                 os.close(fd)
             self._not_forked(why or "the pool has been shut down")
@@ -543,6 +544,7 @@ class PoolManager(threading.Thread):
         self._break(error.args[0])
 
     def _diagnose(self, worker: WorkerHandle) -> _deaths.WorkerKilled:
+        assert worker.exitcode is not None   # _reap() read it before it called _died()
         counters = self.session.read_counters()
         seen = self.session.counters_seen
         self.session.counters_seen = counters

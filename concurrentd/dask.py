@@ -30,11 +30,15 @@ import threading
 import time
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures import wait as futures_wait
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .executor import TransientUnitPoolExecutor
+
+if TYPE_CHECKING:
+    from dask.typing import Key
+    from distributed.worker import RunTaskFailure, RunTaskSuccess
 
 __all__ = ["SandboxedExecutor", "WorkerExecutor"]
 
@@ -75,7 +79,7 @@ class WorkerExecutor(Executor):
         self.pool = pool
         self.owns_pool = owns_pool
         self._lock = threading.Lock()
-        self._futures: set[Future] = set()   # submitted here, not done yet
+        self._futures: set[Future[Any]] = set()   # submitted here, not done yet
         self._shutdown = False
         self.replaced: Executor | None = None   # the worker's executor of that name before
 
@@ -83,7 +87,7 @@ class WorkerExecutor(Executor):
     def _max_workers(self) -> int:   # what dask.compute(scheduler=executor) reads
         return self.pool._max_workers
 
-    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -98,7 +102,7 @@ class WorkerExecutor(Executor):
 
     submit.__doc__ = Executor.submit.__doc__
 
-    def _done(self, future: Future) -> None:
+    def _done(self, future: Future[Any]) -> None:
         with self._lock:
             self._futures.discard(future)
 
@@ -121,7 +125,8 @@ class WorkerExecutor(Executor):
         return f"<WorkerExecutor {self.pool.unit.name}{'' if self.owns_pool else ' (lent)'}>"
 
 
-def _timed(task: Callable[[dict], Any], data: dict) -> tuple[Any, float, float]:
+def _timed(task: Callable[[dict[Key, Any]], Any],
+           data: dict[Key, Any]) -> tuple[Any, float, float]:
     """In the unit: the task's value, and when it started and stopped (wall clock, as
     distributed measures)."""
     start = time.time()
@@ -133,32 +138,34 @@ class _Outcome:
     """Stands in for the task in _run_task_simple, in the Dask worker: returns the value that
     came back from the unit, or raises the task's exception."""
 
-    def __init__(self, future: Future):
+    def __init__(self, future: Future[tuple[Any, float, float]]):
         self.future = future
 
-    def __call__(self, data: dict) -> Any:
+    def __call__(self, data: dict[Key, Any]) -> Any:
         error = self.future.exception()
         if error is not None:
             raise error   # the task's own (its traceback in the unit is its __cause__)
         return self.future.result()[0]
 
 
-def _run_task(pool: TransientUnitPoolExecutor, task: Any, data: dict,
-              time_delay: float) -> Future:
+def _run_task(pool: TransientUnitPoolExecutor, task: Any, data: dict[Key, Any],
+              time_delay: float) -> Future[RunTaskSuccess | RunTaskFailure]:
     """Runs a Dask task in the pool; the returned future holds distributed's record of the
     run, made here by _run_task_simple, with the times measured in the unit."""
-    outer: Future = Future()
+    outer: Future[RunTaskSuccess | RunTaskFailure] = Future()
     submitted = time.time()
     inner = pool.submit(_timed, task, data)
 
-    def finish(done: Future) -> None:
+    def finish(done: Future[tuple[Any, float, float]]) -> None:
         if done.cancelled():
             outer.cancel()
             return
         if not outer.set_running_or_notify_cancel():
             return
         try:
-            record = _run_task_simple(_Outcome(done), data, time_delay)
+            # (distributed's annotation asks for a GraphNode: it only calls it, as _Outcome is)
+            outcome = _Outcome(done)
+            record = _run_task_simple(outcome, data, time_delay)   # type: ignore[arg-type]
             if done.exception() is None:
                 _, start, stop = done.result()
             else:   # it failed in the unit: the time it took as seen from here
@@ -172,7 +179,7 @@ def _run_task(pool: TransientUnitPoolExecutor, task: Any, data: dict,
             return
         outer.set_result(record)
 
-    def cancel_inner(f: Future) -> None:
+    def cancel_inner(f: Future[RunTaskSuccess | RunTaskFailure]) -> None:
         if f.cancelled():
             inner.cancel()
 
@@ -263,7 +270,8 @@ def _start_method(mp_context: Any) -> str:
     return method
 
 
-def _check(max_workers: int | None, properties: dict, options: dict) -> None:
+def _check(max_workers: int | None, properties: dict[str, Any],
+           options: dict[str, Any]) -> None:
     """What each worker's pool would refuse, refused here, in the client, before any worker
     tries (a mistake would otherwise fail the plugin's setup on every worker)."""
     from ._session import check_owned

@@ -31,7 +31,8 @@ import threading
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable, Mapping, ParamSpec, TypeVar
+from types import TracebackType
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NoReturn, ParamSpec, TypeVar
 
 from . import _fresh, _manager, _payload, _protocol, _warm, _worker
 from ._manager import PoolManager, WorkItem
@@ -191,11 +192,16 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         concurrentd.systemd.UnitStartError: the unit's start job failed.
     """
 
+    # Two of ProcessPoolExecutor's private names hold the pool's own machinery here; typeshed
+    # types them as CPython's (a _ThreadWakeup, sic, and a queue.Queue).
+    _executor_manager_thread: PoolManager   # type: ignore[assignment]
+    _work_ids: Iterator[int]   # type: ignore[assignment]
+
     def __init__(self, max_workers: int | None = None, properties: Mapping[str, Any] | None = None,
                  *, ns_options: Mapping[str, Any] | None = None, unit_name: str | None = None,
                  unit: str | None = None, mp_context: Any = None,
-                 preload: Iterable[str] = (), initializer: Callable | None = None,
-                 initargs: Iterable = (), max_tasks_per_child: int | None = None,
+                 preload: Iterable[str] = (), initializer: Callable[..., object] | None = None,
+                 initargs: Iterable[Any] = (), max_tasks_per_child: int | None = None,
                  on_worker_death: str = "break", result_types: Iterable[Any] = (),
                  trust_results: bool = False,
                  max_result_size: int = DEFAULT_MAX_RESULT_SIZE,
@@ -244,14 +250,16 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         # What __main__ holds as the zygote is forked (below): the workers' own from then on (a
         # fresh interpreter has none of it: classes of __main__ then travel by value).
         self._forked_main = {} if fresh else _payload.forked_main()
-        limits = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax") if k in properties}
+        limits: dict[str, str] = {k: str(properties[k]) for k in ("MemoryMax", "TasksMax")
+                                  if k in properties}
 
         # A unit prepared for these properties is taken; then the next one is prepared. A fresh
         # interpreter has nothing of this process's to go stale: without an initializer, its
         # zygote is prepared too, entered, its first worker forked.
         check_root()
         warm = warm_units and unit is None and unit_name is None and _warm.preparable(properties)
-        zygote = dict(enters=True, max_workers=max_workers, start=start, fresh=fresh_start)
+        zygote: dict[str, Any] = dict(enters=True, max_workers=max_workers, start=start,
+                                      fresh=fresh_start)   # fork_zygote's arguments
         with_zygote = fresh and initializer is None
         zygote_key = (max_workers, start) if with_zygote else None
         key = _warm.key_of(properties, import_binds, zygote_key) if warm else ""
@@ -262,6 +270,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         ready = session.zygote is not None   # a prepared zygote: entered, its spare forked
         if not ready:
             session.fork_zygote(**zygote)
+        assert session.unit is not None   # begun, or prepared: the unit is started or joined
         self.unit = PoolUnit(session.unit, session.owned)
         # The zygote is forked: the pool may have a thread now, started while systemd sets the
         # unit up.
@@ -294,8 +303,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         # then releases the unit (ProcessPoolExecutor's own semantics).
         self._finalizer = weakref.finalize(self, manager.request_shutdown)
 
-    @property
-    def _processes(self) -> dict:
+    @property   # CPython's: a dict of multiprocessing.Process, which it writes
+    def _processes(self) -> dict[int, _manager.WorkerProcess]:   # type: ignore[override]
         """ProcessPoolExecutor's private attribute, which code reaches into: the workers by pid,
         each with pid, exitcode, is_alive(), join(), terminate() and kill(). The workers the
         calls submitted so far need are there, as ProcessPoolExecutor starts them in submit()."""
@@ -303,8 +312,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         manager.settle(_protocol.ZYGOTE_TIMEOUT)
         return {pid: worker.process for pid, worker in list(manager.workers.items())}
 
-    @property
-    def _broken(self):
+    @property   # CPython's: False, or why it broke (a str), written by its manager thread
+    def _broken(self) -> str | Literal[False]:   # type: ignore[override]
         return self._executor_manager_thread.broken or False
 
     # -- tasks -------------------------------------------------------------------------------------
@@ -316,6 +325,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             raise TypeError(_BARE_POOL_IN_DASK)
         manager = self._executor_manager_thread
         future: Future[_T] = Future()
+        error: Exception | None
         try:
             cloud, blob = _payload.encode_call(fn, args, kwargs, self._forked_main)
         except Exception as e:   # noqa: BLE001 - as ProcessPoolExecutor: the future fails
@@ -340,7 +350,7 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
 
     submit.__doc__ = ProcessPoolExecutor.submit.__doc__ or submit.__doc__
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError(
             "a TransientUnitPoolExecutor cannot be pickled: its unit, its zygote and its manager "
             "thread belong to the process that made it. Make the pool in the process that uses "
@@ -348,7 +358,8 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
             "in each, such as concurrentd.dask.SandboxedExecutor)")
 
     # -- end ---------------------------------------------------------------------------------------
-    def __exit__(self, exc_type, exc_val, exc_tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
+                 exc_tb: TracebackType | None) -> Literal[False]:
         # ^C in the with block: the calls not started yet are cancelled at once, as the user
         # asked to stop; the running ones finish (ProcessPoolExecutor would run every queued
         # call first).

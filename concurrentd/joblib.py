@@ -15,6 +15,7 @@ as any pool's do (SECURITY.md).
 from __future__ import annotations
 
 import inspect
+from concurrent.futures import Future
 from typing import Any, Callable, Mapping
 
 from joblib import register_parallel_backend
@@ -29,7 +30,8 @@ __all__ = ["ConcurrentdBackend", "NAME"]
 NAME = "concurrentd"
 
 
-class ConcurrentdBackend(AutoBatchingMixin, ParallelBackendBase):
+# (joblib ships no types: its classes are Any, which --strict refuses as a base class)
+class ConcurrentdBackend(AutoBatchingMixin, ParallelBackendBase):   # type: ignore[misc]
     """joblib's calls, batched as joblib batches them, in a TransientUnitPoolExecutor.
 
     Args:
@@ -65,7 +67,8 @@ class ConcurrentdBackend(AutoBatchingMixin, ParallelBackendBase):
         if n_jobs is None:
             return 1
         if n_jobs < 0:
-            return max(cpu_count() + 1 + n_jobs, 1)
+            cpus: int = cpu_count()
+            return max(cpus + 1 + n_jobs, 1)
         return n_jobs
 
     def configure(self, n_jobs: int | None = 1, parallel: Any = None, prefer: str | None = None,
@@ -81,14 +84,16 @@ class ConcurrentdBackend(AutoBatchingMixin, ParallelBackendBase):
             self.pool = TransientUnitPoolExecutor(workers, self.properties, **self.pool_options)
         return max(2, workers)
 
-    def submit(self, func: Callable[[], Any], callback: Callable | None = None):
+    def submit(self, func: Callable[[], Any],
+               callback: Callable[[Future[Any]], object] | None = None) -> Future[Any]:
         """Runs one of joblib's batches in the pool; ``callback`` is joblib's, on completion."""
+        assert self.pool is not None   # joblib submits between configure() and terminate()
         future = self.pool.submit(func)
         if callback is not None:
             future.add_done_callback(callback)
         return future
 
-    def retrieve_result_callback(self, future):
+    def retrieve_result_callback(self, future: Future[Any]) -> Any:
         return future.result()
 
     def terminate(self) -> None:
@@ -115,7 +120,7 @@ class ConcurrentdBackend(AutoBatchingMixin, ParallelBackendBase):
             self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel)
 
 
-def _check_options(options: dict) -> None:
+def _check_options(options: Mapping[str, Any]) -> None:
     accepted = inspect.signature(TransientUnitPoolExecutor).parameters
     refused = ("max_workers", "properties")
     for option in options:

@@ -42,7 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Any, BinaryIO, Sequence
 
 from ._errors import TestbedError
 
@@ -143,7 +143,7 @@ def _say(msg: str) -> None:
     print(f"concurrentd.testbed.vm: {msg}", file=sys.stderr, flush=True)
 
 
-def _run(cmd: Sequence[str], what: str, **kw) -> subprocess.CompletedProcess:
+def _run(cmd: Sequence[str], what: str, **kw: Any) -> subprocess.CompletedProcess[Any]:
     try:
         return subprocess.run(list(cmd), check=True, **kw)
     except subprocess.CalledProcessError as e:
@@ -379,7 +379,7 @@ class VM:
 
     # -- a run -----------------------------------------------------------------------------
     def run(self, cmd: Sequence[str], *, source: str, timeout: float = 3600,
-            out=None) -> int:
+            out: BinaryIO | None = None) -> int:
         """Boots the VM, runs ``cmd`` in a copy of ``source`` (a checkout) and returns its status;
         its output is copied to ``out`` (default: stdout) as it comes."""
         out = out or sys.stdout.buffer
@@ -398,7 +398,7 @@ class VM:
         finally:
             shutil.rmtree(share, ignore_errors=True)
 
-    def _boot(self, share: str, timeout: float, out) -> int:
+    def _boot(self, share: str, timeout: float, out: BinaryIO) -> int:
         console = self.path("console.log")
         qemu = ["qemu-system-x86_64", "-accel", self.accel, "-cpu", "max", "-m", self.memory,
                 "-smp", str(self.cpus), "-nographic", "-no-reboot", "-net", "none",
@@ -491,7 +491,7 @@ def _mark(marker: str) -> None:
         f.write(IMAGE_VERSION + "\n")
 
 
-def _copy_new(path: str, offset: int, out) -> int:
+def _copy_new(path: str, offset: int, out: BinaryIO) -> int:
     try:
         with open(path, "rb") as f:
             f.seek(offset)
