@@ -5,6 +5,9 @@ systemd booted by concurrentd.testbed; this outer session then runs only the tes
 (those of the testbed itself, which boot boxes of their own), and fails if the inner one failed.
 Where systemd is PID 1, everything runs here. CONCURRENTD_TESTBED=always|never overrides the
 detection. After each `host` test, nothing it started may still run (_nothing_left_running).
+
+Not root: only the tests marked `pure` run (parsers, messages, tables: they need neither root nor
+systemd), and the session says how many others it left out.
 """
 
 import glob
@@ -16,16 +19,18 @@ import time
 import pytest
 
 _INNER_RC = pytest.StashKey[int]()
+_NOT_ROOT = pytest.StashKey[int]()   # tests left out: they need root
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
     from concurrentd import testbed
 
+    if os.geteuid() != 0:
+        config.stash[_NOT_ROOT] = 0   # only the pure tests, here
+        return None
     if not testbed.needed():
         return None
-    if os.geteuid() != 0:
-        pytest.exit("concurrentd's tests need root (they start systemd units)", returncode=2)
     args = [sys.executable, "-m", "pytest", *config.invocation_params.args]
     with testbed.Box(binds=[str(config.rootpath)]) as box:
         config.stash[_INNER_RC] = box.run(args)
@@ -35,7 +40,10 @@ def pytest_cmdline_main(config):
 def pytest_collection_modifyitems(config, items):
     from concurrentd import testbed
 
-    if _INNER_RC in config.stash:
+    if _NOT_ROOT in config.stash:
+        keep = lambda item: item.get_closest_marker("pure") is not None   # noqa: E731
+        config.stash[_NOT_ROOT] = sum(not keep(i) for i in items)
+    elif _INNER_RC in config.stash:
         keep = lambda item: item.get_closest_marker("host") is not None   # noqa: E731
     elif testbed.inside():
         keep = lambda item: item.get_closest_marker("host") is None   # noqa: E731
@@ -65,6 +73,11 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    left_out = config.stash.get(_NOT_ROOT, None)
+    if left_out:
+        terminalreporter.write_line(
+            f"not root (uid {os.geteuid()}): only the tests marked pure ran; {left_out} others "
+            "start systemd units and need root: run the suite as root for them")
     inner = config.stash.get(_INNER_RC, None)
     if inner is not None:
         terminalreporter.write_line(

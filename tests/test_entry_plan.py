@@ -18,6 +18,8 @@ from concurrentd._entry.plan import (
 )
 from concurrentd._mountinfo import cgroup_mounts, parse_mountinfo
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 HYBRID_MOUNTINFO = """\
 22 1 0:20 / /sys rw - sysfs sysfs rw
 30 22 0:26 / /sys/fs/cgroup rw - tmpfs cgroup rw,mode=755

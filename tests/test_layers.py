@@ -8,6 +8,8 @@ import pytest
 
 import concurrentd
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 UPPER = ["concurrentd.executor", "concurrentd._manager", "concurrentd._session",
          "concurrentd._zygote", "concurrentd.process", "concurrentd.oneshot"]
 #: the integrations: imported only by those who use them, each without the other's framework

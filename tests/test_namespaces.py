@@ -8,6 +8,8 @@ import pytest
 from concurrentd._core import lib
 from concurrentd._namespaces import NAMESPACES
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 
 @pytest.mark.parametrize("ns", NAMESPACES, ids=lambda ns: ns.name)
 def test_each_row_is_the_kernels_namespace(ns):

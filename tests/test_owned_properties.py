@@ -5,6 +5,8 @@ import pytest
 
 from concurrentd import _session, _unitfiles
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 
 @pytest.mark.parametrize("value", ["exec", None])
 def test_type_exec_is_what_concurrentd_sets(value):

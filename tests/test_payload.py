@@ -7,7 +7,11 @@ import sys
 import types
 from concurrent.futures.process import _process_chunk
 
+import pytest
+
 from concurrentd import _payload
+
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
 
 
 def _closure():

@@ -6,6 +6,8 @@ import pytest
 
 from concurrentd.systemd.properties import convert_properties
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 
 def _deep(n):
     value = []

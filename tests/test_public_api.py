@@ -4,7 +4,11 @@ name README's API table lists exists."""
 import os
 import re
 
+import pytest
+
 import concurrentd
+
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 

@@ -11,6 +11,8 @@ import pytest
 from concurrentd import _pythonpath, _unitfiles
 from concurrentd._pythonpath import Hiding, code_files, plan_binds
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):

@@ -27,6 +27,8 @@ from concurrentd._results import (
     encode_exception,
 )
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 POLICY = ResultPolicy()
 P61 = (1 << 61) - 1
 

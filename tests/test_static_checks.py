@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

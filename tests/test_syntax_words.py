@@ -9,6 +9,8 @@ import pytest
 from concurrentd.systemd import _syntax
 from concurrentd.systemd.properties import convert_properties
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 
 def _shell_words(s: str, keep_backslashes: bool) -> list[str]:
     lexer = shlex.shlex(s, posix=True, punctuation_chars=False)

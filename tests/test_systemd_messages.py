@@ -9,6 +9,8 @@ from jeepney.low_level import HeaderFields, MessageType, Parser
 from concurrentd.systemd import convert_properties, messages
 from concurrentd.systemd.bus import Address, parse_address
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 
 def roundtrip(msg, serial=7):
     data = msg.serialise(serial=serial)

@@ -12,6 +12,8 @@ from concurrentd.testbed._hazards import (
     relation,
 )
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 # As `systemd-tmpfiles --cat-config` prints it: each file named on a comment line of its own.
 CAT_CONFIG = """\
 # /usr/lib/tmpfiles.d/tmp.conf

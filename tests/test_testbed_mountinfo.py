@@ -1,11 +1,15 @@
 """The mountinfo and /proc/<pid>/cgroup parsers the testbed builds its boxes from (pure)."""
 
+import pytest
+
 from concurrentd._mountinfo import (
     cgroup_hierarchies,
     mount_containing,
     parse_mountinfo,
     parse_proc_cgroup,
 )
+
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
 
 HYBRID = """\
 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard

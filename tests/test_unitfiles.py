@@ -3,7 +3,11 @@ want them at the same moment. Pure: a temporary directory stands for /run."""
 
 import threading
 
+import pytest
+
 from concurrentd import _unitfiles
+
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
 
 
 def _at_once(n, fn):

@@ -9,6 +9,8 @@ import pytest
 
 from concurrentd.testbed import vm
 
+pytestmark = pytest.mark.pure   # needs neither root nor systemd (see conftest)
+
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="no git here (the VM's guest has none)")
 def test_a_checkout_is_copied_as_it_is_now_without_what_git_ignores(tmp_path):
