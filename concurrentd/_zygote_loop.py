@@ -153,9 +153,9 @@ def main(sock: socket.socket, rewrite: _pythonpath.Rewrite, enters: bool, keep: 
 
 def _recreate_in_cgroup_of(anchor_pid: int, owner: int, sock: socket.socket) -> None:
     """Where the anchor's cgroup is a cgroup v2 one, and the only one: returns in a copy of the
-    zygote created in it (the owner's child, which first tells the owner its pid: MOVED); this
-    process exits. Otherwise (cgroup v1 hierarchies, a thread started by preload=, a kernel
-    before 5.7, the anchor gone) returns in the same process, which enter() moves as before.
+    zygote created in it, the owner's child; this process tells the owner the copy's pid (MOVED)
+    and exits. Otherwise (cgroup v1 hierarchies, a thread started by preload=, a kernel before
+    5.7, the anchor gone) returns in the same process, which enter() moves as before.
     The copy is made by a raw clone3: no at-fork hook runs, which the single thread allows."""
     if len(os.listdir("/proc/self/task")) > 1:
         return
@@ -172,22 +172,29 @@ def _recreate_in_cgroup_of(anchor_pid: int, owner: int, sock: socket.socket) -> 
     if len(target) != 1 or next(iter(target))[0] != 0 or target == cgroup_dirs(ours, mountinfo):
         return
     try:
-        cgroup_fd = os.open(next(iter(target.values())), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        cgroup_fd = os.open(next(iter(target.values())), os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return
+    first = os.pidfd_open(os.getpid())   # the copy waits on it: no pid to reuse meanwhile
     try:
         pid = _sys.clone_into_cgroup(cgroup_fd)
     except OSError:
+        os.close(first)
         return
     finally:
         os.close(cgroup_fd)
     if pid:
-        os._exit(0)   # the copy carries on; the owner reaps this process
-    # The copy: the owner's child (CLONE_PARENT), which the death signal does not follow.
+        # The owner learns the copy's pid from here, so that it reaps the copy even if the copy
+        # dies before its first report.
+        os.write(sock.fileno(), P.READY.pack(P.MOVED, 0, pid, 0))
+        os._exit(0)
+    # The copy: the owner's child (CLONE_PARENT), which the death signal does not follow. Its
+    # reports come after MOVED: once the first process has exited.
     _sys.set_parent_death_signal(signal.SIGKILL)
+    select.select([first], [], [])
+    os.close(first)
     if os.getppid() != owner:
         os._exit(0)
-    os.write(sock.fileno(), P.READY.pack(P.MOVED, 0, os.getpid(), 0))
 
 
 def _forget_the_owners_pools() -> None:
