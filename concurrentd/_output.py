@@ -27,14 +27,22 @@ class OutputPipes:
         self._out_r, out_w = os.pipe()
         self._err_r, err_w = os.pipe()
         self.ends_for_zygote = (out_w, err_w)
+        self._ends_closed = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """In the owner, after the fork: closes its copies of the write ends, starts copying."""
+        """In the owner, after the fork: closes its copies of the write ends, starts copying.
+        If no thread can be started (RuntimeError), every fd is closed before it raises."""
         for fd in self.ends_for_zygote:
             os.close(fd)
-        self._thread = threading.Thread(target=self._copy, name="concurrentd-output", daemon=True)
-        self._thread.start()
+        self._ends_closed = True
+        thread = threading.Thread(target=self._copy, name="concurrentd-output", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            self.discard()
+            raise
+        self._thread = thread
 
     def _copy(self) -> None:
         poller = select.poll()
@@ -67,8 +75,9 @@ class OutputPipes:
             self._thread.join(timeout)
 
     def discard(self) -> None:
-        """Closes every fd (the zygote was never forked)."""
-        for fd in (*self.ends_for_zygote, self._out_r, self._err_r, *self._targets):
+        """Closes every fd (the zygote was never forked, or the copy could not start)."""
+        ends = () if self._ends_closed else self.ends_for_zygote
+        for fd in (*ends, self._out_r, self._err_r, *self._targets):
             if fd is not None:
                 os.close(fd)
 

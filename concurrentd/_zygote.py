@@ -108,8 +108,8 @@ class Zygote:
             finally:
                 os._exit(code)
         theirs.close()
-        self.output.start()
         self._pidfd = os.pidfd_open(self.pid)
+        self._start_output()
 
     def _spawn(self, fresh: _fresh.Fresh, path_map: PathMap, enters: bool, max_workers: int,
                theirs: socket.socket) -> None:
@@ -127,8 +127,17 @@ class Zygote:
             raise
         finally:
             theirs.close()
-        self.output.start()
         self._pidfd = os.pidfd_open(self.pid)
+        self._start_output()
+
+    def _start_output(self) -> None:
+        """Starts copying the zygote's output. If it cannot (no thread can be started: the
+        interpreter is exiting, or a thread limit), the zygote is ended and reaped first."""
+        try:
+            self.output.start()
+        except BaseException:
+            self.close()
+            raise
 
     def enter(self, anchor_pid: int, anchor_exe: str) -> None:
         """Tells the zygote the unit's anchor (its MainPID and executable); returns at once."""

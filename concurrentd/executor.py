@@ -274,15 +274,16 @@ class TransientUnitPoolExecutor(ProcessPoolExecutor):
         self.unit = PoolUnit(session.unit, session.owned)
         # The zygote is forked: the pool may have a thread now, started while systemd sets the
         # unit up.
-        self._executor_manager_thread = manager = PoolManager(
-            session, max_workers=max_workers, max_tasks=max_tasks_per_child,
-            policy=policy, on_worker_death=on_worker_death, unit_name=self.unit.name,
-            limits=limits, max_frame=max_result_size, stall_timeout=float(stall_timeout))
         try:
+            manager = PoolManager(
+                session, max_workers=max_workers, max_tasks=max_tasks_per_child,
+                policy=policy, on_worker_death=on_worker_death, unit_name=self.unit.name,
+                limits=limits, max_frame=max_result_size, stall_timeout=float(stall_timeout))
             manager.start()   # (at the interpreter's exit: "can't create new thread")
-        except BaseException:
+        except BaseException:   # (its eventfd: EMFILE)
             session.release()
             raise
+        self._executor_manager_thread = manager
         try:
             if not ready:
                 session.finish(float(start_timeout))

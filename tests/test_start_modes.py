@@ -264,3 +264,50 @@ def test_on_cgroup_v2_the_zygote_is_created_in_the_units_cgroup(monkeypatch, war
     if warm:
         from concurrentd import _warm
         _warm.stop_all()
+
+
+# -- a start that fails half-way leaves nothing --
+
+def _children():
+    me = str(os.getpid())
+    return sorted(p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+                  and (p / "stat").exists() and _stat_ppid(p) == me)
+
+
+def _stat_ppid(proc):
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+    except (OSError, IndexError):
+        return None
+
+
+class _NoThread:
+    """A threading.Thread whose start() fails, as at the interpreter's exit or a thread limit."""
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def start(self):
+        raise RuntimeError("can't start new thread")
+
+
+@pytest.mark.parametrize("fails", ["the manager's eventfd", "the output's thread"])
+def test_a_start_that_fails_after_the_zygote_leaves_no_unit_process_or_fd(monkeypatch, fails):
+    import types
+
+    from entry_helpers import fd_links
+
+    from concurrentd import _manager, _output
+    units, children, fds = _units(), _children(), fd_links()
+    if fails == "the manager's eventfd":
+        def no_fd(*args):
+            raise OSError(24, "Too many open files")
+        monkeypatch.setattr(_manager, "os", types.SimpleNamespace(**{
+            **{k: getattr(os, k) for k in dir(os) if not k.startswith("__")}, "eventfd": no_fd}))
+        expected = OSError
+    else:
+        monkeypatch.setattr(_output, "threading", types.SimpleNamespace(Thread=_NoThread))
+        expected = RuntimeError
+    with pytest.raises(expected):
+        TransientUnitPoolExecutor(1, PROPS, warm_units=False)
+    monkeypatch.undo()
+    assert (_units(), _children(), fd_links()) == (units, children, fds)
