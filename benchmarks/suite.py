@@ -288,7 +288,12 @@ def target_value(t: dict) -> str:
 def table(results: dict) -> str:
     lines = ["| case | figure | median (spread) |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {v} |" for a, b, v in figures(results)]
-    lines += ["", "| case | target | figure | target | verdict |", "| --- | --- | --- | --- | --- |"]
+    return "\n".join(lines + ["", targets_table(results)])
+
+
+def targets_table(results: dict) -> str:
+    """Every target with its figure and verdict (RESULTS.md's second table, README's table)."""
+    lines = ["| case | target | figure | target | verdict |", "| --- | --- | --- | --- | --- |"]
     for t in results["targets"]:
         target = t["target"].replace(" us", " µs")
         if t.get("basis"):
@@ -327,7 +332,31 @@ def write_outputs(results: dict, command: str, publish: bool = False) -> list[st
     with open(path, "w") as f:
         f.write("\n".join(md))
     written.append(path)
+    written += _readme_table(results)
     return written
+
+
+#: README's targets table sits between these lines, which --publish keeps
+README = os.path.join(os.path.dirname(HERE), "README.md")
+TABLE_BEGIN, TABLE_END = "<!-- benchmarks: targets -->", "<!-- /benchmarks: targets -->"
+
+
+def _readme_table(results: dict) -> list[str]:
+    """README's targets table replaced by this run's (where README has the markers)."""
+    try:
+        with open(README) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    begin, end = text.find(TABLE_BEGIN), text.find(TABLE_END)
+    if begin < 0 or end < begin:
+        return []
+    m = results["machine"]
+    body = (f"\n{m['cpus']} CPUs, {m['systemd']} ({m['cgroups']} cgroups), Python "
+            f"{m['python']}, {m['date'][:10]}:\n\n{targets_table(results)}\n")
+    with open(README, "w") as f:
+        f.write(text[:begin + len(TABLE_BEGIN)] + body + text[end:])
+    return [README]
 
 
 def _chart(results: dict) -> str | None:
