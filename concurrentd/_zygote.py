@@ -168,16 +168,10 @@ class Zygote:
         zygote from now on, once checked to be this process's child; the first one, which has
         exited or is exiting, is reaped."""
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = _pidfd_of_child(pid, os.getpid())
         except (OSError, ValueError):
             return False
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                ppid = int(parse_status(f.read()).get("PPid", -1))
-        except (OSError, ValueError):
-            ppid = -1
-        if ppid != os.getpid():
-            os.close(pidfd)
+        if pidfd is None:
             return False
         os.waitpid(self.pid, 0)
         os.close(self._pidfd)
@@ -264,19 +258,7 @@ class Zygote:
     def child_pidfd(self, pid: int) -> int | None:
         """A pidfd on ``pid`` if it is (still) this zygote's child, else None: it has exited.
         The pid comes from a zygote inside the unit: the owner signals only what it checked."""
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return None
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                ppid = int(parse_status(f.read()).get("PPid", -1))
-        except (OSError, ValueError):
-            ppid = -1
-        if ppid != self.pid:   # exited, and the pid taken by another process since
-            os.close(fd)
-            return None
-        return fd
+        return _pidfd_of_child(pid, self.pid)
 
     def alive(self) -> bool:
         if self.status is not None:
@@ -300,6 +282,24 @@ class Zygote:
                 self.kill()
             self.status = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
             os.close(self._pidfd)
+
+
+def _pidfd_of_child(pid: int, parent: int) -> int | None:
+    """A pidfd on ``pid`` if it is ``parent``'s child, else None: it has exited, and the pid may
+    be another process's since. Opened before the check, so that it is the process checked."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            ppid = int(parse_status(f.read()).get("PPid", -1))
+    except (OSError, ValueError):
+        ppid = -1
+    if ppid != parent:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _std_stream_fds() -> set[int]:
