@@ -192,17 +192,20 @@ PURE_V2 = Path("/proc/self/cgroup").read_text().strip().count("\n") == 0
 
 def _v2_dir(cgroup: str) -> str:
     """The directory of a cgroup v2 path (a unit's ControlGroup) in this process's view."""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        if fields[fields.index("-") + 1] == "cgroup2":
-            return fields[4] + cgroup
-    pytest.skip("no cgroup2 file system mounted")
+    from concurrentd._entry.plan import cgroup_dirs
+    dirs = cgroup_dirs(f"0::{cgroup}\n", Path("/proc/self/mountinfo").read_text())
+    if not dirs:
+        pytest.skip("no cgroup2 file system mounted")
+    return next(iter(dirs.values()))
 
 
 def _ppid(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("PPid:"):
-            return int(line.split()[1])
+    """Its parent's pid, or None once it is gone."""
+    from concurrentd._entry.plan import parse_status
+    try:
+        return int(parse_status(Path(f"/proc/{pid}/status").read_text())["PPid"])
+    except OSError:
+        return None
 
 
 def test_clone_into_cgroup_creates_the_copy_there_as_a_child_of_the_callers_parent():
@@ -269,16 +272,9 @@ def test_on_cgroup_v2_the_zygote_is_created_in_the_units_cgroup(monkeypatch, war
 # -- a start that fails half-way leaves nothing --
 
 def _children():
-    me = str(os.getpid())
-    return sorted(p.name for p in Path("/proc").iterdir() if p.name.isdigit()
-                  and (p / "stat").exists() and _stat_ppid(p) == me)
-
-
-def _stat_ppid(proc):
-    try:
-        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
-    except (OSError, IndexError):
-        return None
+    """This process's children, zombies included (one not reaped is left behind too)."""
+    return sorted(p.name for p in Path("/proc").iterdir()
+                  if p.name.isdigit() and _ppid(p.name) == os.getpid())
 
 
 class _NoThread:
