@@ -337,14 +337,16 @@ def write_outputs(results: dict, command: str, publish: bool = False) -> list[st
 
 
 #: README's targets table sits between these lines, which --publish keeps
-README = os.path.join(os.path.dirname(HERE), "README.md")
 TABLE_BEGIN, TABLE_END = "<!-- benchmarks: targets -->", "<!-- /benchmarks: targets -->"
 
 
 def _readme_table(results: dict) -> list[str]:
-    """README's targets table replaced by this run's (where README has the markers)."""
+    """README's targets table replaced by this run's (where README has the markers). README is
+    the one beside HERE, as RESULTS.md is in HERE: a run told to write elsewhere (the tests')
+    leaves the tree's alone."""
+    readme = os.path.join(os.path.dirname(HERE), "README.md")
     try:
-        with open(README) as f:
+        with open(readme) as f:
             text = f.read()
     except FileNotFoundError:
         return []
@@ -354,9 +356,9 @@ def _readme_table(results: dict) -> list[str]:
     m = results["machine"]
     body = (f"\n{m['cpus']} CPUs, {m['systemd']} ({m['cgroups']} cgroups), Python "
             f"{m['python']}, {m['date'][:10]}:\n\n{targets_table(results)}\n")
-    with open(README, "w") as f:
+    with open(readme, "w") as f:
         f.write(text[:begin + len(TABLE_BEGIN)] + body + text[end:])
-    return [README]
+    return [readme]
 
 
 def _chart(results: dict) -> str | None:
